@@ -1,0 +1,11 @@
+"""The shipped workloads. Each recipe is a config in ``configs/recipe/`` plus its model and
+data code in a package here; nothing recipe-specific lives in ``trainer/``."""
+
+from hydra.core.config_store import ConfigStore
+
+
+def register_schemas(store: ConfigStore) -> None:
+    """Store every recipe's typed schemas under ``schema/<group>/<option>``."""
+    from recipes.mnist import config as mnist_config
+
+    mnist_config.register(store)

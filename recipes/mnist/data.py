@@ -1,0 +1,138 @@
+"""MNIST from the four LeCun IDX files, and scikit-learn's 8x8 digits for offline runs."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from pathlib import Path
+
+import torch
+
+from trainer.data import InMemoryData, TensorSplit
+from trainer.data.idx import read_idx
+from trainer.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+_MNIST_COUNTS = {"train": 60000, "test": 10000}
+DIGIT_NAMES = [str(d) for d in range(10)]
+
+
+def _find(root: Path, stem: str) -> Path | None:
+    # torchvision's download lands in MNIST/raw/; users often unpack there too.
+    for folder in (root, root / "MNIST" / "raw"):
+        for name in (stem + ".gz", stem):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def _download(root: Path) -> None:
+    """Fetch MNIST with torchvision (it verifies checksums), bounded so offline fails fast."""
+    from torchvision.datasets import MNIST
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)
+    try:
+        MNIST(str(root), train=True, download=True)
+        MNIST(str(root), train=False, download=True)
+    except Exception as exc:  # any network or mirror failure means "not downloadable here"
+        log.debug("MNIST download failed: %s", exc)
+        raise UserError(_missing_message(root, f"download failed: {exc}")) from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _missing_message(root: Path, why: str) -> str:
+    names = ", ".join(stem + ".gz" for stem in MNIST_FILES.values())
+    return (
+        f"MNIST not found in {root} ({why}): put {names} there "
+        "(or set data.root=DIR or TRAINER_DATA_DIR=DIR with DIR/mnist holding them)"
+    )
+
+
+class MNISTData(InMemoryData):
+    """The 60,000 + 10,000 MNIST images as uint8 tensors of shape N x 28 x 28."""
+
+    class_names = DIGIT_NAMES
+
+    def __init__(self, root: str, download: bool = True) -> None:
+        folder = Path(root).expanduser()
+        paths = {key: _find(folder, stem) for key, stem in MNIST_FILES.items()}
+        if None in paths.values():
+            if not download:
+                raise UserError(_missing_message(folder, "data.download=false"))
+            log.info("MNIST not in %s; downloading it with torchvision", folder)
+            _download(folder)
+            paths = {key: _find(folder, stem) for key, stem in MNIST_FILES.items()}
+        splits = {}
+        for split in ("train", "test"):
+            images = read_idx(paths[f"{split}_images"])
+            labels = read_idx(paths[f"{split}_labels"])
+            if images.dim() != 3 or images.shape[1:] != (28, 28):
+                raise UserError(
+                    f"{paths[f'{split}_images']} holds images of shape {tuple(images.shape)}, "
+                    "expected N x 28 x 28; it is not an MNIST image file"
+                )
+            if labels.dim() != 1 or len(labels) != len(images):
+                raise UserError(
+                    f"{paths[f'{split}_labels']} holds {tuple(labels.shape)} labels for "
+                    f"{len(images)} images; the image and label files do not belong together"
+                )
+            if int(labels.max()) > 9:
+                raise UserError(f"{paths[f'{split}_labels']} has labels above 9; not MNIST")
+            if len(images) != _MNIST_COUNTS[split]:
+                log.warning(
+                    "%s has %d images, the official MNIST %s split has %d",
+                    paths[f"{split}_images"], len(images), split, _MNIST_COUNTS[split],
+                )
+            splits[split] = TensorSplit(images, labels.long())
+        self.train, self.test = splits["train"], splits["test"]
+        self.description = (
+            f"MNIST from {folder}: {len(self.train):,} train / {len(self.test):,} test images"
+        )
+
+    def transform(self, inputs: torch.Tensor) -> torch.Tensor:
+        return inputs.float().div_(255.0)
+
+    def as_images(self, inputs: torch.Tensor) -> torch.Tensor:
+        return inputs.float().div(255.0).unsqueeze(1)
+
+
+class DigitsData(InMemoryData):
+    """scikit-learn's bundled 8x8 digits (values 0..16), split deterministically.
+
+    It ships inside the scikit-learn package, so it needs no network. It is a different,
+    much smaller and easier data set than MNIST, and every run says so.
+    """
+
+    class_names = DIGIT_NAMES
+
+    def __init__(self, root: str = "sklearn-bundled", test_fraction: float = 0.2) -> None:
+        from sklearn.datasets import load_digits
+
+        if not 0.0 < test_fraction < 1.0:
+            raise UserError(f"data.test_fraction must be in (0, 1), got {test_fraction}")
+        digits = load_digits()
+        images = torch.from_numpy(digits.images).to(torch.uint8)  # 0..16, 1797 x 8 x 8
+        labels = torch.from_numpy(digits.target).long()
+        n_test = round(len(images) * test_fraction)
+        # The file is ordered by writer, not class; the last rows are a fair held-out set.
+        self.train = TensorSplit(images[:-n_test], labels[:-n_test])
+        self.test = TensorSplit(images[-n_test:], labels[-n_test:])
+        self.description = (
+            "scikit-learn's bundled 8x8 handwritten digits (NOT MNIST): "
+            f"{len(self.train):,} train / {len(self.test):,} test images"
+        )
+
+    def transform(self, inputs: torch.Tensor) -> torch.Tensor:
+        return inputs.float().div_(16.0)
+
+    def as_images(self, inputs: torch.Tensor) -> torch.Tensor:
+        return inputs.float().div(16.0).unsqueeze(1)

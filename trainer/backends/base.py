@@ -1,0 +1,53 @@
+"""The interface every data-parallel backend implements.
+
+The run loop talks to a backend only through these methods, so torch.distributed and Horovod
+tricks stay inside their own files.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from trainer import identity
+
+
+class Backend:
+    """One process, no communication: the reference every multi-worker backend must match."""
+
+    name = "none"
+
+    def __init__(self, device: torch.device, ident: identity.Identity | None = None) -> None:
+        self.device = device
+        self.identity = ident if ident is not None else identity.Identity()
+
+    @property
+    def rank(self) -> int:
+        return self.identity.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.identity.world_size
+
+    @property
+    def is_primary(self) -> bool:
+        return self.identity.is_primary
+
+    def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Return the module whose backward averages gradients across workers."""
+        return model
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum a tensor over all workers (in place, and returned)."""
+        return tensor
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's copy of a small picklable object, on every rank."""
+        return obj
+
+    def barrier(self) -> None:
+        identity.barrier()
+
+    def close(self) -> None:
+        """Release communicators; safe to call twice."""

@@ -1,0 +1,76 @@
+"""The ``trainer`` command: compose the config, build the run, train, close.
+
+``trainer`` and ``python -m trainer`` both land in :func:`main`. A :class:`UserError` anywhere
+becomes one line on stderr and exit code 2; everything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from trainer.config import register_configs
+from trainer.errors import UserError
+
+EXIT_USER_ERROR = 2
+# configs/ sits beside the packages (installed with `pip install -e .`).
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+
+
+def fail(message: str) -> None:
+    print(f"trainer: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict:
+    """Build everything from ``cfg``, fit, and return the final metrics."""
+    from trainer.build import build_run
+    from trainer.loop import fit
+
+    run = build_run(cfg, run_dir)
+    try:
+        return fit(run)
+    finally:
+        run.logger.close_progress()
+        run.backend.close()
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def _hydra_entry(cfg: DictConfig) -> float:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        metrics = train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except UserError as exc:
+        fail(str(exc))
+    # Hydra sweepers (Optuna, Ax) maximise or minimise what the task function returns.
+    return metrics["test_accuracy"]
+
+
+def _check_output_dirs(argv: list[str]) -> None:
+    """Refuse an unwritable hydra.run.dir / hydra.sweep.dir before Hydra tries to create it."""
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+~") not in ("hydra.run.dir", "hydra.sweep.dir") or not value:
+            continue
+        path = Path(value).expanduser().absolute()
+        existing = path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            fail(f"{key}={value} is not usable: {existing} is a file, not a directory; "
+                 "choose another directory")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            fail(f"{key}={value} is not writable (no write permission on {existing}); "
+                 "choose a directory you can write to")
+
+
+def main() -> None:
+    _check_output_dirs(sys.argv[1:])
+    register_configs()
+    _hydra_entry()

@@ -1,0 +1,131 @@
+"""Typed schemas for every config group.
+
+Hydra merges each YAML option onto one of these dataclasses, so a misspelt key or a wrong type
+fails at start with OmegaConf naming the full key (``Key 'epochz' not in 'LoopConfig'``).
+Groups whose options take different keys (optimizer, model, data) get one schema per option,
+stored under ``schema/<group>/<option>`` and pulled into the option's YAML defaults list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+
+@dataclass
+class DataConfig:
+    """Keys every data option has. ``batch_size`` is the GLOBAL batch over all workers."""
+
+    _target_: str = MISSING
+    root: str = MISSING
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    # Where the data tensors live: "auto" keeps them on the training device (in-memory path).
+    device: str = "auto"
+
+
+@dataclass
+class OptimizerConfig:
+    """Keys every optimizer option has. Options subclass this with their own hyper-parameters."""
+
+    _target_: str = MISSING
+    _partial_: bool = True
+    lr: float = MISSING
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    momentum: float = 0.0
+    nesterov: bool = False
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+
+@dataclass
+class RMSpropConfig(OptimizerConfig):
+    alpha: float = 0.99
+    eps: float = 1e-8
+    momentum: float = 0.0
+    centered: bool = False
+
+
+@dataclass
+class ScheduleConfig:
+    """Per-step learning-rate schedule; ``_target_`` is a class in ``trainer.schedule``."""
+
+    _target_: str = MISSING
+
+
+@dataclass
+class TaskConfig:
+    """Loss and metrics; ``_target_`` is a class in ``trainer.tasks``."""
+
+    _target_: str = MISSING
+
+
+@dataclass
+class LoopConfig:
+    """The run loop (the ``trainer`` group)."""
+
+    epochs: int = 1
+    # Stop after this many optimizer steps even mid-epoch (null: run all epochs).
+    max_steps: int | None = None
+    seed: int = 0
+    # Evaluate every N steps; 0 evaluates at the end of each epoch only.
+    eval_every: int = 0
+    # Checkpoint every N steps (0: only at epoch ends); always at each epoch end.
+    checkpoint_every: int = 0
+    keep_last: int = 3
+    # auto: newest good checkpoint in the run directory; a path: that file or run directory;
+    # null: start fresh.
+    resume: str | None = "auto"
+    # Patience, in evaluations without improvement of early_stop_metric; null or 0: off.
+    early_stop: int | None = None
+    early_stop_metric: str = "eval/accuracy"
+    early_stop_mode: str = "max"
+    log_every: int = 50
+    # auto: CUDA when available, else the CPU.
+    device: str = "auto"
+    # Intra-op threads for this process (null: leave torch's default).
+    threads: int | None = None
+    # torch.use_deterministic_algorithms; on the CPU runs are bit-reproducible either way.
+    deterministic: bool = False
+
+
+@dataclass
+class DistConfig:
+    # auto: decide from the launcher's environment; none: single process.
+    backend: str = "auto"
+    timeout_s: int = 600
+
+
+@dataclass
+class LoggerConfig:
+    tensorboard: bool = True
+    progress_bar: bool = True
+    # How many test samples to draw with their predictions in TensorBoard (0: none).
+    sample_predictions: int = 16
+
+
+@dataclass
+class TrainConfig:
+    """The composed config. Group defaults live in ``configs/train.yaml``."""
+
+    model: Any = MISSING
+    data: DataConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    schedule: ScheduleConfig = MISSING
+    task: TaskConfig = MISSING
+    trainer: LoopConfig = field(default_factory=LoopConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # A one-line description the run prints first; recipes say honestly what they train on.
+    description: str = ""
+    recipe: Any = None

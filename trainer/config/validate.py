@@ -1,0 +1,66 @@
+"""Value checks that a type system cannot express, run before anything is built.
+
+Each failure is one line naming the key, the bad value and what would be accepted.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from trainer.errors import UserError
+
+
+def _require(ok: bool, key: str, value, expected: str) -> None:
+    if not ok:
+        raise UserError(f"{key}={value} is invalid: {expected}")
+
+
+def validate(cfg: DictConfig) -> None:
+    data, loop, opt = cfg.data, cfg.trainer, cfg.optimizer
+    _require(data.batch_size > 0, "data.batch_size", data.batch_size, "use a positive integer")
+    _require(
+        data.eval_batch_size > 0, "data.eval_batch_size", data.eval_batch_size,
+        "use a positive integer",
+    )
+    _require(opt.lr > 0, "optimizer.lr", opt.lr, "the learning rate must be > 0")
+    _require(
+        opt.weight_decay >= 0, "optimizer.weight_decay", opt.weight_decay, "use a value >= 0"
+    )
+    if "momentum" in opt:
+        _require(
+            0 <= opt.momentum < 1, "optimizer.momentum", opt.momentum, "use a value in [0, 1)"
+        )
+    if opt.get("nesterov"):
+        _require(
+            opt.momentum > 0, "optimizer.nesterov", True,
+            "Nesterov momentum needs optimizer.momentum > 0",
+        )
+    _require(loop.epochs >= 1, "trainer.epochs", loop.epochs, "use at least 1")
+    _require(
+        loop.max_steps is None or loop.max_steps >= 1, "trainer.max_steps", loop.max_steps,
+        "use a positive integer or null",
+    )
+    for key in ("eval_every", "checkpoint_every"):
+        _require(loop[key] >= 0, f"trainer.{key}", loop[key], "use 0 (epoch ends) or a step count")
+    _require(loop.keep_last >= 1, "trainer.keep_last", loop.keep_last, "keep at least 1")
+    _require(loop.log_every >= 1, "trainer.log_every", loop.log_every, "use at least 1")
+    _require(
+        loop.early_stop is None or loop.early_stop >= 0, "trainer.early_stop", loop.early_stop,
+        "use a patience >= 1, or null/0 for off",
+    )
+    _require(
+        loop.early_stop_mode in ("max", "min"), "trainer.early_stop_mode",
+        loop.early_stop_mode, "use max or min",
+    )
+    _require(
+        loop.threads is None or loop.threads >= 1, "trainer.threads", loop.threads,
+        "use a positive integer or null",
+    )
+    _require(
+        loop.device in ("auto", "cpu") or loop.device.startswith("cuda"), "trainer.device",
+        loop.device, "use auto, cpu or cuda[:N]",
+    )
+    _require(
+        cfg.logger.sample_predictions >= 0, "logger.sample_predictions",
+        cfg.logger.sample_predictions, "use 0 or more",
+    )
