@@ -3,7 +3,9 @@
 Files are ``checkpoints/step-00001234.pt``; ``last.pt`` is a symbolic link to the newest one.
 A write goes to a temporary file that is flushed, fsynced and renamed, and only then does
 ``last.pt`` move, so a crash at any instant leaves the previous good checkpoint in place.
-Reading uses ``torch.load(weights_only=True)``: a checkpoint cannot run code.
+Reading first checks the CRC32 of every record in the file (torch writes them, but its own
+reader does not verify them, so a flipped byte would otherwise load as silently wrong weights),
+then loads with ``torch.load(weights_only=True)``: a checkpoint cannot run code.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,15 @@ def non_finite_tensors(state_dict: dict[str, torch.Tensor]) -> list[str]:
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """Load and sanity-check one checkpoint; raise CheckpointError saying what is wrong."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad_record = archive.testzip()
+    except FileNotFoundError:
+        raise CheckpointError("file not found") from None
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(f"is truncated or not a torch file ({exc})") from None
+    if bad_record is not None:
+        raise CheckpointError(f"is corrupt (checksum mismatch in record {bad_record})")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

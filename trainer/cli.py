@@ -70,7 +70,22 @@ def _check_output_dirs(argv: list[str]) -> None:
                  "choose a directory you can write to")
 
 
+def _check_group_choices(argv: list[str]) -> None:
+    """One line for an unknown option (``recipe=nope``) instead of Hydra's search-path dump."""
+    configs = Path(CONFIG_DIR)
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        group = key.lstrip("+~")
+        if not sep or group.startswith("hydra") or not (configs / group).is_dir():
+            continue
+        known = sorted(p.stem for p in (configs / group).glob("*.yaml"))
+        for choice in value.split(","):  # a multirun sweep lists several
+            if choice and choice not in known and choice != "null":
+                fail(f"unknown {group} '{choice}'; choose one of: {', '.join(known)}")
+
+
 def main() -> None:
     _check_output_dirs(sys.argv[1:])
+    _check_group_choices(sys.argv[1:])
     register_configs()
     _hydra_entry()

@@ -29,9 +29,16 @@ def restore(run: Run) -> None:
     changed = config_changes(state["config"], run.cfg)
     if changed:
         run.logger.warning(f"config differs from the checkpoint's in: {', '.join(changed)}")
+    # Hyper-parameters come from the config, state (momentum, moments) from the checkpoint:
+    # load_state_dict would otherwise bring back the saved lr, weight decay, betas...
+    configured = [
+        {k: v for k, v in group.items() if k != "params"} for group in run.optimizer.param_groups
+    ]
     try:
         run.model.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
+        for group, values in zip(run.optimizer.param_groups, configured, strict=True):
+            group.update(values)
     except (RuntimeError, ValueError, KeyError) as exc:
         raise UserError(
             f"checkpoint {run.resumed_from} does not fit this model/optimizer "

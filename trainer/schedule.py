@@ -2,8 +2,9 @@
 
 A schedule is a pure function of the step: ``factor(step)`` multiplies each parameter group's
 base learning rate, and the loop writes the product into the optimizer before every step.
-Being stateless, a schedule resumes exactly from the step alone; the base rates are saved
-in the checkpoint so that a resumed run does not read back an already-scaled ``lr``.
+Being stateless, a schedule resumes exactly from the step alone. The base rates come from the
+optimizer as the config built it, never from a checkpoint, so a resumed run neither reads back
+an already-scaled ``lr`` nor ignores an ``optimizer.lr`` the user changed on purpose.
 
 PyTorch's SGD keeps the learning rate outside the momentum buffer (v <- mu*v + g;
 w <- w - lr*v), so changing lr between steps rescales only the next update, never the history.
@@ -34,10 +35,11 @@ class Schedule:
         return optimizer.param_groups[0]["lr"]
 
     def state_dict(self) -> dict:
-        return {"base_lrs": list(self.base_lrs)}
+        """State beyond the step (none for a pure function of the step)."""
+        return {}
 
     def load_state_dict(self, state: dict) -> None:
-        self.base_lrs = list(state["base_lrs"])
+        pass
 
 
 class Constant(Schedule):

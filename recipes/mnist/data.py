@@ -44,7 +44,8 @@ def _download(root: Path) -> None:
         MNIST(str(root), train=False, download=True)
     except Exception as exc:  # any network or mirror failure means "not downloadable here"
         log.debug("MNIST download failed: %s", exc)
-        raise UserError(_missing_message(root, f"download failed: {exc}")) from None
+        why = " ".join(str(exc).split())  # torchvision's message spans lines
+        raise UserError(_missing_message(root, f"download failed: {why[:160]}")) from None
     finally:
         socket.setdefaulttimeout(previous)
 

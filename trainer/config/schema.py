@@ -128,4 +128,3 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     # A one-line description the run prints first; recipes say honestly what they train on.
     description: str = ""
-    recipe: Any = None

@@ -1,0 +1,132 @@
+"""IDX reading, the in-memory loader's order and shards, and MNIST/digits loading."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+import torch
+
+from recipes.mnist.data import DigitsData, MNISTData
+from tests.conftest import make_fake_mnist
+from trainer.data.idx import read_idx, write_idx
+from trainer.data.memory import InMemoryLoader, TensorSplit, epoch_permutation, eval_batches
+from trainer.errors import UserError
+
+
+@pytest.mark.parametrize("name", ["x-idx3-ubyte", "x-idx3-ubyte.gz"])
+def test_idx_round_trip(tmp_path, name):
+    data = torch.randint(0, 256, (7, 28, 28), dtype=torch.uint8)
+    write_idx(tmp_path / name, data)
+    assert torch.equal(read_idx(tmp_path / name), data)
+
+
+def test_idx_bad_magic_is_named(tmp_path):
+    path = tmp_path / "bad-idx3-ubyte"
+    path.write_bytes(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(UserError, match="bad magic number 504b0304"):
+        read_idx(path)
+
+
+def test_idx_truncated_is_named(tmp_path):
+    path = tmp_path / "t-idx3-ubyte.gz"
+    write_idx(path, torch.zeros(10, 28, 28, dtype=torch.uint8))
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(raw[:-50]))
+    with pytest.raises(UserError, match="truncated"):
+        read_idx(path)
+
+
+def test_broken_gzip_is_named(tmp_path):
+    path = tmp_path / "t-idx1-ubyte.gz"
+    path.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(UserError, match="cannot read"):
+        read_idx(path)
+
+
+def test_mnist_reads_gz_and_raw_files(tmp_path):
+    folder = make_fake_mnist(tmp_path / "mnist", n_train=50, n_test=20)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for f in folder.iterdir():
+        (raw / f.name.removesuffix(".gz")).write_bytes(gzip.decompress(f.read_bytes()))
+    a, b = MNISTData(str(folder), download=False), MNISTData(str(raw), download=False)
+    assert a.train.inputs.dtype == torch.uint8 and a.train.inputs.shape == (50, 28, 28)
+    assert torch.equal(a.train.inputs, b.train.inputs) and torch.equal(
+        a.test.targets, b.test.targets
+    )
+
+
+def test_mnist_missing_files_say_where_to_put_which(tmp_path):
+    with pytest.raises(UserError) as info:
+        MNISTData(str(tmp_path), download=False)
+    message = str(info.value)
+    assert str(tmp_path) in message and "\n" not in message
+    for name in ("train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        assert name in message
+
+
+def test_mnist_labels_that_do_not_match_images(tmp_path):
+    folder = make_fake_mnist(tmp_path / "m", n_train=50, n_test=20)
+    write_idx(folder / "train-labels-idx1-ubyte.gz", torch.zeros(49, dtype=torch.uint8))
+    with pytest.raises(UserError, match="do not belong together"):
+        MNISTData(str(folder), download=False)
+
+
+def test_mnist_wrong_image_size(tmp_path):
+    folder = make_fake_mnist(tmp_path / "m", n_train=50, n_test=20)
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", torch.zeros(20, 32, 32, dtype=torch.uint8))
+    with pytest.raises(UserError, match="expected N x 28 x 28"):
+        MNISTData(str(folder), download=False)
+
+
+def test_digits_is_the_bundled_sklearn_set():
+    data = DigitsData()
+    assert len(data.train) + len(data.test) == 1797
+    assert data.train.inputs.shape[1:] == (8, 8) and int(data.train.inputs.max()) == 16
+    assert "NOT MNIST" in data.description
+
+
+def _split(n: int) -> TensorSplit:
+    return TensorSplit(torch.arange(n), torch.arange(n))
+
+
+def test_epoch_order_depends_on_seed_and_epoch_only():
+    assert torch.equal(epoch_permutation(100, 3, 5), epoch_permutation(100, 3, 5))
+    assert not torch.equal(epoch_permutation(100, 3, 5), epoch_permutation(100, 3, 6))
+    assert not torch.equal(epoch_permutation(100, 3, 5), epoch_permutation(100, 4, 5))
+    assert sorted(epoch_permutation(100, 0, 0).tolist()) == list(range(100))
+
+
+def test_shards_are_disjoint_cover_the_epoch_and_match_one_worker():
+    split, world = _split(103), 3
+    one = [x for x, _ in InMemoryLoader(split, 12, seed=1).epoch(2)]
+    shards = [
+        [x for x, _ in InMemoryLoader(split, 12, seed=1, rank=r, world_size=world).epoch(2)]
+        for r in range(world)
+    ]
+    assert all(len(s) == len(one) == 103 // 12 for s in shards)
+    seen = torch.cat([torch.cat(s) for s in shards])
+    assert len(set(seen.tolist())) == len(seen) == 8 * 12  # disjoint; last partial batch dropped
+    for i, batch in enumerate(one):  # global batch i == the ranks' slices of it, in rank order
+        assert torch.equal(batch, torch.cat([s[i] for s in shards]))
+
+
+def test_resume_mid_epoch_yields_the_remaining_batches():
+    loader = InMemoryLoader(_split(50), 8, seed=0)
+    full = [x for x, _ in loader.epoch(1)]
+    tail = [x for x, _ in loader.epoch(1, start=4)]
+    assert len(tail) == 2 and all(torch.equal(a, b) for a, b in zip(full[4:], tail, strict=True))
+
+
+def test_batch_must_split_over_workers_and_fit_the_data():
+    with pytest.raises(ValueError, match="does not split over 4 workers"):
+        InMemoryLoader(_split(100), 10, seed=0, world_size=4)
+    with pytest.raises(ValueError, match="larger than the 100"):
+        InMemoryLoader(_split(100), 101, seed=0)
+
+
+def test_eval_shards_cover_every_sample_once():
+    split = _split(101)
+    seen = [x for r in range(3) for x, _ in eval_batches(split, 16, rank=r, world_size=3)]
+    assert torch.equal(torch.cat(seen), torch.arange(101))

@@ -1,0 +1,29 @@
+"""The MNIST recipe on the real LeCun files (skipped where TRAINER_DATA_DIR has no MNIST)."""
+
+from __future__ import annotations
+
+import pytest
+
+from recipes.mnist.data import MNISTData
+from tests.conftest import train_in_process
+
+
+@pytest.mark.slow
+def test_real_mnist_files_load_with_official_counts(real_mnist):
+    data = MNISTData(str(real_mnist), download=False)
+    assert (len(data.train), len(data.test)) == (60000, 10000)
+    assert data.train.targets.bincount().tolist()[:3] == [5923, 6742, 5958]
+
+
+@pytest.mark.slow
+def test_short_real_mnist_run_reaches_97_percent(tmp_path, real_mnist):
+    metrics = train_in_process(
+        tmp_path,
+        "recipe=mnist",
+        f"data.root={real_mnist}",
+        "data.download=false",
+        "trainer.epochs=3",
+        "trainer.threads=2",
+        "logger.tensorboard=false",
+    )
+    assert metrics["test_accuracy"] >= 0.97, metrics
