@@ -8,12 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from recipes.mnist.synthetic import write_fake_mnist
-from trainer.cli import CONFIG_DIR
-from trainer.config import register_configs
+from trainer.config import compose_config as compose
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TRAINER_DATA_DIR", ROOT.parent / "shared" / "data"))
@@ -24,9 +22,7 @@ SHRINK = ["logger.progress_bar=false", "trainer.threads=1"]
 
 
 def compose_config(*overrides: str) -> DictConfig:
-    register_configs()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=[*SHRINK, *overrides])
+    return compose(*SHRINK, *overrides)
 
 
 def train_in_process(run_dir: Path, *overrides: str) -> dict:

@@ -15,12 +15,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from trainer.config import register_configs
+from trainer.config import CONFIG_DIR, register_configs
 from trainer.errors import UserError
 
 EXIT_USER_ERROR = 2
-# configs/ sits beside the packages (installed with `pip install -e .`).
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 
 def fail(message: str) -> None:

@@ -16,6 +16,8 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from trainer.prediction_grid import draw_prediction_grid
+
 log = logging.getLogger("trainer")
 
 
@@ -107,8 +109,6 @@ class Logger:
         """A captioned grid of test images with the model's guesses (wrong ones in red)."""
         if self._writer is None or len(images) == 0:
             return
-        from trainer.prediction_grid import draw_prediction_grid
-
         grid = draw_prediction_grid(images, predicted, actual)
         self._writer.add_image("eval/predictions", grid, step)
 

@@ -1,8 +1,10 @@
 """The run loop: train, evaluate, checkpoint, stop.
 
-The hot path (one optimizer step) does no host synchronisation: losses stay on the device
-and are checked for NaN/Inf once per ``trainer.log_every`` steps, which still names the exact
-step that went bad, and always before a checkpoint is written.
+The hot path (one optimizer step) does no host synchronisation: each step's loss and number of
+correct predictions stay on the device until the next log line (every ``trainer.log_every``
+steps), when they are read in one go, checked for NaN/Inf (naming the exact step that went
+bad) and added to the epoch's sums. They are also flushed before every checkpoint, so a
+checkpoint is never written after a non-finite loss.
 """
 
 from __future__ import annotations
@@ -50,18 +52,6 @@ def restore(run: Run) -> None:
     run.resume_state = None  # free the copy
 
 
-def checkpoint_state(run: Run, sums: torch.Tensor) -> dict[str, Any]:
-    run.progress.train_sums = sums.tolist()
-    return {
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "schedule": run.schedule.state_dict(),
-        "progress": asdict(run.progress),
-        "rng": rng_state(),
-        "config": OmegaConf.to_container(run.cfg, resolve=True),
-    }
-
-
 @torch.no_grad()
 def evaluate(run: Run) -> dict[str, float]:
     """Task metrics over the whole test split, summed over workers."""
@@ -74,11 +64,13 @@ def evaluate(run: Run) -> dict[str, float]:
         world_size=run.backend.world_size, transform=data.transform,
     )
     for inputs, targets in batches:
-        logits = model(inputs.to(run.device, non_blocking=True))
-        targets = targets.to(run.device, non_blocking=True)
-        sums += task.metric_sums(logits, targets, task.loss(logits, targets))
+        logits = model(inputs)
+        n = len(targets)
+        sums[0] += task.loss(logits, targets).double() * n
+        sums[1] += task.count_correct(logits, targets)
+        sums[2] += n
     model.train(was_training)
-    metrics = task.metrics_from_sums(run.backend.all_reduce_sum(sums).cpu())
+    metrics = task.metrics(*run.backend.all_reduce_sum(sums).tolist())
     return {f"eval/{name}": value for name, value in metrics.items()}
 
 
@@ -93,7 +85,7 @@ def log_sample_predictions(run: Run) -> None:
         return
     was_training = run.model.training
     run.model.eval()
-    predicted = run.task.predict(run.model(run.data.transform(raw.to(run.device)))).tolist()
+    predicted = run.task.predict(run.model(run.data.transform(raw))).tolist()
     run.model.train(was_training)
     names = run.data.class_names
     actual = run.data.test.targets[:count].tolist()
@@ -102,7 +94,7 @@ def log_sample_predictions(run: Run) -> None:
     )
 
 
-class _Stopwatch:
+class Stopwatch:
     """Training time only: paused around evaluation and checkpointing."""
 
     def __init__(self) -> None:
@@ -119,164 +111,213 @@ class _Stopwatch:
         return self.total
 
 
-def _check_finite(pending: list[tuple[int, torch.Tensor]]) -> float | None:
-    """Mean of the pending losses; UserError naming the first step whose loss is NaN/Inf."""
-    if not pending:
-        return None
-    losses = torch.stack([loss for _, loss in pending]).float().cpu()
-    finite = torch.isfinite(losses)
-    if not bool(finite.all()):
-        step = pending[int((~finite).nonzero()[0])][0]
-        raise UserError(
-            f"loss is {losses[~finite][0].item()} at step {step}; training stopped and no "
-            "checkpoint was written after it. Lower optimizer.lr, check the data, or resume "
-            "from the last checkpoint"
-        )
-    pending.clear()
-    return float(losses.mean())
+class Loop:
+    """One call of :meth:`fit` trains a built :class:`Run` to the end and returns its metrics."""
 
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        loop = run.cfg.trainer
+        self.steps_per_epoch = len(run.loader)
+        self.total_steps = self.steps_per_epoch * loop.epochs
+        if loop.max_steps is not None:
+            self.total_steps = min(self.total_steps, loop.max_steps)
+        # Plain values: reading a DictConfig attribute costs tens of microseconds.
+        self.log_every, self.eval_every = loop.log_every, loop.eval_every
+        self.checkpoint_every = loop.checkpoint_every
+        self.early_stop, self.early_stop_metric = loop.early_stop, loop.early_stop_metric
+        self.maximise = loop.early_stop_mode == "max"
+        self.pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+        self.clock = Stopwatch()
+        self.last_eval: dict[str, float] = {}
+        self.last_train: dict[str, float] = {}
+        self.evaluated_step = self.saved_step = -1
+        self.stop_reason = ""
+        self.epoch_seconds = 0.0
 
-def fit(run: Run) -> dict[str, Any]:
-    """Train until ``trainer.epochs`` / ``trainer.max_steps`` or early stop; return metrics."""
-    started = time.perf_counter()
-    restore(run)
-    loop, logger, p = run.cfg.trainer, run.logger, run.progress
-    steps_per_epoch = len(run.loader)
-    total_steps = steps_per_epoch * loop.epochs
-    if loop.max_steps is not None:
-        total_steps = min(total_steps, loop.max_steps)
-    global_batch = run.loader.global_batch_size
-    logger.start(run.data.description, run.resumed_from)
-    logger.open_progress(total_steps, p.step)
+    @property
+    def progress(self) -> Progress:
+        return self.run.progress
 
-    model, task, optimizer = run.train_model, run.task, run.optimizer
-    sums = torch.tensor(p.train_sums or [0.0, 0.0, 0.0], dtype=torch.float64, device=run.device)
-    pending: list[tuple[int, torch.Tensor]] = []
-    clock = _Stopwatch()
-    window = (p.step, 0.0)  # (step, train seconds) at the last log line
-    epoch_clock = 0.0
-    last_eval: dict[str, float] = {}
-    last_train: dict[str, float] = {}
-    saved_step = p.step if run.resumed_from is not None else -1
-    first_step, evaluated_step = p.step, -1
-    stop_reason = ""
-
-    def save() -> None:
-        nonlocal saved_step
-        if saved_step == p.step:
-            return
-        _check_finite(pending)
-        run.checkpointer.save(checkpoint_state(run, sums), p.step)
-        saved_step = p.step
-
-    def run_eval() -> None:
-        nonlocal last_eval, stop_reason, evaluated_step
-        _check_finite(pending)
-        last_eval, evaluated_step = evaluate(run), p.step
-        logger.scalars(last_eval, p.step)
-        log_sample_predictions(run)
-        logger.info(
-            f"step {p.step} (epoch {p.step / steps_per_epoch:.2f}): "
-            + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items())
-        )
-        if loop.early_stop:
-            value = last_eval.get(loop.early_stop_metric)
-            if value is None:
-                raise UserError(
-                    f"trainer.early_stop_metric={loop.early_stop_metric} is not an eval "
-                    f"metric; use one of {', '.join(last_eval)}"
-                )
-            better = p.best is None or (
-                value > p.best if loop.early_stop_mode == "max" else value < p.best
+    def flush(self) -> float | None:
+        """Read the pending steps' losses back; add them to the epoch sums; mean loss."""
+        if not self.pending:
+            return None
+        losses = torch.stack([loss for _, loss, _ in self.pending]).double().cpu()
+        finite = torch.isfinite(losses)
+        if not bool(finite.all()):
+            step = self.pending[int((~finite).nonzero()[0])][0]
+            raise UserError(
+                f"loss is {losses[~finite][0].item()} at step {step}; training stopped and no "
+                "checkpoint was written after it. Lower optimizer.lr, check the data, or "
+                "resume from the last checkpoint"
             )
-            p.best, p.bad_evals = (value, 0) if better else (p.best, p.bad_evals + 1)
-            if p.bad_evals >= loop.early_stop:
-                stop_reason = (
-                    f"early stop: {loop.early_stop_metric} has not improved for "
-                    f"{p.bad_evals} evaluations (best {p.best:.4f})"
-                )
+        correct = float(torch.stack([c for _, _, c in self.pending]).sum())
+        batch = self.run.loader.batch_size
+        sums = self.progress.train_sums or [0.0, 0.0, 0.0]
+        self.progress.train_sums = [
+            sums[0] + float(losses.sum()) * batch, sums[1] + correct,
+            sums[2] + len(self.pending) * batch,
+        ]
+        self.pending.clear()
+        return float(losses.mean())
 
-    model.train()
-    while p.step < total_steps and not stop_reason:
+    def train_metrics(self) -> dict[str, float]:
+        """This epoch's training loss and accuracy so far, over all workers."""
+        self.flush()
+        sums = torch.tensor(self.progress.train_sums or [0.0, 0.0, 0.0], dtype=torch.float64)
+        return self.run.task.metrics(*self.run.backend.all_reduce_sum(sums).tolist())
+
+    def save(self) -> None:
+        p = self.progress
+        if self.saved_step == p.step:
+            return
+        self.flush()
+        run = self.run
+        state = {
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "schedule": run.schedule.state_dict(),
+            "progress": asdict(p),
+            "rng": rng_state(),
+            "config": OmegaConf.to_container(run.cfg, resolve=True),
+        }
+        run.checkpointer.save(state, p.step)
+        self.saved_step = p.step
+
+    def evaluate(self) -> None:
+        p, logger = self.progress, self.run.logger
+        self.flush()
+        self.last_eval, self.evaluated_step = evaluate(self.run), p.step
+        logger.scalars(self.last_eval, p.step)
+        log_sample_predictions(self.run)
+        logger.info(
+            f"step {p.step} (epoch {p.step / self.steps_per_epoch:.2f}): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in self.last_eval.items())
+        )
+        if self.early_stop:
+            self._update_early_stop()
+
+    def _update_early_stop(self) -> None:
+        p = self.progress
+        value = self.last_eval.get(self.early_stop_metric)
+        if value is None:
+            raise UserError(
+                f"trainer.early_stop_metric={self.early_stop_metric} is not an eval metric; "
+                f"use one of {', '.join(self.last_eval)}"
+            )
+        better = p.best is None or (value > p.best if self.maximise else value < p.best)
+        p.best, p.bad_evals = (value, 0) if better else (p.best, p.bad_evals + 1)
+        if p.bad_evals >= self.early_stop:
+            self.stop_reason = (
+                f"early stop: {self.early_stop_metric} has not improved for {p.bad_evals} "
+                f"evaluations (best {p.best:.4f})"
+            )
+
+    def log_window(self, lr: float, window: tuple[int, float]) -> tuple[int, float]:
+        """Log the steps since ``window`` = (step, train seconds); return the new window."""
+        p, logger = self.progress, self.run.logger
+        mean_loss = self.flush()
+        seconds = self.clock.stop() - window[1]
+        sps = (p.step - window[0]) * self.run.loader.global_batch_size / max(seconds, 1e-9)
+        logger.scalars(
+            {"train/loss": mean_loss, "train/lr": lr, "train/samples_per_sec": sps}, p.step
+        )
+        if not logger.shows_progress:
+            logger.info(
+                f"step {p.step}/{self.total_steps} epoch {p.epoch} loss {mean_loss:.4f} "
+                f"lr {lr:.4g} {sps:,.0f} samples/s"
+            )
+        logger.advance(p.epoch, mean_loss, sps)
+        self.clock.start()
+        return p.step, self.clock.total
+
+    def train_epoch(self) -> None:
+        """Run the current epoch from its saved position to its end (or the last step)."""
+        run, p, clock = self.run, self.progress, self.clock
+        model, task, optimizer, schedule = run.train_model, run.task, run.optimizer, run.schedule
+        window = (p.step, clock.total)
         clock.start()
-        epoch_began = clock.total
         for inputs, targets in run.loader.epoch(p.epoch, start=p.batch):
-            lr = run.schedule.apply(optimizer, p.step)
+            lr = schedule.apply(optimizer, p.step)
             logits = model(inputs)
             loss = task.loss(logits, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            sums += task.metric_sums(logits.detach(), targets, loss)
             p.step += 1
             p.batch += 1
-            pending.append((p.step, loss.detach()))
-            if p.step % loop.log_every == 0 or p.step == total_steps:
-                mean_loss = _check_finite(pending)
-                seconds = clock.stop() - window[1]
-                sps = (p.step - window[0]) * global_batch / max(seconds, 1e-9)
-                window = (p.step, clock.total)
-                logger.scalars({"train/loss": mean_loss, "train/lr": lr,
-                                "train/samples_per_sec": sps}, p.step)
-                if not logger.shows_progress:
-                    logger.info(f"step {p.step}/{total_steps} epoch {p.epoch} "
-                                f"loss {mean_loss:.4f} lr {lr:.4g} {sps:,.0f} samples/s")
-                logger.advance(p.epoch, mean_loss, sps)
-                clock.start()
+            self.pending.append((p.step, loss.detach(), task.count_correct(logits, targets)))
+            if p.step % self.log_every == 0 or p.step == self.total_steps:
+                window = self.log_window(lr, window)
             else:
-                logger.advance(p.epoch, None, None)
-            pausing = (
-                (loop.eval_every and p.step % loop.eval_every == 0)
-                or (loop.checkpoint_every and p.step % loop.checkpoint_every == 0)
-            )
-            if pausing:
+                run.logger.advance(p.epoch, None, None)
+            eval_now = self.eval_every and p.step % self.eval_every == 0
+            save_now = self.checkpoint_every and p.step % self.checkpoint_every == 0
+            if eval_now or save_now:
                 clock.stop()
-                if loop.eval_every and p.step % loop.eval_every == 0:
-                    run_eval()
-                if loop.checkpoint_every and p.step % loop.checkpoint_every == 0:
-                    save()
+                if eval_now:
+                    self.evaluate()
+                if save_now:
+                    self.save()
                 clock.start()
-            if p.step >= total_steps or stop_reason:
+            if p.step >= self.total_steps or self.stop_reason:
                 break
         clock.stop()
-        if p.batch >= steps_per_epoch:  # the epoch is complete
-            epoch_clock = clock.total - epoch_began
-            _check_finite(pending)
-            last_train = task.metrics_from_sums(run.backend.all_reduce_sum(sums.clone()).cpu())
-            logger.scalars({f"train/epoch_{k}": v for k, v in last_train.items()}, p.step)
-            logger.scalars({"time/epoch_s": epoch_clock}, p.step)
-            p.epoch, p.batch = p.epoch + 1, 0
-            sums.zero_()
-            if not loop.eval_every:
-                run_eval()
-            save()
 
-    logger.close_progress()
-    _check_finite(pending)
-    if stop_reason:
-        logger.info(stop_reason)
-    if evaluated_step != p.step:
-        run_eval()
-    save()
-    if not last_train:
-        if sums[-1] > 0:
-            last_train = task.metrics_from_sums(run.backend.all_reduce_sum(sums.clone()).cpu())
-        else:
-            last_train = {"loss": math.nan}
-    train_seconds = clock.total
-    metrics = {
-        "test_accuracy": last_eval.get("eval/accuracy", math.nan),
-        "test_loss": last_eval.get("eval/loss", math.nan),
-        "train_loss": last_train["loss"],
-        "samples_per_sec": (p.step - first_step) * global_batch / max(train_seconds, 1e-9),
-        "steps": p.step,
-        "epochs": p.step / steps_per_epoch,
-        "epoch_time_s": epoch_clock,
-        "wall_time_s": time.perf_counter() - started,
-        "world_size": run.backend.world_size,
-        "global_batch_size": global_batch,
-        "stopped_early": bool(stop_reason),
-        "resumed_from": str(run.resumed_from) if run.resumed_from else None,
-    }
-    logger.finish(metrics)
-    return metrics
+    def end_epoch(self) -> None:
+        p, logger = self.progress, self.run.logger
+        self.last_train = self.train_metrics()
+        logger.scalars({f"train/epoch_{k}": v for k, v in self.last_train.items()}, p.step)
+        logger.scalars({"time/epoch_s": self.epoch_seconds}, p.step)
+        p.epoch, p.batch, p.train_sums = p.epoch + 1, 0, []
+        if not self.eval_every:
+            self.evaluate()
+        self.save()
+
+    def fit(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        restore(self.run)
+        run, p, logger = self.run, self.progress, self.run.logger
+        first_step = p.step
+        if run.resumed_from is not None:
+            self.saved_step = p.step
+        logger.start(run.data.description, run.resumed_from)
+        logger.open_progress(self.total_steps, p.step)
+        run.train_model.train()
+        while p.step < self.total_steps and not self.stop_reason:
+            before = self.clock.total
+            self.train_epoch()
+            self.epoch_seconds = self.clock.total - before
+            if p.batch >= self.steps_per_epoch:
+                self.end_epoch()
+        logger.close_progress()
+        if self.stop_reason:
+            logger.info(self.stop_reason)
+        if p.train_sums:  # the run ended mid-epoch
+            self.last_train = self.train_metrics()
+        if self.evaluated_step != p.step:
+            self.evaluate()
+        self.save()
+        metrics = {
+            "test_accuracy": self.last_eval.get("eval/accuracy", math.nan),
+            "test_loss": self.last_eval.get("eval/loss", math.nan),
+            "train_loss": self.last_train.get("loss", math.nan),
+            "train_accuracy": self.last_train.get("accuracy", math.nan),
+            "samples_per_sec": (p.step - first_step) * run.loader.global_batch_size
+            / max(self.clock.total, 1e-9),
+            "steps": p.step,
+            "epochs": p.step / self.steps_per_epoch,
+            "epoch_time_s": self.epoch_seconds,
+            "wall_time_s": time.perf_counter() - started,
+            "world_size": run.backend.world_size,
+            "global_batch_size": run.loader.global_batch_size,
+            "stopped_early": bool(self.stop_reason),
+            "resumed_from": str(run.resumed_from) if run.resumed_from else None,
+        }
+        logger.finish(metrics)
+        return metrics
+
+
+def fit(run: Run) -> dict[str, Any]:
+    """Train until ``trainer.epochs`` / ``trainer.max_steps`` or early stop; return metrics."""
+    return Loop(run).fit()

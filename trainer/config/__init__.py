@@ -1,8 +1,15 @@
 """Config schemas and their registration with Hydra's ConfigStore."""
 
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
 
 from trainer.config import schema
+
+# configs/ sits beside the packages (installed with `pip install -e .`).
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
 
 def register_configs() -> None:
@@ -16,3 +23,11 @@ def register_configs() -> None:
     from recipes import register_schemas
 
     register_schemas(store)
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """The composed training config for these command-line style overrides, without Hydra's
+    run directory or logging: for tests, benchmarks and notebooks."""
+    register_configs()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=list(overrides))

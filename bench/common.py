@@ -1,0 +1,30 @@
+"""Helpers shared by the benchmarks: where the MNIST files are, and a plain-text table."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from recipes.mnist.synthetic import write_fake_mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mnist_root(scratch: Path) -> tuple[Path, str]:
+    """Real MNIST from $TRAINER_DATA_DIR (or ../shared/data), else synthetic files of its size."""
+    base = Path(os.environ.get("TRAINER_DATA_DIR", ROOT.parent / "shared" / "data"))
+    if (base / "mnist" / "train-images-idx3-ubyte.gz").exists():
+        return base / "mnist", f"real MNIST ({base / 'mnist'})"
+    return write_fake_mnist(scratch / "mnist", 60000, 10000), "synthetic MNIST-format files"
+
+
+def print_table(header: list[str], rows: list[list]) -> None:
+    cells = [header, *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    line = "+".join("-" * (w + 2) for w in widths)
+    print("+" + line + "+")
+    for i, row in enumerate(cells):
+        print("| " + " | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + " |")
+        if i == 0:
+            print("+" + line + "+")
+    print("+" + line + "+")
