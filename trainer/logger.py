@@ -47,14 +47,16 @@ class Logger:
 
             self._writer = SummaryWriter(log_dir=str(self.run_dir / "tb"))
 
-    def start(self, description: str, resumed_from: Path | None) -> None:
+    def start(self, data_description: str, resumed_from: Path | None) -> None:
         """Write the resolved config and say what this run trains on."""
         if not self.enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
+        if self.cfg.description:
+            self.info(f"recipe: {self.cfg.description}")
+        self.info(f"data: {data_description}")
         self.info(f"run directory: {self.run_dir}")
-        self.info(f"data: {description}")
         if resumed_from is not None:
             self.info(f"resuming from {resumed_from}")
 
