@@ -58,3 +58,14 @@ def real_mnist() -> Path:
     if not (folder / "train-images-idx3-ubyte.gz").exists():
         pytest.skip(f"real MNIST not found under {folder} (set TRAINER_DATA_DIR)")
     return folder
+
+
+@pytest.fixture
+def recipe_data(fake_mnist):
+    """Overrides that point a recipe at small local data (none for the offline default)."""
+    roots = {"mnist": [f"data.root={fake_mnist}", "data.download=false"]}
+
+    def overrides(recipe: str) -> list[str]:
+        return roots.get(recipe, [])
+
+    return overrides

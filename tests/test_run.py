@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from tests.conftest import ROOT, run_cli, train_in_process
+from tests.test_config import RECIPES
 
 METRIC_KEYS = {
     "test_accuracy",
@@ -61,7 +63,36 @@ def test_tensorboard_has_scalars_hparams_and_prediction_images(tmp_path):
     assert "eval/predictions" in events.Tags()["images"]
     image = events.Images("eval/predictions")[-1]
     assert image.width == 8 * 64 and image.height == 2 * (64 + 14)  # 16 captioned tiles
-    assert "hparams" in events.PluginAssets("hparams") or events.PluginTagToContent("hparams")
+
+
+def test_hparams_tab_lines_config_up_against_final_metrics(tmp_path):
+    train_in_process(tmp_path, "trainer.max_steps=5", "data.batch_size=32", "optimizer.lr=0.02")
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")
+    experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert "hparam/test_accuracy" in [m.name.tag for m in experiment.metric_infos]
+    start = HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    values = start.session_start_info.hparams
+    assert values["data.batch_size"].number_value == 32
+    assert values["optimizer.lr"].number_value == pytest.approx(0.02)
+    # Which class a group built is a hyper-parameter too (a sweep over optimizer=sgd,adam).
+    assert values["optimizer._target_"].string_value == "torch.optim.SGD"
+    final = json.loads((tmp_path / "metrics.json").read_text())["test_accuracy"]
+    assert events.Scalars("hparam/test_accuracy")[-1].value == pytest.approx(final)
+
+
+def test_resumed_run_shows_each_step_once_in_tensorboard(tmp_path):
+    train_in_process(tmp_path, "trainer.max_steps=10", "trainer.checkpoint_every=5",
+                     "trainer.log_every=1")
+    # As if killed after logging step 10 but before its checkpoint landed.
+    (tmp_path / "checkpoints" / "step-00000010.pt").unlink()
+    (tmp_path / "checkpoints" / "last.pt").unlink()
+    train_in_process(tmp_path, "trainer.max_steps=10", "trainer.checkpoint_every=5",
+                     "trainer.log_every=1")
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 11))
 
 
 def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
@@ -92,6 +123,18 @@ def test_early_stop_ends_the_run_after_patience(tmp_path):
     )
     # Step 1 sets the best; steps 2 and 3 do not beat it at lr 1e-9: stop after step 3.
     assert metrics["stopped_early"] is True and metrics["steps"] == 3
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_recipe_runs_a_few_steps(tmp_path, recipe, recipe_data):
+    metrics = train_in_process(
+        tmp_path, f"recipe={recipe}", *recipe_data(recipe), "trainer.max_steps=3",
+        "trainer.checkpoint_every=2",
+    )
+    assert metrics["steps"] == 3 and metrics["test_loss"] > 0
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*.pt")) == [
+        "step-00000002.pt", "step-00000003.pt",
+    ]
 
 
 def test_mnist_recipe_runs_on_idx_files(tmp_path, fake_mnist):

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainer.backends import Backend, build_backend
 from trainer.checkpoint import Checkpointer, resolve_resume
+from trainer.config.flat import flatten
 from trainer.config.validate import validate
 from trainer.data import InMemoryData, InMemoryLoader
 from trainer.errors import UserError
@@ -123,8 +124,6 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
 
 def config_changes(saved: dict, current: DictConfig) -> list[str]:
     """Keys whose value differs from the checkpoint's config (loop length keys excluded)."""
-    from trainer.logger import flatten
-
     ignore = ("trainer.resume", "trainer.epochs", "trainer.max_steps")
     old = flatten(saved)
     new = flatten(OmegaConf.to_container(current, resolve=True))

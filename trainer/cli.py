@@ -52,9 +52,12 @@ def _hydra_entry(cfg: DictConfig) -> float:
 
 def _check_output_dirs(argv: list[str]) -> None:
     """Refuse an unwritable hydra.run.dir / hydra.sweep.dir before Hydra tries to create it."""
-    for arg in argv:
+    given = [a for a in argv if a.partition("=")[0].lstrip("+~") in ("hydra.run.dir",
+                                                                     "hydra.sweep.dir")]
+    # Without either, Hydra writes under outputs/ or multirun/ in the working directory.
+    for arg in given or [f"hydra.run.dir={Path.cwd()}"]:
         key, _, value = arg.partition("=")
-        if key.lstrip("+~") not in ("hydra.run.dir", "hydra.sweep.dir") or not value:
+        if not value:
             continue
         path = Path(value).expanduser().absolute()
         existing = path

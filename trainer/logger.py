@@ -16,23 +16,10 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from trainer.config.flat import flatten
 from trainer.prediction_grid import draw_prediction_grid
 
 log = logging.getLogger("trainer")
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and None become strings (hparams needs it)."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        elif isinstance(value, bool | int | float | str):
-            flat[name] = value
-        else:
-            flat[name] = str(value)
-    return flat
 
 
 class Logger:
@@ -42,15 +29,19 @@ class Logger:
         self.cfg = cfg
         self._bar: tqdm | None = None
         self._writer = None
-        if enabled and cfg.logger.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tb"))
-
-    def start(self, data_description: str, resumed_from: Path | None) -> None:
-        """Write the resolved config and say what this run trains on."""
+    def start(self, data_description: str, resumed_from: Path | None, step: int) -> None:
+        """Open TensorBoard, write the resolved config and say what this run trains on."""
         if not self.enabled:
             return
+        if self.cfg.logger.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # On resume, TensorBoard drops what the killed run logged after its checkpoint
+            # at `step` (purge_step: the first step this run logs again), so none shows twice.
+            self._writer = SummaryWriter(
+                log_dir=str(self.run_dir / "tb"), purge_step=step + 1 if resumed_from else None
+            )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
         if self.cfg.description:
@@ -134,7 +125,7 @@ class Logger:
         from torch.utils.tensorboard.summary import hparams
 
         config = OmegaConf.to_container(self.cfg, resolve=True)
-        params = {k: v for k, v in flatten(config).items() if not k.endswith("_target_")}
+        params = flatten(config)
         final = {
             f"hparam/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)
         }

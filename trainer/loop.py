@@ -281,7 +281,7 @@ class Loop:
         first_step = p.step
         if run.resumed_from is not None:
             self.saved_step = p.step
-        logger.start(run.data.description, run.resumed_from)
+        logger.start(run.data.description, run.resumed_from, p.step)
         logger.open_progress(self.total_steps, p.step)
         run.train_model.train()
         while p.step < self.total_steps and not self.stop_reason:
