@@ -103,7 +103,7 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
             world_size=backend.world_size, transform=data.transform,
         )
     except ValueError as exc:
-        raise UserError(f"data.batch_size={cfg.data.batch_size}: {exc}; lower it") from None
+        raise UserError(f"data.batch_size={cfg.data.batch_size}: {exc}; choose another") from None
 
     model = safe_instantiate(cfg.model, "model").to(device)
     train_model = backend.wrap_model(model)
