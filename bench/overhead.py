@@ -80,7 +80,7 @@ def through_trainer(root: Path, steps: int, batch: int, seed: int, out: Path) ->
         "recipe=mnist", f"data.root={root}", "data.download=false", f"data.batch_size={batch}",
         f"trainer.max_steps={steps}", f"trainer.seed={seed}", "trainer.log_every=50",
         "logger.progress_bar=false", "logger.sample_predictions=16",
-        "logger.tensorboard=true", "trainer.threads=null",
+        "logger.tensorboard=true", "dist.threads_per_worker=null",
     )
     run = build_run(cfg, out)
     with contextlib.redirect_stdout(io.StringIO()):  # printed, as always, but not on screen

@@ -18,7 +18,7 @@ SHARED_DATA = Path(os.environ.get("TRAINER_DATA_DIR", ROOT.parent / "shared" / "
 
 # Small and fast everywhere: no progress bar, one thread per run (CI has 2 cores, and a
 # fixed thread count keeps CPU float results reproducible).
-SHRINK = ["logger.progress_bar=false", "trainer.threads=1"]
+SHRINK = ["logger.progress_bar=false", "dist.threads_per_worker=1"]
 
 
 def compose_config(*overrides: str) -> DictConfig:

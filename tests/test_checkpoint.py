@@ -106,4 +106,4 @@ def test_auto_without_checkpoints_starts_fresh(tmp_path):
 def test_unwritable_checkpoint_dir_is_one_clear_error(tmp_path):
     (tmp_path / "checkpoints").write_text("a file where the folder should be")
     with pytest.raises(UserError, match="cannot write checkpoints to"):
-        Checkpointer(tmp_path / "checkpoints", keep_last=1, enabled=True)
+        Checkpointer(tmp_path / "checkpoints", keep_last=1, enabled=True).check_writable()

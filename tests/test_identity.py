@@ -1,10 +1,12 @@
-"""Rank and world size from each launcher's environment, and what a launch does today."""
+"""Rank and world size from each launcher's environment, and the backend each one gets."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.conftest import run_cli
+from trainer.backends import choose
+from trainer.errors import UserError
 from trainer.identity import Identity, from_environment
 
 
@@ -33,11 +35,28 @@ def test_identity_from_each_launcher(env, expected):
     assert from_environment(env).is_primary == (expected.rank == 0)
 
 
-def test_multi_rank_launch_stops_with_a_clear_message(tmp_path):
-    env = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
-    result = run_cli(f"hydra.run.dir={tmp_path}/run", "trainer.max_steps=2", cwd=tmp_path, env=env)
-    assert result.returncode == 2
-    assert "rank 0 of 2 by torchrun" in result.stderr and "one process only" in result.stderr
+@pytest.mark.parametrize(
+    "asked,env,chosen",
+    [
+        ("auto", {}, "none"),
+        ("auto", {"RANK": "0", "WORLD_SIZE": "1"}, "none"),  # a launcher with one rank
+        ("auto", {"RANK": "0", "WORLD_SIZE": "4"}, "torch"),  # torchrun
+        ("auto", {"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2"}, "torch"),
+        ("auto", {"PMI_RANK": "0", "PMI_SIZE": "2"}, "torch"),  # MPICH mpiexec
+        ("auto", {"SLURM_PROCID": "3", "SLURM_NTASKS": "8"}, "torch"),
+        ("auto", {"HOROVOD_RANK": "0", "HOROVOD_SIZE": "2", "PMI_RANK": "0", "PMI_SIZE": "2"},
+         "horovod"),
+        ("none", {"RANK": "0", "WORLD_SIZE": "4"}, "none"),
+        ("torch", {}, "torch"),
+    ],
+)
+def test_auto_picks_the_backend_for_each_launcher(asked, env, chosen):
+    assert choose(asked, from_environment(env)) == chosen
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(UserError, match="dist.backend='gloo' is unknown"):
+        choose("gloo", from_environment({}))
 
 
 def test_backend_none_trains_one_process_even_under_a_launcher(tmp_path):

@@ -23,7 +23,7 @@ def test_short_real_mnist_run_reaches_97_percent(tmp_path, real_mnist):
         f"data.root={real_mnist}",
         "data.download=false",
         "trainer.epochs=3",
-        "trainer.threads=2",
+        "dist.threads_per_worker=2",
         "logger.tensorboard=false",
     )
     assert metrics["test_accuracy"] >= 0.97, metrics

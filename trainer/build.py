@@ -6,6 +6,8 @@ explicitly; nothing travels through the config but plain values.
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,10 +15,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from trainer.backends import Backend, build_backend
+from trainer.backends import Backend
 from trainer.checkpoint import Checkpointer, resolve_resume
 from trainer.config.flat import flatten
-from trainer.config.validate import validate
 from trainer.data import InMemoryData, InMemoryLoader
 from trainer.errors import UserError
 from trainer.instantiate import safe_instantiate
@@ -69,9 +70,54 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def build_data(cfg: DictConfig, device: torch.device) -> InMemoryData:
-    data = safe_instantiate(cfg, "data", exclude=_LOADER_KEYS)
-    where = device if cfg.device == "auto" else torch.device(cfg.device)
+def on_primary(backend: Backend, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on rank 0 only and hand its result, or its UserError, to every rank.
+
+    Every rank then fails together with rank 0's message instead of waiting for it.
+    """
+    outcome = None
+    if backend.is_primary:
+        try:
+            outcome = ("ok", fn())
+        except UserError as exc:
+            outcome = ("error", str(exc))
+    kind, value = backend.broadcast_object(outcome)
+    if kind == "error":
+        raise UserError(value)
+    return value
+
+
+def first_on_each_node(backend: Backend, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on each node's local rank 0 first (it may download), then on the others."""
+    leader = backend.identity.local_rank == 0
+    result, error = None, None
+    if leader:
+        try:
+            result = fn()
+        except UserError as exc:
+            error = exc
+    failed = backend.all_reduce_sum(torch.ones(1, device=backend.device) * (error is not None))
+    if failed.item() > 0:
+        raise error or UserError("loading the data failed on another rank; see its message")
+    return result if leader else fn()
+
+
+def shared_run_dir(backend: Backend, own: Path) -> Path:
+    """Rank 0's run directory, on every rank (Hydra timestamps each rank's own).
+
+    A rank whose own directory differs removes it if Hydra's record is all it holds.
+    """
+    shared = Path(backend.broadcast_object(str(own)))
+    if shared != own and own.is_dir() and {p.name for p in own.iterdir()} <= {".hydra"}:
+        shutil.rmtree(own, ignore_errors=True)
+    return shared
+
+
+def build_data(cfg: DictConfig, backend: Backend) -> InMemoryData:
+    data = first_on_each_node(
+        backend, lambda: safe_instantiate(cfg, "data", exclude=_LOADER_KEYS)
+    )
+    where = backend.device if cfg.device == "auto" else torch.device(cfg.device)
     data.train, data.test = data.train.to(where), data.test.to(where)
     return data
 
@@ -81,22 +127,26 @@ def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Opti
     return factory(model.parameters())
 
 
-def build_run(cfg: DictConfig, run_dir: Path) -> Run:
-    validate(cfg)
+def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
+    """Everything a run needs, built on every rank; ``backend`` is already initialised."""
     loop = cfg.trainer
-    if loop.threads is not None:
-        torch.set_num_threads(loop.threads)
     if loop.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    device = pick_device(loop.device)
-    backend = build_backend(cfg.dist, device)
-
+    device = backend.device
     logger = Logger(run_dir, cfg, enabled=backend.is_primary)
+
     checkpointer = Checkpointer(run_dir / "checkpoints", loop.keep_last, backend.is_primary)
-    resumed = resolve_resume(loop.resume, run_dir)
+
+    def open_checkpoints():
+        checkpointer.check_writable()
+        return resolve_resume(loop.resume, run_dir)
+
+    # Rank 0 checks the folder can be written and reads the resume checkpoint; the others get
+    # its state (or its error) by broadcast, so they need no shared filesystem for resuming.
+    resumed = on_primary(backend, open_checkpoints)
 
     seed_everything(loop.seed)
-    data = build_data(cfg.data, device)
+    data = build_data(cfg.data, backend)
     try:
         loader = InMemoryLoader(
             data.train, cfg.data.batch_size, seed=loop.seed, rank=backend.rank,

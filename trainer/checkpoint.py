@@ -89,10 +89,9 @@ class Checkpointer:
         self.directory = Path(directory)
         self.keep_last = keep_last
         self.enabled = enabled
-        if enabled:
-            self._check_writable()
 
-    def _check_writable(self) -> None:
+    def check_writable(self) -> None:
+        """UserError now, rather than at the first save, if the folder cannot be written."""
         probe = self.directory / ".write-test"
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -125,6 +124,7 @@ class Checkpointer:
                 f"refusing to save a checkpoint at step {step}: non-finite weights in "
                 f"{', '.join(bad[:3])}; lower optimizer.lr or check the data"
             )
+        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"step-{step:08d}.pt"
         tmp = path.with_name(f".{path.name}.tmp")
         with open(tmp, "wb") as handle:

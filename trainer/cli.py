@@ -15,6 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from trainer import identity
 from trainer.config import CONFIG_DIR, register_configs
 from trainer.errors import UserError
 
@@ -27,21 +28,36 @@ def fail(message: str) -> None:
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
-    """Build everything from ``cfg``, fit, and return the final metrics."""
-    from trainer.build import build_run
+    """Check the config, start the backend, build everything, fit; the final metrics."""
+    from trainer.backends import build_backend
+    from trainer.build import build_run, pick_device, shared_run_dir
+    from trainer.config.validate import validate
     from trainer.loop import fit
 
-    run = build_run(cfg, run_dir)
+    validate(cfg)  # before any process group exists: every rank fails alike, nothing hangs
+    backend = build_backend(cfg.dist, pick_device(cfg.trainer.device))
     try:
-        return fit(run)
+        run = build_run(cfg, shared_run_dir(backend, run_dir), backend)
+        try:
+            return fit(run)
+        finally:
+            run.logger.close_progress()
+    except UserError:
+        raise
+    except Exception as exc:
+        reason = backend.explain_failure(exc)
+        if reason is None:
+            raise  # a bug: keep the traceback
+        raise UserError(reason) from None
     finally:
-        run.logger.close_progress()
-        run.backend.close()
+        backend.close()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _hydra_entry(cfg: DictConfig) -> float:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Rank 0 speaks for the job; the other ranks report only warnings and errors.
+    level = logging.INFO if identity.from_environment().is_primary else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         metrics = train(cfg, Path(HydraConfig.get().runtime.output_dir))
     except UserError as exc:

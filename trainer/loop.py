@@ -48,7 +48,14 @@ def restore(run: Run) -> None:
         ) from None
     run.schedule.load_state_dict(state["schedule"])
     run.progress = Progress(**state["progress"])
-    set_rng_state(state["rng"])
+    per_rank = state["rng"]
+    if len(per_rank) != run.backend.world_size:
+        run.logger.warning(
+            f"checkpoint was written by {len(per_rank)} workers, this run has "
+            f"{run.backend.world_size}: every worker continues from rank 0's random state, so "
+            "dropout and other random draws will not match the original run"
+        )
+    set_rng_state(per_rank[run.backend.rank if len(per_rank) == run.backend.world_size else 0])
     run.resume_state = None  # free the copy
 
 
@@ -142,7 +149,11 @@ class Loop:
         """Read the pending steps' losses back; add them to the epoch sums; mean loss."""
         if not self.pending:
             return None
-        losses = torch.stack([loss for _, loss, _ in self.pending]).double().cpu()
+        # Averaged over workers: the logged loss is the global batch's, and a NaN on any
+        # worker stops every worker at the same step.
+        backend = self.run.backend
+        losses = torch.stack([loss for _, loss, _ in self.pending]).double()
+        losses = (backend.all_reduce_sum(losses) / backend.world_size).cpu()
         finite = torch.isfinite(losses)
         if not bool(finite.all()):
             step = self.pending[int((~finite).nonzero()[0])][0]
@@ -178,7 +189,7 @@ class Loop:
             "optimizer": run.optimizer.state_dict(),
             "schedule": run.schedule.state_dict(),
             "progress": asdict(p),
-            "rng": rng_state(),
+            "rng": run.backend.all_gather_object(rng_state()),  # one per rank
             "config": OmegaConf.to_container(run.cfg, resolve=True),
         }
         run.checkpointer.save(state, p.step)

@@ -8,22 +8,38 @@ from trainer import identity
 from trainer.backends.base import Backend
 from trainer.errors import UserError
 
-__all__ = ["Backend", "build_backend"]
+__all__ = ["Backend", "build_backend", "choose"]
+
+NAMES = ("auto", "torch", "horovod", "none")
+
+
+def choose(name: str, env: identity.Identity) -> str:
+    """The backend ``dist.backend=name`` means in an environment that says ``env``."""
+    if name not in NAMES:
+        raise UserError(f"dist.backend={name!r} is unknown; use one of: {', '.join(NAMES)}")
+    if name != "auto":
+        return name
+    if env.launcher == "horovod":
+        return "horovod"
+    # torchrun, mpirun/mpiexec (OpenMPI, MPICH, PMIx) and srun all run torch.distributed;
+    # a launcher with a single rank is just one process.
+    return "torch" if env.world_size > 1 else "none"
 
 
 def build_backend(cfg, device: torch.device) -> Backend:
-    """``auto`` follows the launcher's environment; ``none`` forces one process."""
-    name = cfg.backend
-    if name not in ("auto", "none"):
-        raise UserError(
-            f"dist.backend={name!r} is not available in this version; use dist.backend=auto "
-            "or dist.backend=none"
-        )
+    """Initialise the chosen backend; every collective is bounded by ``dist.timeout``."""
     env = identity.from_environment()
-    if name == "auto" and env.world_size > 1:
-        raise UserError(
-            f"launched as rank {env.rank} of {env.world_size} by {env.launcher}, but this "
-            "version trains in one process only; run without a launcher or set "
-            "dist.backend=none on a single process"
-        )
-    return Backend(device, env if name == "auto" else identity.Identity())
+    name = choose(cfg.backend, env)
+    if cfg.threads_per_worker is not None:
+        # MPI launchers leave torch with one intra-op thread; this puts the number back.
+        torch.set_num_threads(cfg.threads_per_worker)
+    if name == "none":
+        return Backend(device, identity.Identity())
+    if name == "torch":
+        from trainer.backends.torch_dist import TorchDistributed
+
+        return TorchDistributed(cfg, device, env)
+    raise UserError(
+        "dist.backend=horovod is not available yet in this version; use dist.backend=torch "
+        "(launch with torchrun, mpirun or srun)"
+    )

@@ -6,6 +6,7 @@ tricks stay inside their own files.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -38,6 +39,10 @@ class Backend:
         """Return the module whose backward averages gradients across workers."""
         return model
 
+    def no_sync(self, model: torch.nn.Module):
+        """Context in which backward accumulates gradients locally (no communication)."""
+        return contextlib.nullcontext()
+
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum a tensor over all workers (in place, and returned)."""
         return tensor
@@ -46,8 +51,16 @@ class Backend:
         """Rank 0's copy of a small picklable object, on every rank."""
         return obj
 
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        return [obj]
+
     def barrier(self) -> None:
         identity.barrier()
+
+    def explain_failure(self, exc: BaseException) -> str | None:
+        """One line for an error that means another worker is gone, else None (a real bug)."""
+        return None
 
     def close(self) -> None:
         """Release communicators; safe to call twice."""

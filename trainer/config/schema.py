@@ -93,17 +93,23 @@ class LoopConfig:
     log_every: int = 50
     # auto: CUDA when available, else the CPU.
     device: str = "auto"
-    # Intra-op threads for this process (null: leave torch's default).
-    threads: int | None = None
     # torch.use_deterministic_algorithms; on the CPU runs are bit-reproducible either way.
     deterministic: bool = False
 
 
 @dataclass
 class DistConfig:
-    # auto: decide from the launcher's environment; none: single process.
+    # auto: decide from the launcher's environment; torch | horovod | none force one.
     backend: str = "auto"
-    timeout_s: int = 600
+    # Seconds any collective may wait before the job fails (a dead worker, a hung node).
+    timeout: int = 600
+    # Intra-op threads per worker process (null: torch's default, 1 under MPI launchers).
+    threads_per_worker: int | None = None
+    # DistributedDataParallel knobs (torch backend).
+    bucket_cap_mb: float = 25.0
+    gradient_as_bucket_view: bool = True
+    static_graph: bool = False
+    broadcast_buffers: bool = True
 
 
 @dataclass

@@ -53,9 +53,10 @@ def validate(cfg: DictConfig) -> None:
         loop.early_stop_mode, "use max or min",
     )
     _require(
-        loop.threads is None or loop.threads >= 1, "trainer.threads", loop.threads,
-        "use a positive integer or null",
+        cfg.dist.threads_per_worker is None or cfg.dist.threads_per_worker >= 1,
+        "dist.threads_per_worker", cfg.dist.threads_per_worker, "use a positive integer or null",
     )
+    _require(cfg.dist.timeout > 0, "dist.timeout", cfg.dist.timeout, "use seconds > 0")
     _require(
         loop.device in ("auto", "cpu") or loop.device.startswith("cuda"), "trainer.device",
         loop.device, "use auto, cpu or cuda[:N]",

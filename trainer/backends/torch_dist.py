@@ -1,0 +1,100 @@
+"""torch.distributed: NCCL on GPUs, Gloo on the CPU, DistributedDataParallel for gradients.
+
+Launched by torchrun (env:// rendezvous), mpirun/mpiexec (rank 0's address shared over MPI) or
+srun (first host of the allocation). torch's own ``mpi`` process-group backend is not built
+into the PyPI wheels, so MPI only launches the processes and shares the address; the
+collectives run over Gloo or NCCL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import re
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from trainer.backends.base import Backend
+from trainer.backends.rendezvous import rendezvous
+from trainer.identity import Identity
+
+# What Gloo and NCCL say when a peer died or a collective ran past dist.timeout.
+_PEER_LOST = re.compile(
+    r"connection (reset|closed|refused)|timed out|timeout|broken pipe|gloo|nccl", re.IGNORECASE
+)
+
+
+class TorchDistributed(Backend):
+    name = "torch"
+
+    def __init__(self, cfg, device: torch.device, ident: Identity) -> None:
+        if device.type == "cuda":
+            device = torch.device("cuda", ident.local_rank % torch.cuda.device_count())
+            torch.cuda.set_device(device)
+        super().__init__(device, ident)
+        self.cfg = cfg
+        rendezvous(ident)
+        # env:// (MASTER_ADDR/PORT): under torchrun this joins the store its agent already
+        # serves on that port instead of trying to open a second one.
+        dist.init_process_group(
+            backend="nccl" if device.type == "cuda" else "gloo",
+            init_method="env://",
+            rank=ident.rank,
+            world_size=ident.world_size,
+            timeout=datetime.timedelta(seconds=cfg.timeout),
+            device_id=device if device.type == "cuda" else None,
+        )
+
+    def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        # DDP broadcasts rank 0's parameters and buffers here, then overlaps the gradient
+        # all-reduce (in buckets of bucket_cap_mb) with the backward pass.
+        return DistributedDataParallel(
+            model,
+            device_ids=[self.device] if self.device.type == "cuda" else None,
+            bucket_cap_mb=self.cfg.bucket_cap_mb,
+            gradient_as_bucket_view=self.cfg.gradient_as_bucket_view,
+            static_graph=self.cfg.static_graph,
+            broadcast_buffers=self.cfg.broadcast_buffers,
+        )
+
+    def no_sync(self, model: torch.nn.Module):
+        return model.no_sync() if isinstance(model, DistributedDataParallel) else (
+            contextlib.nullcontext()
+        )
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def broadcast_object(self, obj: Any) -> Any:
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, device=self.device)
+        return box[0]
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def explain_failure(self, exc: BaseException) -> str | None:
+        text = str(exc)
+        if not (isinstance(exc, dist.DistError) or (
+            isinstance(exc, RuntimeError) and _PEER_LOST.search(text)
+        )):
+            return None
+        detail = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        return (
+            f"rank {self.rank} lost contact with another worker ({detail[:200]}); every worker "
+            "stops. See the other workers' output for the cause, then restart with "
+            "trainer.resume=auto to continue from the last checkpoint"
+        )
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
