@@ -22,11 +22,14 @@ from trainer.data import InMemoryData, InMemoryLoader
 from trainer.errors import UserError
 from trainer.instantiate import safe_instantiate
 from trainer.logger import Logger
+from trainer.precision import Precision
 from trainer.schedule import Schedule
 from trainer.seeding import seed_everything
 
 # Keys of the data group that belong to the loop, not to the recipe's data class.
 _LOADER_KEYS = ("batch_size", "eval_batch_size", "device")
+# Keys of the optimizer group that the framework applies itself (lr is passed scaled).
+_OPTIMIZER_ONLY_KEYS = ("lr", "scale_lr", "base_batch_size")
 
 
 @dataclass
@@ -54,6 +57,7 @@ class Run:
     task: Any
     optimizer: torch.optim.Optimizer
     schedule: Schedule
+    precision: Precision
     logger: Logger
     checkpointer: Checkpointer
     progress: Progress
@@ -122,9 +126,18 @@ def build_data(cfg: DictConfig, backend: Backend) -> InMemoryData:
     return data
 
 
-def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    factory = safe_instantiate(cfg, "optimizer")
-    return factory(model.parameters())
+def scaled_lr(cfg: DictConfig, global_batch: int) -> float:
+    """``optimizer.lr``, times global batch / base batch under the linear scaling rule."""
+    if cfg.scale_lr == "linear":
+        return cfg.lr * global_batch / cfg.base_batch_size
+    return cfg.lr
+
+
+def build_optimizer(
+    cfg: DictConfig, model: torch.nn.Module, global_batch: int
+) -> torch.optim.Optimizer:
+    factory = safe_instantiate(cfg, "optimizer", exclude=_OPTIMIZER_ONLY_KEYS)
+    return factory(model.parameters(), lr=scaled_lr(cfg, global_batch))
 
 
 def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
@@ -154,10 +167,16 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
         )
     except ValueError as exc:
         raise UserError(f"data.batch_size={cfg.data.batch_size}: {exc}; choose another") from None
+    if loader.batch_size % loop.accumulate:
+        raise UserError(
+            f"trainer.accumulate={loop.accumulate} does not divide the per-worker batch of "
+            f"{loader.batch_size} (data.batch_size={cfg.data.batch_size} over "
+            f"{backend.world_size} workers) into equal micro-batches; choose another"
+        )
 
     model = safe_instantiate(cfg.model, "model").to(device)
     train_model = backend.wrap_model(model)
-    optimizer = build_optimizer(cfg.optimizer, model)
+    optimizer = build_optimizer(cfg.optimizer, model, cfg.data.batch_size)
     schedule = safe_instantiate(cfg.schedule, "schedule")
     schedule.attach(optimizer)
     task = safe_instantiate(cfg.task, "task")
@@ -165,7 +184,8 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
     run = Run(
         cfg=cfg, run_dir=run_dir, device=device, backend=backend, data=data, loader=loader,
         model=model, train_model=train_model, task=task, optimizer=optimizer,
-        schedule=schedule, logger=logger, checkpointer=checkpointer, progress=Progress(),
+        schedule=schedule, precision=Precision(loop.precision, device), logger=logger,
+        checkpointer=checkpointer, progress=Progress(),
     )
     if resumed is not None:
         run.resumed_from, run.resume_state = resumed

@@ -9,6 +9,7 @@ checkpoint is never written after a non-finite loss.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import asdict
@@ -47,6 +48,7 @@ def restore(run: Run) -> None:
             f"({str(exc).splitlines()[0]}); resume with the config it was trained with"
         ) from None
     run.schedule.load_state_dict(state["schedule"])
+    run.precision.load_state_dict(state.get("precision", {}))
     run.progress = Progress(**state["progress"])
     per_rank = state["rng"]
     if len(per_rank) != run.backend.world_size:
@@ -130,7 +132,7 @@ class Loop:
             self.total_steps = min(self.total_steps, loop.max_steps)
         # Plain values: reading a DictConfig attribute costs tens of microseconds.
         self.log_every, self.eval_every = loop.log_every, loop.eval_every
-        self.checkpoint_every = loop.checkpoint_every
+        self.checkpoint_every, self.accumulate = loop.checkpoint_every, loop.accumulate
         self.early_stop, self.early_stop_metric = loop.early_stop, loop.early_stop_metric
         self.maximise = loop.early_stop_mode == "max"
         self.pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
@@ -188,6 +190,7 @@ class Loop:
             "model": run.model.state_dict(),
             "optimizer": run.optimizer.state_dict(),
             "schedule": run.schedule.state_dict(),
+            "precision": run.precision.state_dict(),
             "progress": asdict(p),
             "rng": run.backend.all_gather_object(rng_state()),  # one per rank
             "config": OmegaConf.to_container(run.cfg, resolve=True),
@@ -242,22 +245,43 @@ class Loop:
         self.clock.start()
         return p.step, self.clock.total
 
+    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        """One optimizer step over this worker's share of the global batch."""
+        run, k = self.run, self.accumulate
+        model, task, precision = run.train_model, run.task, run.precision
+        run.optimizer.zero_grad(set_to_none=True)
+        if k == 1:
+            with precision.autocast():
+                logits = model(inputs)
+                loss = task.loss(logits, targets)
+            precision.backward(loss)
+            loss, correct = loss.detach(), task.count_correct(logits, targets)
+        else:
+            # k equal micro-batches, each loss scaled by 1/k: the summed gradient is the
+            # gradient of the whole batch's mean loss. Only the last backward communicates.
+            loss, correct = 0.0, 0
+            for i, (x, y) in enumerate(zip(inputs.chunk(k), targets.chunk(k), strict=True)):
+                sync = contextlib.nullcontext() if i == k - 1 else run.backend.no_sync(model)
+                with sync:
+                    with precision.autocast():
+                        logits = model(x)
+                        micro = task.loss(logits, y) / k
+                    precision.backward(micro)
+                loss = loss + micro.detach()
+                correct = correct + task.count_correct(logits, y)
+        precision.step(run.optimizer)
+        self.pending.append((self.progress.step + 1, loss, correct))
+
     def train_epoch(self) -> None:
         """Run the current epoch from its saved position to its end (or the last step)."""
         run, p, clock = self.run, self.progress, self.clock
-        model, task, optimizer, schedule = run.train_model, run.task, run.optimizer, run.schedule
         window = (p.step, clock.total)
         clock.start()
         for inputs, targets in run.loader.epoch(p.epoch, start=p.batch):
-            lr = schedule.apply(optimizer, p.step)
-            logits = model(inputs)
-            loss = task.loss(logits, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            lr = run.schedule.apply(run.optimizer, p.step)
+            self.train_step(inputs, targets)
             p.step += 1
             p.batch += 1
-            self.pending.append((p.step, loss.detach(), task.count_correct(logits, targets)))
             if p.step % self.log_every == 0 or p.step == self.total_steps:
                 window = self.log_window(lr, window)
             else:

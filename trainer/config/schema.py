@@ -34,6 +34,9 @@ class OptimizerConfig:
     _partial_: bool = True
     lr: float = MISSING
     weight_decay: float = 0.0
+    # linear: lr x global batch / base_batch_size (Goyal et al. 2017); none: lr as given.
+    scale_lr: str = "none"
+    base_batch_size: int = 256
 
 
 @dataclass
@@ -93,6 +96,10 @@ class LoopConfig:
     log_every: int = 50
     # auto: CUDA when available, else the CPU.
     device: str = "auto"
+    # Micro-batches per optimizer step; data.batch_size stays the batch of one step.
+    accumulate: int = 1
+    # 32 | bf16 | 16 (16: fp16 with a loss scaler, CUDA only).
+    precision: str = "32"
     # torch.use_deterministic_algorithms; on the CPU runs are bit-reproducible either way.
     deterministic: bool = False
 

@@ -35,6 +35,14 @@ def validate(cfg: DictConfig) -> None:
             opt.momentum > 0, "optimizer.nesterov", True,
             "Nesterov momentum needs optimizer.momentum > 0",
         )
+    _require(
+        opt.scale_lr in ("none", "linear"), "optimizer.scale_lr", opt.scale_lr, "use none or linear"
+    )
+    _require(
+        opt.base_batch_size > 0, "optimizer.base_batch_size", opt.base_batch_size,
+        "use a positive integer",
+    )
+    _require(loop.accumulate >= 1, "trainer.accumulate", loop.accumulate, "use 1 or more")
     _require(loop.epochs >= 1, "trainer.epochs", loop.epochs, "use at least 1")
     _require(
         loop.max_steps is None or loop.max_steps >= 1, "trainer.max_steps", loop.max_steps,
