@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import inspect
+import os
 import re
 from typing import Any
 
@@ -27,6 +29,15 @@ _PEER_LOST = re.compile(
 )
 
 
+def _buffer_sync(sync: bool) -> dict[str, bool]:
+    """DDP's per-forward buffer broadcast switch, under whichever name this torch uses."""
+    if sync:
+        return {}  # the default in every version
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers":
+            False}
+
+
 class TorchDistributed(Backend):
     name = "torch"
 
@@ -36,15 +47,24 @@ class TorchDistributed(Backend):
             torch.cuda.set_device(device)
         super().__init__(device, ident)
         self.cfg = cfg
-        rendezvous(ident)
-        # env:// (MASTER_ADDR/PORT): under torchrun this joins the store its agent already
-        # serves on that port instead of trying to open a second one.
+        addr, port = rendezvous(ident)
+        timeout = datetime.timedelta(seconds=cfg.timeout)
+        # Our own store, namespaced by torchrun's restart count: after a --max-restarts
+        # restart the agent's store still holds the dead attempt's Gloo addresses, and ranks
+        # that read them fail with "connection refused". Under torchrun the agent serves the
+        # store (every rank is a client); otherwise rank 0 serves it.
+        agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        store = dist.TCPStore(
+            addr, port, ident.world_size, is_master=not agent_store and ident.rank == 0,
+            timeout=timeout,
+        )
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         dist.init_process_group(
             backend="nccl" if device.type == "cuda" else "gloo",
-            init_method="env://",
+            store=dist.PrefixStore(f"trainer/attempt_{attempt}", store),
             rank=ident.rank,
             world_size=ident.world_size,
-            timeout=datetime.timedelta(seconds=cfg.timeout),
+            timeout=timeout,
             device_id=device if device.type == "cuda" else None,
         )
 
@@ -57,7 +77,7 @@ class TorchDistributed(Backend):
             bucket_cap_mb=self.cfg.bucket_cap_mb,
             gradient_as_bucket_view=self.cfg.gradient_as_bucket_view,
             static_graph=self.cfg.static_graph,
-            broadcast_buffers=self.cfg.broadcast_buffers,
+            **_buffer_sync(self.cfg.sync_buffers),
         )
 
     def no_sync(self, model: torch.nn.Module):

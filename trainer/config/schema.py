@@ -116,7 +116,8 @@ class DistConfig:
     bucket_cap_mb: float = 25.0
     gradient_as_bucket_view: bool = True
     static_graph: bool = False
-    broadcast_buffers: bool = True
+    # Re-broadcast rank 0's buffers (BatchNorm statistics) before every forward.
+    sync_buffers: bool = True
 
 
 @dataclass

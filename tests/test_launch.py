@@ -1,0 +1,100 @@
+"""The launch/ scripts and the SLURM environment, run for real on this machine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, SHRINK
+from tests.test_distributed import (
+    EQUIVALENCE,
+    HAVE_MPI,
+    _descendants,
+    max_difference,
+    run,
+    weights,
+)
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+
+
+def script(name: str, *args: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["bash", str(ROOT / "launch" / name), *args, *SHRINK], cwd=cwd, env=env or ENV,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def test_torchrun_script_restarts_failed_workers_which_resume_exactly(tmp_path):
+    args = ("data.batch_size=32", "trainer.epochs=20", "trainer.checkpoint_every=9",
+            "logger.sample_predictions=0")
+    run("torchrun", 2, *args, f"hydra.run.dir={tmp_path}/ref", cwd=tmp_path)
+    env = {**ENV, "MAX_RESTARTS": "1", "TRAINER_RUN_DIR": str(tmp_path / "elastic")}
+    proc = script("torchrun.sh", "2", *args, cwd=tmp_path, env=env)
+    folder = tmp_path / "elastic" / "checkpoints"
+    deadline = time.monotonic() + 120
+    while not (folder.exists() and any(folder.glob("step-0000003*.pt"))):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.005)
+    workers = [
+        pid for pid in _descendants(proc.pid)
+        if b"-m\x00trainer\x00" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert len(workers) == 2
+    os.kill(workers[-1], signal.SIGKILL)  # one worker dies; torchrun restarts both
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+    assert "resuming from" in out
+    assert max_difference(weights(tmp_path / "ref"), weights(tmp_path / "elastic")) == 0.0
+
+
+@pytest.mark.skipif(not HAVE_MPI, reason="pip install -e '.[mpi]' for mpiexec")
+def test_mpirun_script_with_pips_mpich(tmp_path):
+    proc = script("mpirun.sh", "2", *EQUIVALENCE, f"hydra.run.dir={tmp_path}/r", cwd=tmp_path,
+                  env={**ENV, "MPIRUN": str(BIN / "mpiexec")})
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+    assert '"world_size": 2' in (tmp_path / "r" / "metrics.json").read_text()
+
+
+def test_srun_environment_matches_one_worker(tmp_path):
+    """Two processes with the variables srun sets (no SLURM here): the SLURM rendezvous."""
+    run("none", 1, *EQUIVALENCE, f"hydra.run.dir={tmp_path}/one", cwd=tmp_path)
+    base = {k: v for k, v in ENV.items() if k not in ("MASTER_ADDR", "MASTER_PORT")}
+    base.update(SLURM_NTASKS="2", SLURM_JOB_NODELIST="localhost",
+                SLURM_JOB_ID=str(40000 + os.getpid() % 9000))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "trainer", *EQUIVALENCE, f"hydra.run.dir={tmp_path}/two",
+             *SHRINK],
+            cwd=tmp_path, env={**base, "SLURM_PROCID": str(r), "SLURM_LOCALID": str(r)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for r in (0, 1)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err[-3000:]
+    assert max_difference(weights(tmp_path / "one"), weights(tmp_path / "two")) < 1e-5
+
+
+def test_slurm_script_is_valid_bash_and_passes_overrides():
+    text = (ROOT / "launch" / "slurm.sbatch").read_text()
+    assert "#SBATCH --nodes=" in text and "srun" in text and '"$@"' in text
+    assert subprocess.run(["bash", "-n", str(ROOT / "launch" / "slurm.sbatch")]).returncode == 0
+
+
+def test_first_slurm_host_parsing():
+    from trainer.backends.rendezvous import first_slurm_host
+
+    assert first_slurm_host("gpu[03-05,07],cpu1") == "gpu03"
+    assert first_slurm_host("node7") == "node7"
+    assert first_slurm_host("a-b[10-11]") == "a-b10"
+
