@@ -162,3 +162,16 @@ def test_a_dead_worker_ends_the_job_with_one_line_within_the_timeout(tmp_path):
     assert ranks[0].returncode == 2
     assert err.strip().splitlines()[-1].startswith("trainer: error: rank 0 lost contact")
     assert "Traceback" not in err
+
+
+def test_sync_batchnorm_workers_reproduce_one_worker_and_plain_bn_does_not(tmp_path):
+    bn = ("model.batch_norm=true", *EQUIVALENCE)
+    run("none", 1, *bn, f"hydra.run.dir={tmp_path}/one", cwd=tmp_path)
+    run("torchrun", 2, *bn, "model.sync_bn=true", f"hydra.run.dir={tmp_path}/sync", cwd=tmp_path)
+    run("torchrun", 2, *bn, f"hydra.run.dir={tmp_path}/local", cwd=tmp_path)
+    one = torch.load(tmp_path / "one" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    sync = torch.load(tmp_path / "sync" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    local = weights(tmp_path / "local")
+    assert "2.running_var" in one  # BatchNorm1d after the first Linear, statistics included
+    assert max_difference(one, sync) < 1e-5
+    assert max_difference(one, local) > 1e-3  # per-worker statistics: a different model

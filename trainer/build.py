@@ -25,9 +25,12 @@ from trainer.logger import Logger
 from trainer.precision import Precision
 from trainer.schedule import Schedule
 from trainer.seeding import seed_everything
+from trainer.sync_batchnorm import convert_sync_batchnorm
 
 # Keys of the data group that belong to the loop, not to the recipe's data class.
 _LOADER_KEYS = ("batch_size", "eval_batch_size", "device")
+# Keys of the model group that the framework applies to whatever model was built.
+_MODEL_FRAMEWORK_KEYS = ("sync_bn",)
 # Keys of the optimizer group that the framework applies itself (lr is passed scaled).
 _OPTIMIZER_ONLY_KEYS = ("lr", "scale_lr", "base_batch_size")
 
@@ -126,6 +129,13 @@ def build_data(cfg: DictConfig, backend: Backend) -> InMemoryData:
     return data
 
 
+def build_model(cfg: DictConfig, backend: Backend) -> torch.nn.Module:
+    model = safe_instantiate(cfg, "model", exclude=_MODEL_FRAMEWORK_KEYS)
+    if cfg.sync_bn and backend.world_size > 1:
+        model = convert_sync_batchnorm(model, backend.all_reduce_sum)
+    return model.to(backend.device)
+
+
 def scaled_lr(cfg: DictConfig, global_batch: int) -> float:
     """``optimizer.lr``, times global batch / base batch under the linear scaling rule."""
     if cfg.scale_lr == "linear":
@@ -174,7 +184,7 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
             f"{backend.world_size} workers) into equal micro-batches; choose another"
         )
 
-    model = safe_instantiate(cfg.model, "model").to(device)
+    model = build_model(cfg.model, backend)
     train_model = backend.wrap_model(model)
     optimizer = build_optimizer(cfg.optimizer, model, cfg.data.batch_size)
     schedule = safe_instantiate(cfg.schedule, "schedule")

@@ -5,18 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
 
-from trainer.config.schema import DataConfig
+from trainer.config.schema import DataConfig, ModelConfig
 
 
 @dataclass
-class MLPConfig:
-    _target_: str = MISSING
+class MLPConfig(ModelConfig):
     in_features: int = 784
     hidden: list[int] = field(default_factory=lambda: [512, 512])
     num_classes: int = 10
     dropout: float = 0.0
+    batch_norm: bool = False
 
 
 @dataclass

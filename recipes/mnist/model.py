@@ -8,7 +8,11 @@ from torch import nn
 
 
 class MLP(nn.Sequential):
-    """Flatten, then Linear+ReLU(+Dropout) per hidden width, then a Linear to class logits."""
+    """Flatten, then Linear(+BatchNorm)+ReLU(+Dropout) per hidden width, then class logits.
+
+    The seed's MNIST model has no BatchNorm; ``batch_norm=True`` adds it, for the large-batch
+    tools that act on BatchNorm (SyncBatchNorm, Ghost BN).
+    """
 
     def __init__(
         self,
@@ -16,13 +20,17 @@ class MLP(nn.Sequential):
         hidden: Sequence[int] = (512, 512),
         num_classes: int = 10,
         dropout: float = 0.0,
+        batch_norm: bool = False,
     ) -> None:
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_features
         for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
+            layers.append(nn.Linear(width, h))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(h))
+            layers.append(nn.ReLU(inplace=True))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = h

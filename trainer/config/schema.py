@@ -9,9 +9,17 @@ stored under ``schema/<group>/<option>`` and pulled into the option's YAML defau
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    """Keys every model option has; options subclass this with their constructor's arguments."""
+
+    _target_: str = MISSING
+    # BatchNorm over the global batch in data-parallel runs (trainer.sync_batchnorm).
+    sync_bn: bool = False
 
 
 @dataclass
@@ -132,7 +140,7 @@ class LoggerConfig:
 class TrainConfig:
     """The composed config. Group defaults live in ``configs/train.yaml``."""
 
-    model: Any = MISSING
+    model: ModelConfig = MISSING
     data: DataConfig = MISSING
     optimizer: OptimizerConfig = MISSING
     schedule: ScheduleConfig = MISSING
