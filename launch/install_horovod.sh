@@ -15,6 +15,11 @@
 # MPI: with no system MPI, `pip install mpich` (the project's `mpi` extra) provides mpicxx.
 set -euo pipefail
 py=${PYTHON:-python}
+if "$py" -c 'import horovod, horovod.torch, sys; sys.exit(horovod.__version__ != "0.28.1")' \
+    2>/dev/null; then
+  echo "horovod 0.28.1 is already built for this Python; nothing to do"
+  exit 0
+fi
 bindir=$(dirname "$("$py" -c 'import sys; print(sys.executable)')")
 export PATH="$bindir:$PATH"
 
@@ -58,4 +63,4 @@ export CXX="$work/g++" HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_GLOO=1 \
 if command -v mpicxx >/dev/null; then export HOROVOD_WITH_MPI=1; fi
 MAKEFLAGS="-j$(nproc)" "$py" -m pip install --no-build-isolation --no-cache-dir \
   "horovod[pytorch]==0.28.1"
-"$py" -c 'import horovod.torch as hvd; print("horovod", hvd.__version__, "gloo", hvd.gloo_built(), "mpi", hvd.mpi_built(), "nccl", hvd.nccl_built())'
+"$py" -c 'import horovod, horovod.torch as hvd; print("horovod", horovod.__version__, "gloo", hvd.gloo_built(), "mpi", hvd.mpi_built(), "nccl", hvd.nccl_built())'

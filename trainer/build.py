@@ -186,7 +186,9 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
 
     model = build_model(cfg.model, backend)
     train_model = backend.wrap_model(model)
-    optimizer = build_optimizer(cfg.optimizer, model, cfg.data.batch_size)
+    optimizer = backend.wrap_optimizer(
+        build_optimizer(cfg.optimizer, model, cfg.data.batch_size), model
+    )
     schedule = safe_instantiate(cfg.schedule, "schedule")
     schedule.attach(optimizer)
     task = safe_instantiate(cfg.task, "task")

@@ -35,7 +35,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     from trainer.loop import fit
 
     validate(cfg)  # before any process group exists: every rank fails alike, nothing hangs
-    backend = build_backend(cfg.dist, pick_device(cfg.trainer.device))
+    backend = build_backend(cfg.dist, pick_device(cfg.trainer.device), cfg.trainer.accumulate)
     try:
         run = build_run(cfg, shared_run_dir(backend, run_dir), backend)
         try:

@@ -249,7 +249,7 @@ class Loop:
         """One optimizer step over this worker's share of the global batch."""
         run, k = self.run, self.accumulate
         model, task, precision = run.train_model, run.task, run.precision
-        run.optimizer.zero_grad(set_to_none=True)
+        run.optimizer.zero_grad()  # set_to_none (torch >= 2.0 default; Horovod takes no args)
         if k == 1:
             with precision.autocast():
                 logits = model(inputs)
@@ -269,7 +269,8 @@ class Loop:
                     precision.backward(micro)
                 loss = loss + micro.detach()
                 correct = correct + task.count_correct(logits, y)
-        precision.step(run.optimizer)
+        with run.backend.step_context(run.optimizer):
+            precision.step(run.optimizer)
         self.pending.append((self.progress.step + 1, loss, correct))
 
     def train_epoch(self) -> None:

@@ -26,7 +26,7 @@ def choose(name: str, env: identity.Identity) -> str:
     return "torch" if env.world_size > 1 else "none"
 
 
-def build_backend(cfg, device: torch.device) -> Backend:
+def build_backend(cfg, device: torch.device, accumulate: int = 1) -> Backend:
     """Initialise the chosen backend; every collective is bounded by ``dist.timeout``."""
     env = identity.from_environment()
     name = choose(cfg.backend, env)
@@ -39,7 +39,6 @@ def build_backend(cfg, device: torch.device) -> Backend:
         from trainer.backends.torch_dist import TorchDistributed
 
         return TorchDistributed(cfg, device, env)
-    raise UserError(
-        "dist.backend=horovod is not available yet in this version; use dist.backend=torch "
-        "(launch with torchrun, mpirun or srun)"
-    )
+    from trainer.backends.horovod import Horovod
+
+    return Horovod(cfg, device, accumulate)

@@ -39,6 +39,15 @@ class Backend:
         """Return the module whose backward averages gradients across workers."""
         return model
 
+    def wrap_optimizer(self, optimizer: torch.optim.Optimizer,
+                       model: torch.nn.Module) -> torch.optim.Optimizer:
+        """Return the optimizer to step (Horovod's averages gradients; others pass through)."""
+        return optimizer
+
+    def step_context(self, optimizer: torch.optim.Optimizer):
+        """Context around ``optimizer.step()`` (and a loss scaler's unscale)."""
+        return contextlib.nullcontext()
+
     def no_sync(self, model: torch.nn.Module):
         """Context in which backward accumulates gradients locally (no communication)."""
         return contextlib.nullcontext()

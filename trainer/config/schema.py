@@ -126,6 +126,9 @@ class DistConfig:
     static_graph: bool = False
     # Re-broadcast rank 0's buffers (BatchNorm statistics) before every forward.
     sync_buffers: bool = True
+    # Horovod backend: gradient compression (none | fp16) and reduction (average | adasum).
+    compression: str = "none"
+    op: str = "average"
 
 
 @dataclass
