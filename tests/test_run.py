@@ -150,6 +150,18 @@ def test_mnist_recipe_runs_on_idx_files(tmp_path, fake_mnist):
     assert metrics["test_accuracy"] > 0.9  # the toy classes are easy to separate
 
 
+def test_asl_cnn_model_trains_on_mnist_shaped_batches(tmp_path, fake_mnist):
+    metrics = train_in_process(
+        tmp_path, "recipe=mnist", "model=asl_cnn", "model.num_classes=10",
+        f"data.root={fake_mnist}", "data.download=false", "data.batch_size=50",
+        "trainer.epochs=2",
+    )
+    assert metrics["test_accuracy"] > 0.9
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert state["features.0.weight"].shape == (75, 1, 3, 3)
+    assert state["classifier.1.weight"].shape == (512, 25 * 4 * 4)
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
 def test_every_optimizer_trains(tmp_path, optimizer):
     metrics = train_in_process(tmp_path, f"optimizer={optimizer}", "trainer.epochs=3")
