@@ -175,3 +175,14 @@ def test_sync_batchnorm_workers_reproduce_one_worker_and_plain_bn_does_not(tmp_p
     assert "2.running_var" in one  # BatchNorm1d after the first Linear, statistics included
     assert max_difference(one, sync) < 1e-5
     assert max_difference(one, local) > 1e-3  # per-worker statistics: a different model
+
+
+@needs_mpi
+def test_launcher_and_mpi_library_mismatch_is_refused(tmp_path):
+    # What a foreign mpirun looks like from inside: its variables say 2 ranks, while the MPI
+    # library mpi4py was built against sees a singleton world.
+    env = {**os.environ, "PMI_RANK": "0", "PMI_SIZE": "2"}
+    proc = launch("none", 1, f"hydra.run.dir={tmp_path}/r", cwd=tmp_path, env=env)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert "mpich launcher says rank 0 of 2, but mpi4py's MPI library says rank 0 of 1" in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,9 @@ def test_resumed_run_shows_each_step_once_in_tensorboard(tmp_path):
     # As if killed after logging step 10 but before its checkpoint landed.
     (tmp_path / "checkpoints" / "step-00000010.pt").unlink()
     (tmp_path / "checkpoints" / "last.pt").unlink()
+    # TensorBoard reads event files in name order, and names start with the creation second;
+    # two writers of one process within a second would sort by a counter instead.
+    time.sleep(1.1)
     train_in_process(tmp_path, "trainer.max_steps=10", "trainer.checkpoint_every=5",
                      "trainer.log_every=1")
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0})
