@@ -46,11 +46,20 @@ def _launcher(kind: str, n: int) -> list[str]:
     return [str(BIN / "torchrun"), "--standalone", f"--nproc-per-node={n}"]
 
 
+def _last_json(out: str) -> dict:
+    """The last JSON line a worker printed (horovodrun prefixes lines with [rank]<stdout>:)."""
+    for line in reversed(out.strip().splitlines()):
+        line = line.split("<stdout>:", 1)[-1].strip()
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"no result line in:\n{out[-2000:]}")
+
+
 def anchor(model: str, n: int, steps: int, root: Path, scratch: Path) -> float:
     out = _run([*_launcher("torch", n), str(HERE / "ddp_anchor.py"), "--model", model,
                 "--root", str(root), "--steps", str(steps),
                 "--batch-per-worker", str(PER_WORKER)], scratch)
-    return json.loads(out.strip().splitlines()[-1])["samples_per_sec"]
+    return _last_json(out)["samples_per_sec"]
 
 
 def trainer(backend: str, model: str, n: int, steps: int, root: Path, scratch: Path) -> float:
@@ -76,7 +85,7 @@ def trainer(backend: str, model: str, n: int, steps: int, root: Path, scratch: P
 def allreduce(backend: str, scratch: Path) -> dict:
     script = [str(HERE / "allreduce.py"), "--backend", backend]
     out = _run([*_launcher(backend, 2), *script], scratch)
-    return json.loads(out.strip().splitlines()[-1])
+    return _last_json(out)
 
 
 def main() -> None:

@@ -186,3 +186,10 @@ def test_launcher_and_mpi_library_mismatch_is_refused(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
     assert "mpich launcher says rank 0 of 2, but mpi4py's MPI library says rank 0 of 1" in err
+
+
+def test_bf16_gradient_compression_trains_close_to_one_worker(tmp_path, one_worker):
+    run("torchrun", 2, *EQUIVALENCE, "dist.compression=bf16", f"hydra.run.dir={tmp_path}/r",
+        cwd=tmp_path)
+    difference = max_difference(one_worker, weights(tmp_path / "r"))
+    assert 0 < difference < 5e-2  # bf16 rounding of the averaged gradients only

@@ -17,10 +17,12 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel
 
 from trainer.backends.base import Backend
 from trainer.backends.rendezvous import rendezvous
+from trainer.errors import UserError
 from trainer.identity import Identity
 
 # What Gloo and NCCL say when a peer died or a collective ran past dist.timeout.
@@ -71,7 +73,7 @@ class TorchDistributed(Backend):
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
         # DDP broadcasts rank 0's parameters and buffers here, then overlaps the gradient
         # all-reduce (in buckets of bucket_cap_mb) with the backward pass.
-        return DistributedDataParallel(
+        ddp = DistributedDataParallel(
             model,
             device_ids=[self.device] if self.device.type == "cuda" else None,
             bucket_cap_mb=self.cfg.bucket_cap_mb,
@@ -79,6 +81,17 @@ class TorchDistributed(Backend):
             static_graph=self.cfg.static_graph,
             **_buffer_sync(self.cfg.sync_buffers),
         )
+        hooks = {"none": None, "fp16": default_hooks.fp16_compress_hook,
+                 "bf16": default_hooks.bf16_compress_hook}
+        if self.cfg.compression not in hooks:
+            raise UserError(
+                f"dist.compression={self.cfg.compression} is unknown; use none, fp16 or bf16"
+            )
+        if hooks[self.cfg.compression] is not None:
+            # Gradients travel in 16 bits and are averaged back into fp32: half the bytes,
+            # at the price of rounding (runs no longer match one worker bit for bit).
+            ddp.register_comm_hook(None, hooks[self.cfg.compression])
+        return ddp
 
     def no_sync(self, model: torch.nn.Module):
         return model.no_sync() if isinstance(model, DistributedDataParallel) else (
