@@ -165,7 +165,7 @@ def test_a_dead_worker_ends_the_job_with_one_line_within_the_timeout(tmp_path):
 
 
 def test_sync_batchnorm_workers_reproduce_one_worker_and_plain_bn_does_not(tmp_path):
-    bn = ("model.batch_norm=true", *EQUIVALENCE)
+    bn = ("model.norm=batch", *EQUIVALENCE)
     run("none", 1, *bn, f"hydra.run.dir={tmp_path}/one", cwd=tmp_path)
     run("torchrun", 2, *bn, "model.sync_bn=true", f"hydra.run.dir={tmp_path}/sync", cwd=tmp_path)
     run("torchrun", 2, *bn, f"hydra.run.dir={tmp_path}/local", cwd=tmp_path)

@@ -64,6 +64,7 @@ class Run:
     logger: Logger
     checkpointer: Checkpointer
     progress: Progress
+    total_steps: int  # optimizer steps the whole run takes
     resumed_from: Path | None = None
     resume_state: dict | None = None
 
@@ -189,15 +190,18 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
     optimizer = backend.wrap_optimizer(
         build_optimizer(cfg.optimizer, model, cfg.data.batch_size), model
     )
+    total_steps = len(loader) * loop.epochs
+    if loop.max_steps is not None:
+        total_steps = min(total_steps, loop.max_steps)
     schedule = safe_instantiate(cfg.schedule, "schedule")
-    schedule.attach(optimizer)
+    schedule.attach(optimizer, steps_per_epoch=len(loader), total_steps=total_steps)
     task = safe_instantiate(cfg.task, "task")
 
     run = Run(
         cfg=cfg, run_dir=run_dir, device=device, backend=backend, data=data, loader=loader,
         model=model, train_model=train_model, task=task, optimizer=optimizer,
         schedule=schedule, precision=Precision(loop.precision, device), logger=logger,
-        checkpointer=checkpointer, progress=Progress(),
+        checkpointer=checkpointer, progress=Progress(), total_steps=total_steps,
     )
     if resumed is not None:
         run.resumed_from, run.resume_state = resumed

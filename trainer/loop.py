@@ -127,9 +127,7 @@ class Loop:
         self.run = run
         loop = run.cfg.trainer
         self.steps_per_epoch = len(run.loader)
-        self.total_steps = self.steps_per_epoch * loop.epochs
-        if loop.max_steps is not None:
-            self.total_steps = min(self.total_steps, loop.max_steps)
+        self.total_steps = run.total_steps
         # Plain values: reading a DictConfig attribute costs tens of microseconds.
         self.log_every, self.eval_every = loop.log_every, loop.eval_every
         self.checkpoint_every, self.accumulate = loop.checkpoint_every, loop.accumulate

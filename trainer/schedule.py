@@ -1,4 +1,4 @@
-"""Per-step learning-rate schedules.
+"""Per-step learning-rate schedules: gradual warmup, then constant, step, cosine or polynomial.
 
 A schedule is a pure function of the step: ``factor(step)`` multiplies each parameter group's
 base learning rate, and the loop writes the product into the optimizer before every step.
@@ -7,25 +7,62 @@ optimizer as the config built it, never from a checkpoint, so a resumed run neit
 an already-scaled ``lr`` nor ignores an ``optimizer.lr`` the user changed on purpose.
 
 PyTorch's SGD keeps the learning rate outside the momentum buffer (v <- mu*v + g;
-w <- w - lr*v), so changing lr between steps rescales only the next update, never the history.
+w <- w - lr*v), so changing lr between steps rescales only the next update, never the history;
+with lr inside the buffer (v <- mu*v + lr*g) a warmup or decay would also rescale every past
+gradient still in v, and the schedule would not mean what it says.
+
+Warmup (Goyal et al. 2017, "gradual warmup"): over the first W steps the factor rises linearly
+from ``warmup_start`` to 1, reaching 1 at step W; the decay then runs over the remaining steps,
+with t = (step - W) / (total - W) going from 0 to 1.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
+
+from trainer.errors import UserError
 
 
 class Schedule:
-    """Base: applies ``factor(step)`` to the optimizer's base learning rates."""
+    """Base: warmup, then ``decay(t)``; subclasses define ``decay``."""
 
-    def __init__(self) -> None:
+    def __init__(self, warmup_steps: int = 0, warmup_epochs: float = 0.0,
+                 warmup_start: float = 0.0) -> None:
+        if warmup_steps < 0 or warmup_epochs < 0:
+            raise UserError("schedule.warmup_steps and schedule.warmup_epochs must be >= 0")
+        if warmup_steps and warmup_epochs:
+            raise UserError(
+                "set schedule.warmup_steps or schedule.warmup_epochs, not both "
+                f"(got {warmup_steps} steps and {warmup_epochs} epochs)"
+            )
+        if not 0.0 <= warmup_start <= 1.0:
+            raise UserError(f"schedule.warmup_start={warmup_start} must be in [0, 1]")
+        self.warmup_steps_asked, self.warmup_epochs = warmup_steps, warmup_epochs
+        self.warmup_start = warmup_start
         self.base_lrs: list[float] = []
+        self.steps_per_epoch = 1
+        self.total_steps = 1
+        self.warmup = 0
 
-    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+    def attach(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int = 1,
+               total_steps: int = 1) -> None:
+        """Bind to the optimizer's configured rates and the run's length."""
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        self.steps_per_epoch, self.total_steps = max(1, steps_per_epoch), max(1, total_steps)
+        self.warmup = self.warmup_steps_asked or round(self.warmup_epochs * self.steps_per_epoch)
+
+    def decay(self, t: float) -> float:
+        """Factor after warmup, for t in [0, 1] through the remaining steps."""
+        raise NotImplementedError
 
     def factor(self, step: int) -> float:
-        raise NotImplementedError
+        if step < self.warmup:
+            return self.warmup_start + (1.0 - self.warmup_start) * (step + 1) / self.warmup
+        span = max(1, self.total_steps - self.warmup)
+        return self.decay(min(1.0, (step - self.warmup) / span))
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
         """Set every group's lr for ``step`` (0-based) and return the first group's."""
@@ -43,7 +80,49 @@ class Schedule:
 
 
 class Constant(Schedule):
-    """The base learning rate at every step."""
+    """The base learning rate after warmup."""
+
+    def decay(self, t: float) -> float:
+        return 1.0
+
+
+class Step(Schedule):
+    """Multiply by ``gamma`` at each milestone epoch (counted from the start of training)."""
+
+    def __init__(self, milestones: Sequence[float] = (), gamma: float = 0.1, **warmup) -> None:
+        super().__init__(**warmup)
+        if not 0 < gamma <= 1:
+            raise UserError(f"schedule.gamma={gamma} must be in (0, 1]")
+        self.milestones = sorted(float(m) for m in milestones)
+        self.gamma = gamma
 
     def factor(self, step: int) -> float:
+        if step < self.warmup:
+            return super().factor(step)
+        epoch = step / self.steps_per_epoch
+        return self.gamma ** sum(epoch >= m for m in self.milestones)
+
+    def decay(self, t: float) -> float:  # unused: factor() counts milestones in epochs
         return 1.0
+
+
+class Cosine(Schedule):
+    """Half a cosine from 1 down to ``min_factor`` over the steps after warmup."""
+
+    def __init__(self, min_factor: float = 0.0, **warmup) -> None:
+        super().__init__(**warmup)
+        self.min_factor = min_factor
+
+    def decay(self, t: float) -> float:
+        return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+class Poly(Schedule):
+    """(1 - t) ** power down to ``min_factor`` (You et al. use power 2 for LARS)."""
+
+    def __init__(self, power: float = 2.0, min_factor: float = 0.0, **warmup) -> None:
+        super().__init__(**warmup)
+        self.power, self.min_factor = power, min_factor
+
+    def decay(self, t: float) -> float:
+        return self.min_factor + (1 - self.min_factor) * (1 - t) ** self.power

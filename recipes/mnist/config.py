@@ -15,7 +15,8 @@ class MLPConfig(ModelConfig):
     hidden: list[int] = field(default_factory=lambda: [512, 512])
     num_classes: int = 10
     dropout: float = 0.0
-    batch_norm: bool = False
+    # none | batch (BatchNorm after each hidden Linear)
+    norm: str = "none"
 
 
 @dataclass

@@ -10,8 +10,8 @@ from torch import nn
 class MLP(nn.Sequential):
     """Flatten, then Linear(+BatchNorm)+ReLU(+Dropout) per hidden width, then class logits.
 
-    The seed's MNIST model has no BatchNorm; ``batch_norm=True`` adds it, for the large-batch
-    tools that act on BatchNorm (SyncBatchNorm, Ghost BN).
+    The seed's MNIST model has no normalisation; ``norm="batch"`` adds BatchNorm after each
+    hidden Linear, for the large-batch tools that act on BatchNorm (SyncBatchNorm, Ghost BN).
     """
 
     def __init__(
@@ -20,15 +20,17 @@ class MLP(nn.Sequential):
         hidden: Sequence[int] = (512, 512),
         num_classes: int = 10,
         dropout: float = 0.0,
-        batch_norm: bool = False,
+        norm: str = "none",
     ) -> None:
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if norm not in ("none", "batch"):
+            raise ValueError(f"norm must be none or batch, got {norm!r}")
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_features
         for h in hidden:
             layers.append(nn.Linear(width, h))
-            if batch_norm:
+            if norm == "batch":
                 layers.append(nn.BatchNorm1d(h))
             layers.append(nn.ReLU(inplace=True))
             if dropout > 0:

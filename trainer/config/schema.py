@@ -72,6 +72,28 @@ class ScheduleConfig:
     """Per-step learning-rate schedule; ``_target_`` is a class in ``trainer.schedule``."""
 
     _target_: str = MISSING
+    # Gradual linear warmup over this many steps, or epochs (set one of the two).
+    warmup_steps: int = 0
+    warmup_epochs: float = 0.0
+    # Factor the warmup starts from (0: from zero; 1/k: Goyal et al.'s small-batch rate).
+    warmup_start: float = 0.0
+
+
+@dataclass
+class StepScheduleConfig(ScheduleConfig):
+    milestones: list[float] = field(default_factory=list)  # epochs
+    gamma: float = 0.1
+
+
+@dataclass
+class CosineScheduleConfig(ScheduleConfig):
+    min_factor: float = 0.0
+
+
+@dataclass
+class PolyScheduleConfig(ScheduleConfig):
+    power: float = 2.0
+    min_factor: float = 0.0
 
 
 @dataclass
@@ -126,7 +148,8 @@ class DistConfig:
     static_graph: bool = False
     # Re-broadcast rank 0's buffers (BatchNorm statistics) before every forward.
     sync_buffers: bool = True
-    # Horovod backend: gradient compression (none | fp16) and reduction (average | adasum).
+    # Gradients on the wire: none | fp16 | bf16 (torch; Horovod: none | fp16); Horovod reduction
+    # op: average | adasum.
     compression: str = "none"
     op: str = "average"
 
