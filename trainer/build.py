@@ -22,6 +22,7 @@ from trainer.data import InMemoryData, InMemoryLoader
 from trainer.errors import UserError
 from trainer.instantiate import safe_instantiate
 from trainer.logger import Logger
+from trainer.optim import split_bias_and_norm
 from trainer.precision import Precision
 from trainer.schedule import Schedule
 from trainer.seeding import seed_everything
@@ -32,7 +33,7 @@ _LOADER_KEYS = ("batch_size", "eval_batch_size", "device")
 # Keys of the model group that the framework applies to whatever model was built.
 _MODEL_FRAMEWORK_KEYS = ("sync_bn",)
 # Keys of the optimizer group that the framework applies itself (lr is passed scaled).
-_OPTIMIZER_ONLY_KEYS = ("lr", "scale_lr", "base_batch_size")
+_OPTIMIZER_ONLY_KEYS = ("lr", "scale_lr", "base_batch_size", "exclude_bias_and_norm")
 
 
 @dataclass
@@ -148,7 +149,8 @@ def build_optimizer(
     cfg: DictConfig, model: torch.nn.Module, global_batch: int
 ) -> torch.optim.Optimizer:
     factory = safe_instantiate(cfg, "optimizer", exclude=_OPTIMIZER_ONLY_KEYS)
-    return factory(model.parameters(), lr=scaled_lr(cfg, global_batch))
+    params = split_bias_and_norm(model) if cfg.exclude_bias_and_norm else model.parameters()
+    return factory(params, lr=scaled_lr(cfg, global_batch))
 
 
 def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:

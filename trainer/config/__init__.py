@@ -19,6 +19,8 @@ def register_configs() -> None:
     store.store(group="schema/optimizer", name="sgd", node=schema.SGDConfig)
     store.store(group="schema/optimizer", name="adam", node=schema.AdamConfig)
     store.store(group="schema/optimizer", name="rmsprop", node=schema.RMSpropConfig)
+    store.store(group="schema/optimizer", name="lamb", node=schema.LAMBConfig)
+    store.store(group="schema/optimizer", name="lars", node=schema.LARSConfig)
     store.store(group="schema/schedule", name="constant", node=schema.ScheduleConfig)
     store.store(group="schema/schedule", name="step", node=schema.StepScheduleConfig)
     store.store(group="schema/schedule", name="cosine", node=schema.CosineScheduleConfig)

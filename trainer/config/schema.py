@@ -45,6 +45,8 @@ class OptimizerConfig:
     # linear: lr x global batch / base_batch_size (Goyal et al. 2017); none: lr as given.
     scale_lr: str = "none"
     base_batch_size: int = 256
+    # Biases and norm parameters in their own group: no weight decay, no layer-wise adaptation.
+    exclude_bias_and_norm: bool = False
 
 
 @dataclass
@@ -57,6 +59,20 @@ class SGDConfig(OptimizerConfig):
 class AdamConfig(OptimizerConfig):
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+
+
+@dataclass
+class LAMBConfig(OptimizerConfig):
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-6
+
+
+@dataclass
+class LARSConfig(OptimizerConfig):
+    momentum: float = 0.9
+    nesterov: bool = False
+    trust_coefficient: float = 0.001
+    eps: float = 0.0
 
 
 @dataclass
