@@ -8,6 +8,7 @@ compared with.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import time
@@ -57,6 +58,8 @@ def main() -> None:
     seconds = time.perf_counter() - start
     if rank == 0:
         print(json.dumps({"samples_per_sec": args.steps * global_b / seconds}))
+    del model, opt  # DDP holds the process group: free it before tearing the group down
+    gc.collect()
     dist.destroy_process_group()
 
 

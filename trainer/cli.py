@@ -6,6 +6,7 @@ becomes one line on stderr and exit code 2; everything else is a bug and keeps i
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -39,9 +40,16 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     try:
         run = build_run(cfg, shared_run_dir(backend, run_dir), backend)
         try:
-            return fit(run)
+            metrics = fit(run)
         finally:
             run.logger.close_progress()
+        # Free the model while the interpreter is fully alive: DDP holds the process group,
+        # and a Gloo group torn down only at interpreter exit can abort the process
+        # ("terminate called without an active exception"), failing a finished run.
+        del run
+        gc.collect()
+        backend.barrier()  # every rank done (rank 0 has written its files) before teardown
+        return metrics
     except UserError:
         raise
     except Exception as exc:
