@@ -20,6 +20,7 @@ from trainer.checkpoint import Checkpointer, resolve_resume
 from trainer.config.flat import flatten
 from trainer.data import InMemoryData, InMemoryLoader
 from trainer.errors import UserError
+from trainer.ghost_batchnorm import apply_ghost_batchnorm
 from trainer.instantiate import safe_instantiate
 from trainer.logger import Logger
 from trainer.optim import split_bias_and_norm
@@ -31,7 +32,7 @@ from trainer.sync_batchnorm import convert_sync_batchnorm
 # Keys of the data group that belong to the loop, not to the recipe's data class.
 _LOADER_KEYS = ("batch_size", "eval_batch_size", "device")
 # Keys of the model group that the framework applies to whatever model was built.
-_MODEL_FRAMEWORK_KEYS = ("sync_bn",)
+_MODEL_FRAMEWORK_KEYS = ("sync_bn", "ghost_batch_size")
 # Keys of the optimizer group that the framework applies itself (lr is passed scaled).
 _OPTIMIZER_ONLY_KEYS = ("lr", "scale_lr", "base_batch_size", "exclude_bias_and_norm")
 
@@ -133,6 +134,13 @@ def build_data(cfg: DictConfig, backend: Backend) -> InMemoryData:
 
 def build_model(cfg: DictConfig, backend: Backend) -> torch.nn.Module:
     model = safe_instantiate(cfg, "model", exclude=_MODEL_FRAMEWORK_KEYS)
+    if cfg.ghost_batch_size and cfg.sync_bn:
+        raise UserError(
+            "model.ghost_batch_size and model.sync_bn both set: Ghost BN normalises small "
+            "slices of each worker's batch, SyncBN the whole global batch; choose one"
+        )
+    if cfg.ghost_batch_size:
+        model = apply_ghost_batchnorm(model, cfg.ghost_batch_size)
     if cfg.sync_bn and backend.world_size > 1:
         model = convert_sync_batchnorm(model, backend.all_reduce_sum)
     return model.to(backend.device)

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from trainer.batchnorm_swap import swap_batchnorm
+
 AllReduce = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -104,17 +106,6 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 def convert_sync_batchnorm(module: nn.Module, all_reduce: AllReduce) -> nn.Module:
     """Replace every BatchNorm1d/2d/3d in ``module`` by a SyncBatchNorm with the same state."""
-    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
-        module, SyncBatchNorm
-    ):
-        sync = SyncBatchNorm(module.num_features, all_reduce, module.eps, module.momentum,
-                             module.affine, module.track_running_stats)
-        like = next((t for t in module.state_dict().values() if t.is_floating_point()), None)
-        if like is not None:
-            sync.to(device=like.device, dtype=like.dtype)
-        sync.load_state_dict(module.state_dict())
-        sync.train(module.training)
-        return sync
-    for name, child in module.named_children():
-        setattr(module, name, convert_sync_batchnorm(child, all_reduce))
-    return module
+    return swap_batchnorm(module, lambda bn: SyncBatchNorm(
+        bn.num_features, all_reduce, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
+    ))

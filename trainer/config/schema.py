@@ -20,6 +20,8 @@ class ModelConfig:
     _target_: str = MISSING
     # BatchNorm over the global batch in data-parallel runs (trainer.sync_batchnorm).
     sync_bn: bool = False
+    # Ghost BatchNorm: normalise each slice of this many samples on its own (null: off).
+    ghost_batch_size: int | None = None
 
 
 @dataclass
