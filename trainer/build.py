@@ -67,6 +67,7 @@ class Run:
     checkpointer: Checkpointer
     progress: Progress
     total_steps: int  # optimizer steps the whole run takes
+    noise: Any  # trainer.grad_noise: NoNoise, Annealed or SmallBatch
     resumed_from: Path | None = None
     resume_state: dict | None = None
 
@@ -206,12 +207,14 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
     schedule = safe_instantiate(cfg.schedule, "schedule")
     schedule.attach(optimizer, steps_per_epoch=len(loader), total_steps=total_steps)
     task = safe_instantiate(cfg.task, "task")
+    noise = safe_instantiate(cfg.noise, "noise")
+    noise.bind(loop.seed)
 
     run = Run(
         cfg=cfg, run_dir=run_dir, device=device, backend=backend, data=data, loader=loader,
         model=model, train_model=train_model, task=task, optimizer=optimizer,
         schedule=schedule, precision=Precision(loop.precision, device), logger=logger,
-        checkpointer=checkpointer, progress=Progress(), total_steps=total_steps,
+        checkpointer=checkpointer, progress=Progress(), total_steps=total_steps, noise=noise,
     )
     if resumed is not None:
         run.resumed_from, run.resume_state = resumed

@@ -10,6 +10,7 @@ checkpoint is never written after a non-finite loss.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import time
 from dataclasses import asdict
@@ -178,11 +179,29 @@ class Loop:
         sums = torch.tensor(self.progress.train_sums or [0.0, 0.0, 0.0], dtype=torch.float64)
         return self.run.task.metrics(*self.run.backend.all_reduce_sum(sums).tolist())
 
+    def check_replicas(self) -> None:
+        """Every worker must hold the same weights; a drift means a rank-dependent update."""
+        run = self.run
+        if run.backend.world_size == 1:
+            return
+        with torch.no_grad():
+            sums = [float(p.detach().double().sum()) for p in run.model.parameters()]
+        mine = hashlib.sha256(repr(sums).encode()).hexdigest()
+        digests = run.backend.all_gather_object(mine)
+        if len(set(digests)) > 1:
+            raise UserError(
+                f"replicas diverged by step {self.progress.step}: the workers' weights differ "
+                f"(ranks {[r for r, d in enumerate(digests) if d != digests[0]]} vs rank 0); "
+                "something in the update depends on the rank (noise, dropout outside the "
+                "model, a custom op) — report it with the config"
+            )
+
     def save(self) -> None:
         p = self.progress
         if self.saved_step == p.step:
             return
         self.flush()
+        self.check_replicas()
         run = self.run
         state = {
             "model": run.model.state_dict(),
@@ -245,31 +264,38 @@ class Loop:
 
     def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
         """One optimizer step over this worker's share of the global batch."""
-        run, k = self.run, self.accumulate
-        model, task, precision = run.train_model, run.task, run.precision
+        run, k, step = self.run, self.accumulate, self.progress.step
+        model, task, precision, noise = run.train_model, run.task, run.precision, run.noise
+        weights = noise.sample_weights(step, run.loader.global_batch_size, run.backend.rank,
+                                       run.backend.world_size)
         run.optimizer.zero_grad()  # set_to_none (torch >= 2.0 default; Horovod takes no args)
         if k == 1:
             with precision.autocast():
                 logits = model(inputs)
-                loss = task.loss(logits, targets)
+                loss = task.loss(logits, targets, weights)
             precision.backward(loss)
             loss, correct = loss.detach(), task.count_correct(logits, targets)
         else:
             # k equal micro-batches, each loss scaled by 1/k: the summed gradient is the
             # gradient of the whole batch's mean loss. Only the last backward communicates.
             loss, correct = 0.0, 0
-            for i, (x, y) in enumerate(zip(inputs.chunk(k), targets.chunk(k), strict=True)):
+            micro_weights = weights.chunk(k) if weights is not None else [None] * k
+            micro = zip(inputs.chunk(k), targets.chunk(k), micro_weights, strict=True)
+            for i, (x, y, w) in enumerate(micro):
                 sync = contextlib.nullcontext() if i == k - 1 else run.backend.no_sync(model)
                 with sync:
                     with precision.autocast():
                         logits = model(x)
-                        micro = task.loss(logits, y) / k
-                    precision.backward(micro)
-                loss = loss + micro.detach()
+                        part = task.loss(logits, y, w) / k
+                    precision.backward(part)
+                loss = loss + part.detach()
                 correct = correct + task.count_correct(logits, y)
-        with run.backend.step_context(run.optimizer):
+        with run.backend.step_context(run.optimizer):  # gradients are averaged from here on
+            if noise.active:
+                precision.unscale(run.optimizer)
+                noise.perturb(run.model.parameters(), step)
             precision.step(run.optimizer)
-        self.pending.append((self.progress.step + 1, loss, correct))
+        self.pending.append((step + 1, loss, correct))
 
     def train_epoch(self) -> None:
         """Run the current epoch from its saved position to its end (or the last step)."""

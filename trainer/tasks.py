@@ -15,8 +15,13 @@ from torch.nn import functional as F
 class Classification:
     """Cross-entropy over class logits; accuracy is the share of argmax hits."""
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, targets)
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor,
+             weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean cross-entropy; with ``weights``, the mean of the weighted per-sample losses."""
+        if weights is None:
+            return F.cross_entropy(logits, targets)
+        per_sample = F.cross_entropy(logits, targets, reduction="none")
+        return (per_sample * weights.to(per_sample.device, per_sample.dtype)).mean()
 
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.argmax(dim=1)

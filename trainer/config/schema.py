@@ -115,6 +115,24 @@ class PolyScheduleConfig(ScheduleConfig):
 
 
 @dataclass
+class NoiseConfig:
+    """Gradient-noise injection; ``_target_`` is a class in ``trainer.grad_noise``."""
+
+    _target_: str = MISSING
+
+
+@dataclass
+class AnnealedNoiseConfig(NoiseConfig):
+    eta: float = 0.01
+    gamma: float = 0.55
+
+
+@dataclass
+class SmallBatchNoiseConfig(NoiseConfig):
+    small_batch: int = 128
+
+
+@dataclass
 class TaskConfig:
     """Loss and metrics; ``_target_`` is a class in ``trainer.tasks``."""
 
@@ -189,6 +207,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = MISSING
     schedule: ScheduleConfig = MISSING
     task: TaskConfig = MISSING
+    noise: NoiseConfig = MISSING
     trainer: LoopConfig = field(default_factory=LoopConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
