@@ -31,7 +31,7 @@ def _one_line_error(result, *needles: str) -> str:
     "args,needles",
     [
         (["recipe=nope"], ["unknown recipe 'nope'", "digits", "mnist"]),
-        (["optimizer=lamb"], ["unknown optimizer 'lamb'", "adam", "rmsprop", "sgd"]),
+        (["optimizer=sgdw"], ["unknown optimizer 'sgdw'", "adam", "lamb", "lars", "sgd"]),
         (["data.batch_size=0"], ["data.batch_size=0", "positive"]),
         (["data.batch_size=-5"], ["data.batch_size=-5", "positive"]),
         (["data.batch_size=100000"], ["data.batch_size=100000", "larger than the 1438"]),
