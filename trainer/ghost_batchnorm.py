@@ -15,10 +15,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from trainer.batchnorm_swap import swap_batchnorm
+from trainer.batchnorm_base import BatchNormVariant, swap_batchnorm
 
 
-class GhostBatchNorm(nn.modules.batchnorm._BatchNorm):
+class GhostBatchNorm(BatchNormVariant):
     """BatchNorm whose training statistics come from ghost batches of ``ghost_batch_size``."""
 
     def __init__(self, num_features: int, ghost_batch_size: int, eps: float = 1e-5,
@@ -29,15 +29,10 @@ class GhostBatchNorm(nn.modules.batchnorm._BatchNorm):
         super().__init__(num_features, eps, momentum, affine, track_running_stats)
         self.ghost_batch_size = ghost_batch_size
 
-    def _check_input_dim(self, x: torch.Tensor) -> None:
-        if x.dim() < 2:
-            raise ValueError(f"expected at least 2-D input (N, C, ...), got {x.dim()}-D")
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
-        if not self.training and self.track_running_stats:
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                False, 0.0, self.eps)
+        if self.uses_running_stats():
+            return self.normalise_with_running_stats(x)
         chunks = x.split(self.ghost_batch_size)
         outputs = [F.batch_norm(c, None, None, self.weight, self.bias, True, 0.0, self.eps)
                    for c in chunks]

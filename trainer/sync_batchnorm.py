@@ -21,9 +21,8 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from trainer.batchnorm_swap import swap_batchnorm
+from trainer.batchnorm_base import BatchNormVariant, swap_batchnorm
 
 AllReduce = Callable[[torch.Tensor], torch.Tensor]
 
@@ -70,7 +69,7 @@ class _SyncBatchNormFunction(torch.autograd.Function):
         )
 
 
-class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+class SyncBatchNorm(BatchNormVariant):
     """BatchNorm over the global batch; ``all_reduce`` sums a tensor over workers in place."""
 
     def __init__(self, num_features: int, all_reduce: AllReduce, eps: float = 1e-5,
@@ -79,15 +78,10 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         super().__init__(num_features, eps, momentum, affine, track_running_stats)
         self.all_reduce = all_reduce
 
-    def _check_input_dim(self, x: torch.Tensor) -> None:
-        if x.dim() < 2:
-            raise ValueError(f"expected at least 2-D input (N, C, ...), got {x.dim()}-D")
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
-        if not self.training and self.track_running_stats:
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                False, 0.0, self.eps)
+        if self.uses_running_stats():
+            return self.normalise_with_running_stats(x)
         weight = self.weight if self.affine else torch.ones(x.shape[1], device=x.device)
         bias = self.bias if self.affine else torch.zeros(x.shape[1], device=x.device)
         y, mean, var, n = _SyncBatchNormFunction.apply(x, weight, bias, self.eps,

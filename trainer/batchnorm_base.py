@@ -1,12 +1,30 @@
-"""Swap every BatchNorm layer of a model for another kind, keeping its state."""
+"""What the BatchNorm variants share: their base class and the swap into any model."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
+from torch.nn import functional as F
 
 BatchNorm = nn.modules.batchnorm._BatchNorm
+
+
+class BatchNormVariant(BatchNorm):
+    """A BatchNorm for inputs of any rank (N, C, ...) that differs only in training."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2-D input (N, C, ...), got {x.dim()}-D")
+
+    def uses_running_stats(self) -> bool:
+        return not self.training and self.track_running_stats
+
+    def normalise_with_running_stats(self, x: torch.Tensor) -> torch.Tensor:
+        """Exactly nn.BatchNorm in eval mode."""
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            False, 0.0, self.eps)
 
 
 def swap_batchnorm(module: nn.Module, make: Callable[[BatchNorm], BatchNorm]) -> nn.Module:
