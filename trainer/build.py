@@ -7,7 +7,6 @@ explicitly; nothing travels through the config but plain values.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,38 +80,6 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def on_primary(backend: Backend, fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` on rank 0 only and hand its result, or its UserError, to every rank.
-
-    Every rank then fails together with rank 0's message instead of waiting for it.
-    """
-    outcome = None
-    if backend.is_primary:
-        try:
-            outcome = ("ok", fn())
-        except UserError as exc:
-            outcome = ("error", str(exc))
-    kind, value = backend.broadcast_object(outcome)
-    if kind == "error":
-        raise UserError(value)
-    return value
-
-
-def first_on_each_node(backend: Backend, fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` on each node's local rank 0 first (it may download), then on the others."""
-    leader = backend.identity.local_rank == 0
-    result, error = None, None
-    if leader:
-        try:
-            result = fn()
-        except UserError as exc:
-            error = exc
-    failed = backend.all_reduce_sum(torch.ones(1, device=backend.device) * (error is not None))
-    if failed.item() > 0:
-        raise error or UserError("loading the data failed on another rank; see its message")
-    return result if leader else fn()
-
-
 def shared_run_dir(backend: Backend, own: Path) -> Path:
     """Rank 0's run directory, on every rank (Hydra timestamps each rank's own).
 
@@ -125,8 +92,8 @@ def shared_run_dir(backend: Backend, own: Path) -> Path:
 
 
 def build_data(cfg: DictConfig, backend: Backend) -> InMemoryData:
-    data = first_on_each_node(
-        backend, lambda: safe_instantiate(cfg, "data", exclude=_LOADER_KEYS)
+    data = backend.first_on_each_node(
+        lambda: safe_instantiate(cfg, "data", exclude=_LOADER_KEYS)
     )
     where = backend.device if cfg.device == "auto" else torch.device(cfg.device)
     data.train, data.test = data.train.to(where), data.test.to(where)
@@ -178,7 +145,7 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
 
     # Rank 0 checks the folder can be written and reads the resume checkpoint; the others get
     # its state (or its error) by broadcast, so they need no shared filesystem for resuming.
-    resumed = on_primary(backend, open_checkpoints)
+    resumed = backend.on_primary(open_checkpoints)
 
     seed_everything(loop.seed)
     data = build_data(cfg.data, backend)

@@ -54,15 +54,15 @@ class Schedule:
         self.steps_per_epoch, self.total_steps = max(1, steps_per_epoch), max(1, total_steps)
         self.warmup = self.warmup_steps_asked or round(self.warmup_epochs * self.steps_per_epoch)
 
-    def decay(self, t: float) -> float:
-        """Factor after warmup, for t in [0, 1] through the remaining steps."""
+    def decay(self, t: float, step: int) -> float:
+        """Factor after warmup: t goes from 0 to 1 over the remaining steps."""
         raise NotImplementedError
 
     def factor(self, step: int) -> float:
         if step < self.warmup:
             return self.warmup_start + (1.0 - self.warmup_start) * (step + 1) / self.warmup
         span = max(1, self.total_steps - self.warmup)
-        return self.decay(min(1.0, (step - self.warmup) / span))
+        return self.decay(min(1.0, (step - self.warmup) / span), step)
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
         """Set every group's lr for ``step`` (0-based) and return the first group's."""
@@ -82,7 +82,7 @@ class Schedule:
 class Constant(Schedule):
     """The base learning rate after warmup."""
 
-    def decay(self, t: float) -> float:
+    def decay(self, t: float, step: int) -> float:
         return 1.0
 
 
@@ -96,14 +96,9 @@ class Step(Schedule):
         self.milestones = sorted(float(m) for m in milestones)
         self.gamma = gamma
 
-    def factor(self, step: int) -> float:
-        if step < self.warmup:
-            return super().factor(step)
+    def decay(self, t: float, step: int) -> float:
         epoch = step / self.steps_per_epoch
         return self.gamma ** sum(epoch >= m for m in self.milestones)
-
-    def decay(self, t: float) -> float:  # unused: factor() counts milestones in epochs
-        return 1.0
 
 
 class Cosine(Schedule):
@@ -113,7 +108,7 @@ class Cosine(Schedule):
         super().__init__(**warmup)
         self.min_factor = min_factor
 
-    def decay(self, t: float) -> float:
+    def decay(self, t: float, step: int) -> float:
         return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * t))
 
 
@@ -124,5 +119,5 @@ class Poly(Schedule):
         super().__init__(**warmup)
         self.power, self.min_factor = power, min_factor
 
-    def decay(self, t: float) -> float:
+    def decay(self, t: float, step: int) -> float:
         return self.min_factor + (1 - self.min_factor) * (1 - t) ** self.power

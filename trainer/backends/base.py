@@ -7,11 +7,13 @@ tricks stay inside their own files.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from trainer import identity
+from trainer.errors import UserError
 
 
 class Backend:
@@ -66,6 +68,35 @@ class Backend:
 
     def barrier(self) -> None:
         identity.barrier()
+
+    def on_primary(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on rank 0 only and hand its result, or its UserError, to every rank,
+        so that every rank fails with rank 0's message instead of waiting for it."""
+        outcome = None
+        if self.is_primary:
+            try:
+                outcome = ("ok", fn())
+            except UserError as exc:
+                outcome = ("error", str(exc))
+        kind, value = self.broadcast_object(outcome)
+        if kind == "error":
+            raise UserError(value)
+        return value
+
+    def first_on_each_node(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on each node's local rank 0 first (it may download), then on the
+        others; a UserError on any leader stops every rank."""
+        leader = self.identity.local_rank == 0
+        result, error = None, None
+        if leader:
+            try:
+                result = fn()
+            except UserError as exc:
+                error = exc
+        failed = self.all_reduce_sum(torch.ones(1, device=self.device) * (error is not None))
+        if failed.item() > 0:
+            raise error or UserError("loading the data failed on another rank; see its message")
+        return result if leader else fn()
 
     def explain_failure(self, exc: BaseException) -> str | None:
         """One line for an error that means another worker is gone, else None (a real bug)."""
