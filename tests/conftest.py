@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import DictConfig
 
 from recipes.mnist.synthetic import write_fake_mnist
@@ -63,9 +64,38 @@ def real_mnist() -> Path:
 @pytest.fixture
 def recipe_data(fake_mnist):
     """Overrides that point a recipe at small local data (none for the offline default)."""
-    roots = {"mnist": [f"data.root={fake_mnist}", "data.download=false"]}
+    mnist = [f"data.root={fake_mnist}", "data.download=false"]
+    # The small stand-in has 1,200 training images: fewer than one batch of 8192.
+    roots = {"mnist": mnist, "mnist_8k": [*mnist, "data.batch_size=256"]}
 
     def overrides(recipe: str) -> list[str]:
         return roots.get(recipe, [])
 
     return overrides
+
+
+# 64 features with small true weights, so that at w = 0 the gradient noise scale is ~120:
+# comparable to the batch sizes used, where the two-batch estimator is well conditioned.
+_WEIGHTS = (0.05 * torch.randn(64, generator=torch.Generator().manual_seed(1))).tolist()
+# lr ~ 0 keeps the weights (hence the true noise scale) fixed while the estimate settles.
+FROZEN = (
+    "recipe=linreg", f"data.weights=[{','.join(f'{w:.6f}' for w in _WEIGHTS)}]",
+    "data.num_train=32768", "data.batch_size=512", "optimizer.lr=1e-9",
+    "trainer.noise_scale_ema=0.99", "trainer.max_steps=300", "trainer.early_stop=null",
+    "logger.tensorboard=false",
+)
+
+
+@pytest.fixture(scope="session")
+def true_b_simple() -> float:
+    """tr(Sigma) / |G|^2 of the per-sample MSE gradients at w = 0, b = 0, over the train set."""
+    from trainer.backends.base import Backend
+    from trainer.build import build_data
+
+    data = build_data(compose_config(*FROZEN).data, Backend(torch.device("cpu")))
+    x, y = data.train.inputs.double(), data.train.targets.double()
+    # d/dw (w.x + b - y)^2 at w = b = 0 is -2 y x (and -2 y for b).
+    per_sample = -2 * y[:, None] * torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+    mean = per_sample.mean(0)
+    trace = (per_sample - mean).square().sum(1).mean()
+    return float(trace / mean.square().sum())

@@ -6,6 +6,7 @@ Skipped only where Horovod is not installed (launch/install_horovod.sh builds it
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SHRINK
+from tests.conftest import FROZEN, ROOT, SHRINK
 from tests.test_distributed import EQUIVALENCE, HAVE_MPI, max_difference, run, weights
 
 BIN = Path(sys.executable).parent
@@ -58,6 +59,14 @@ def test_horovod_accumulation_uses_backward_passes_per_step(tmp_path, one_worker
     horovodrun(2, *EQUIVALENCE, "trainer.accumulate=2", f"hydra.run.dir={tmp_path}/r",
                cwd=tmp_path)
     assert max_difference(one_worker, weights(tmp_path / "r")) < 1e-5
+
+
+def test_horovod_noise_scale_from_the_first_micro_batch(tmp_path, true_b_simple):
+    # Horovod hides each worker's own gradient, so B_simple compares micro-batch 1 (batch
+    # 128 per worker) with the averaged step (512): within 20% of the true value.
+    horovodrun(2, *FROZEN, "trainer.accumulate=2", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["b_simple"] == pytest.approx(true_b_simple, rel=0.2)
 
 
 def test_horovod_fp16_compression_trains_close_to_one_worker(tmp_path, one_worker):

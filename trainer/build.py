@@ -22,6 +22,7 @@ from trainer.errors import UserError
 from trainer.ghost_batchnorm import apply_ghost_batchnorm
 from trainer.instantiate import safe_instantiate
 from trainer.logger import Logger
+from trainer.noise_scale import NoiseScale
 from trainer.optim import split_bias_and_norm
 from trainer.precision import Precision
 from trainer.schedule import Schedule
@@ -46,6 +47,10 @@ class Progress:
     best: float | None = None  # best early-stop metric so far
     bad_evals: int = 0  # evaluations since it last improved
     train_sums: list[float] = field(default_factory=list)  # task metric sums of this epoch
+    train_time_s: float = 0.0  # training seconds before this process (resumed runs)
+    # One entry per evaluation: step, samples seen, training seconds, and the eval metrics;
+    # the batch-size report reads time-to-target from it.
+    history: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -67,6 +72,8 @@ class Run:
     progress: Progress
     total_steps: int  # optimizer steps the whole run takes
     noise: Any  # trainer.grad_noise: NoNoise, Annealed or SmallBatch
+    micro_batches: int  # per optimizer step (trainer.accumulate, or 2 to measure B_simple)
+    noise_scale: NoiseScale | None  # the B_simple estimate, when measured
     resumed_from: Path | None = None
     resume_state: dict | None = None
 
@@ -129,6 +136,25 @@ def build_optimizer(
     return factory(params, lr=scaled_lr(cfg, global_batch))
 
 
+def plan_noise_scale(loop: DictConfig, backend: Backend) -> tuple[NoiseScale | None, int]:
+    """Whether this run estimates B_simple, and how many micro-batches each step then takes."""
+    k = loop.accumulate
+    if loop.noise_scale == "never":
+        return None, k
+    # Free where the two batch sizes exist anyway: the first micro-batch against the step,
+    # or (one backward per step) a worker's own gradient against the averaged one.
+    if k >= 2 or backend.sees_local_gradients:
+        return NoiseScale(loop.noise_scale_ema), k
+    if loop.noise_scale == "auto":
+        return None, k
+    if backend.name == "horovod":
+        raise UserError(
+            "trainer.noise_scale=always under Horovod needs two micro-batches per step (its "
+            "allreduce hides each worker's own gradient): add trainer.accumulate=2"
+        )
+    return NoiseScale(loop.noise_scale_ema), 2
+
+
 def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
     """Everything a run needs, built on every rank; ``backend`` is already initialised."""
     loop = cfg.trainer
@@ -156,15 +182,19 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
         )
     except ValueError as exc:
         raise UserError(f"data.batch_size={cfg.data.batch_size}: {exc}; choose another") from None
-    if loader.batch_size % loop.accumulate:
+    noise_scale, micro_batches = plan_noise_scale(loop, backend)
+    if loader.batch_size % micro_batches:
+        why = ("trainer.noise_scale=always (2 micro-batches per step)"
+               if micro_batches != loop.accumulate else f"trainer.accumulate={loop.accumulate}")
         raise UserError(
-            f"trainer.accumulate={loop.accumulate} does not divide the per-worker batch of "
-            f"{loader.batch_size} (data.batch_size={cfg.data.batch_size} over "
-            f"{backend.world_size} workers) into equal micro-batches; choose another"
+            f"{why} does not divide the per-worker batch of {loader.batch_size} "
+            f"(data.batch_size={cfg.data.batch_size} over {backend.world_size} workers) into "
+            "equal micro-batches; choose another batch size"
         )
 
     model = build_model(cfg.model, backend)
-    train_model = backend.wrap_model(model)
+    probe = noise_scale is not None and micro_batches == 1
+    train_model = backend.wrap_model(model, probe_norms=probe)
     optimizer = backend.wrap_optimizer(
         build_optimizer(cfg.optimizer, model, cfg.data.batch_size), model
     )
@@ -182,6 +212,7 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
         model=model, train_model=train_model, task=task, optimizer=optimizer,
         schedule=schedule, precision=Precision(loop.precision, device), logger=logger,
         checkpointer=checkpointer, progress=Progress(), total_steps=total_steps, noise=noise,
+        micro_batches=micro_batches, noise_scale=noise_scale,
     )
     if resumed is not None:
         run.resumed_from, run.resume_state = resumed

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from trainer import identity
 from trainer.config import CONFIG_DIR, register_configs
-from trainer.errors import UserError
+from trainer.errors import UserError, WorkerLost
 
 EXIT_USER_ERROR = 2
 
@@ -42,7 +42,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         try:
             metrics = fit(run)
         finally:
-            run.logger.close_progress()
+            run.logger.close()
         # Free the model while the interpreter is fully alive: DDP holds the process group,
         # and a Gloo group torn down only at interpreter exit can abort the process
         # ("terminate called without an active exception"), failing a finished run.
@@ -56,7 +56,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         reason = backend.explain_failure(exc)
         if reason is None:
             raise  # a bug: keep the traceback
-        raise UserError(reason) from None
+        raise WorkerLost(reason) from None
     finally:
         backend.close()
 
@@ -68,10 +68,16 @@ def _hydra_entry(cfg: DictConfig) -> float:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         metrics = train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except WorkerLost as exc:
+        print(f"trainer: error: {exc}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(EXIT_USER_ERROR)  # skip interpreter teardown of the broken process group
     except UserError as exc:
         fail(str(exc))
-    # Hydra sweepers (Optuna, Ax) maximise or minimise what the task function returns.
-    return metrics["test_accuracy"]
+    # Hydra sweepers (Optuna, Ax) maximise or minimise what the task function returns:
+    # the accuracy, or the loss for a task without one (regression).
+    accuracy = metrics["test_accuracy"]
+    return accuracy if accuracy is not None else metrics["test_loss"]
 
 
 def _check_output_dirs(argv: list[str]) -> None:

@@ -6,3 +6,12 @@ class UserError(Exception):
 
     The message is printed as one line, so it must name the problem and the fix.
     """
+
+
+class WorkerLost(UserError):
+    """Another worker died or hung: reported like any UserError, then the process ends at once.
+
+    Tearing a broken Gloo/NCCL group down during interpreter exit can abort the process
+    ("terminate called without an active exception"), turning a clean exit code into SIGABRT;
+    by then every file that matters is closed (checkpoints are written atomically).
+    """

@@ -105,6 +105,13 @@ class Logger:
         grid = draw_prediction_grid(images, predicted, actual)
         self._writer.add_image("eval/predictions", grid, step)
 
+    def close(self) -> None:
+        """Close the bar and flush TensorBoard (safe to call twice, and after finish)."""
+        self.close_progress()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
     def finish(self, metrics: dict[str, Any]) -> None:
         """Write metrics.json, the hparams summary, and close TensorBoard."""
         self.close_progress()

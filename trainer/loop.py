@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import time
 from dataclasses import asdict
 from typing import Any
@@ -22,6 +21,7 @@ from omegaconf import OmegaConf
 from trainer.build import Progress, Run, config_changes
 from trainer.errors import UserError
 from trainer.evaluate import evaluate, log_sample_predictions
+from trainer.noise_scale import squared_norm
 from trainer.seeding import rng_state, set_rng_state
 
 
@@ -50,6 +50,8 @@ def restore(run: Run) -> None:
         ) from None
     run.schedule.load_state_dict(state["schedule"])
     run.precision.load_state_dict(state.get("precision", {}))
+    if run.noise_scale is not None:
+        run.noise_scale.load_state_dict(state.get("noise_scale", {}))
     run.progress = Progress(**state["progress"])
     per_rank = state["rng"]
     if len(per_rank) != run.backend.world_size:
@@ -89,14 +91,16 @@ class Loop:
         self.total_steps = run.total_steps
         # Plain values: reading a DictConfig attribute costs tens of microseconds.
         self.log_every, self.eval_every = loop.log_every, loop.eval_every
-        self.checkpoint_every, self.accumulate = loop.checkpoint_every, loop.accumulate
+        self.checkpoint_every, self.accumulate = loop.checkpoint_every, run.micro_batches
         self.early_stop, self.early_stop_metric = loop.early_stop, loop.early_stop_metric
         self.maximise = loop.early_stop_mode == "max"
+        self.min_delta = loop.early_stop_min_delta
         self.pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
         self.clock = Stopwatch()
         self.last_eval: dict[str, float] = {}
         self.last_train: dict[str, float] = {}
         self.evaluated_step = self.saved_step = -1
+        self.saved_clock = 0.0  # clock.total already added to progress.train_time_s
         self.stop_reason = ""
         self.epoch_seconds = 0.0
 
@@ -104,15 +108,24 @@ class Loop:
     def progress(self) -> Progress:
         return self.run.progress
 
+    @property
+    def train_seconds(self) -> float:
+        """Training time of the whole run so far, across resumes."""
+        return self.progress.train_time_s + self.clock.total - self.saved_clock
+
     def flush(self) -> float | None:
         """Read the pending steps' losses back; add them to the epoch sums; mean loss."""
         if not self.pending:
             return None
         # Averaged over workers: the logged loss is the global batch's, and a NaN on any
         # worker stops every worker at the same step.
-        backend = self.run.backend
-        losses = torch.stack([loss for _, loss, _ in self.pending]).double()
-        losses = (backend.all_reduce_sum(losses) / backend.world_size).cpu()
+        backend, noise_scale = self.run.backend, self.run.noise_scale
+        parts = [torch.stack([loss for _, loss, _ in self.pending]).double()]
+        if noise_scale is not None and noise_scale.pending:
+            # Each worker's own gradient norm, averaged in the same all-reduce as the losses.
+            parts.append(torch.stack([s for s, _, _, _ in noise_scale.pending]).double())
+        reduced = (backend.all_reduce_sum(torch.cat(parts)) / backend.world_size).cpu()
+        losses = reduced[: len(self.pending)]
         finite = torch.isfinite(losses)
         if not bool(finite.all()):
             step = self.pending[int((~finite).nonzero()[0])][0]
@@ -121,6 +134,9 @@ class Loop:
                 "checkpoint was written after it. Lower optimizer.lr, check the data, or "
                 "resume from the last checkpoint"
             )
+        if len(parts) > 1:
+            averaged = torch.stack([g for _, g, _, _ in noise_scale.pending]).double().cpu()
+            noise_scale.update(reduced[len(self.pending):].tolist(), averaged.tolist())
         correct = float(torch.stack([c for _, _, c in self.pending]).sum())
         batch = self.run.loader.batch_size
         sums = self.progress.train_sums or [0.0, 0.0, 0.0]
@@ -161,11 +177,13 @@ class Loop:
         self.flush()
         self.check_replicas()
         run = self.run
+        p.train_time_s, self.saved_clock = self.train_seconds, self.clock.total
         state = {
             "model": run.model.state_dict(),
             "optimizer": run.optimizer.state_dict(),
             "schedule": run.schedule.state_dict(),
             "precision": run.precision.state_dict(),
+            "noise_scale": run.noise_scale.state_dict() if run.noise_scale else {},
             "progress": asdict(p),
             "rng": run.backend.all_gather_object(rng_state()),  # one per rank
             "config": OmegaConf.to_container(run.cfg, resolve=True),
@@ -177,6 +195,11 @@ class Loop:
         p, logger = self.progress, self.run.logger
         self.flush()
         self.last_eval, self.evaluated_step = evaluate(self.run), p.step
+        p.history.append({
+            "step": p.step, "epoch": p.step / self.steps_per_epoch,
+            "samples": p.step * self.run.loader.global_batch_size,
+            "train_time_s": self.train_seconds, **self.last_eval,
+        })
         logger.scalars(self.last_eval, p.step)
         log_sample_predictions(self.run)
         logger.info(
@@ -194,7 +217,10 @@ class Loop:
                 f"trainer.early_stop_metric={self.early_stop_metric} is not an eval metric; "
                 f"use one of {', '.join(self.last_eval)}"
             )
-        better = p.best is None or (value > p.best if self.maximise else value < p.best)
+        d = self.min_delta
+        better = p.best is None or (
+            value > p.best + d if self.maximise else value < p.best - d
+        )
         p.best, p.bad_evals = (value, 0) if better else (p.best, p.bad_evals + 1)
         if p.bad_evals >= self.early_stop:
             self.stop_reason = (
@@ -211,10 +237,17 @@ class Loop:
         logger.scalars(
             {"train/loss": mean_loss, "train/lr": lr, "train/samples_per_sec": sps}, p.step
         )
+        noise_scale = self.run.noise_scale
+        b_simple = noise_scale.value if noise_scale is not None else None
+        if b_simple is not None:
+            logger.scalars({"noise_scale/b_simple": b_simple,
+                            "noise_scale/grad_sq": noise_scale.grad_sq,
+                            "noise_scale/trace_sigma": noise_scale.trace}, p.step)
         if not logger.shows_progress:
             logger.info(
                 f"step {p.step}/{self.total_steps} epoch {p.epoch} loss {mean_loss:.4f} "
                 f"lr {lr:.4g} {sps:,.0f} samples/s"
+                + (f" B_simple {b_simple:,.0f}" if b_simple is not None else "")
             )
         logger.advance(p.epoch, mean_loss, sps)
         self.clock.start()
@@ -224,6 +257,7 @@ class Loop:
         """One optimizer step over this worker's share of the global batch."""
         run, k, step = self.run, self.accumulate, self.progress.step
         model, task, precision, noise = run.train_model, run.task, run.precision, run.noise
+        first_sq = None
         weights = noise.sample_weights(step, run.loader.global_batch_size, run.backend.rank,
                                        run.backend.world_size)
         run.optimizer.zero_grad()  # set_to_none (torch >= 2.0 default; Horovod takes no args)
@@ -246,14 +280,32 @@ class Loop:
                         logits = model(x)
                         part = task.loss(logits, y, w) / k
                     precision.backward(part)
+                if i == 0 and run.noise_scale is not None:
+                    # The first micro-batch's own gradient (its loss carried a 1/k).
+                    first_sq = squared_norm(run.model.parameters()) * (k * k)
                 loss = loss + part.detach()
                 correct = correct + task.count_correct(logits, y)
         with run.backend.step_context(run.optimizer):  # gradients are averaged from here on
+            if run.noise_scale is not None:
+                self.record_noise_scale(first_sq)
             if noise.active:
                 precision.unscale(run.optimizer)
                 noise.perturb(run.model.parameters(), step)
             precision.step(run.optimizer)
         self.pending.append((step + 1, loss, correct))
+
+    def record_noise_scale(self, first_sq: torch.Tensor | None) -> None:
+        """This step's small- and large-batch squared gradient norms, for B_simple."""
+        run = self.run
+        scale_sq = run.precision.loss_scale() ** 2  # fp16 gradients still carry the loss scale
+        if first_sq is None:  # measured by the backend around its all-reduce
+            small, big = run.backend.take_gradient_norms()
+            b_small = run.loader.batch_size
+        else:
+            small, big = first_sq, squared_norm(run.model.parameters())
+            b_small = run.loader.batch_size // self.accumulate
+        run.noise_scale.record(small / scale_sq, big / scale_sq, b_small,
+                               run.loader.global_batch_size)
 
     def train_epoch(self) -> None:
         """Run the current epoch from its saved position to its end (or the last step)."""
@@ -311,24 +363,36 @@ class Loop:
         logger.close_progress()
         if self.stop_reason:
             logger.info(self.stop_reason)
+        self.flush()
+        b_simple = run.noise_scale.value if run.noise_scale is not None else None
+        if b_simple is not None:
+            logger.info(
+                f"gradient noise scale B_simple = {b_simple:,.0f}: the estimated critical batch "
+                f"size (McCandlish et al. 2018); this run's global batch is "
+                f"{run.loader.global_batch_size}"
+            )
         if p.train_sums:  # the run ended mid-epoch
             self.last_train = self.train_metrics()
         if self.evaluated_step != p.step:
             self.evaluate()
         self.save()
+        # None (null in JSON) where the task has no such metric, e.g. accuracy in regression.
         metrics = {
-            "test_accuracy": self.last_eval.get("eval/accuracy", math.nan),
-            "test_loss": self.last_eval.get("eval/loss", math.nan),
-            "train_loss": self.last_train.get("loss", math.nan),
-            "train_accuracy": self.last_train.get("accuracy", math.nan),
+            "test_accuracy": self.last_eval.get("eval/accuracy"),
+            "test_loss": self.last_eval.get("eval/loss"),
+            "train_loss": self.last_train.get("loss"),
+            "train_accuracy": self.last_train.get("accuracy"),
             "samples_per_sec": (p.step - first_step) * run.loader.global_batch_size
             / max(self.clock.total, 1e-9),
             "steps": p.step,
             "epochs": p.step / self.steps_per_epoch,
             "epoch_time_s": self.epoch_seconds,
             "wall_time_s": time.perf_counter() - started,
+            "train_time_s": self.train_seconds,
+            "history": p.history,
             "world_size": run.backend.world_size,
             "global_batch_size": run.loader.global_batch_size,
+            "b_simple": b_simple,
             "stopped_early": bool(self.stop_reason),
             "resumed_from": str(run.resumed_from) if run.resumed_from else None,
         }

@@ -44,6 +44,13 @@ class Precision:
         if self.scaler is not None:
             self.scaler.unscale_(optimizer)
 
+    def loss_scale(self) -> torch.Tensor | float:
+        """The factor the gradients carry until unscaled (1 without a scaler)."""
+        if self.scaler is None:
+            return 1.0
+        # The scaler's own device tensor: get_scale() would synchronise the host every step.
+        return self.scaler._scale
+
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.scaler is None:
             optimizer.step()

@@ -33,3 +33,24 @@ class Classification:
     def metrics(self, loss_sum: float, correct: float, count: float) -> dict[str, float]:
         count = max(count, 1.0)
         return {"loss": loss_sum / count, "accuracy": correct / count}
+
+
+class Regression:
+    """Mean squared error on one output per sample; the only metric is the MSE itself."""
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor,
+             weights: torch.Tensor | None = None) -> torch.Tensor:
+        per_sample = (outputs.reshape(targets.shape) - targets).square()
+        if weights is not None:
+            per_sample = per_sample * weights.to(per_sample.device, per_sample.dtype)
+        return per_sample.mean()
+
+    def predict(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs.squeeze(-1)
+
+    def count_correct(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """No notion of a correct prediction: always 0 (the count keeps the sums' shape)."""
+        return torch.zeros((), dtype=torch.long, device=outputs.device)
+
+    def metrics(self, loss_sum: float, correct: float, count: float) -> dict[str, float]:
+        return {"loss": loss_sum / max(count, 1.0)}

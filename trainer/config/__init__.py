@@ -4,7 +4,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from trainer.config import schema
 
@@ -14,6 +14,8 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
 def register_configs() -> None:
     """Store the top-level schema and every option schema (idempotent)."""
+    # ${len:${data.weights}}: a model's input width that follows its data's.
+    OmegaConf.register_new_resolver("len", len, replace=True)
     store = ConfigStore.instance()
     store.store(name="train_schema", node=schema.TrainConfig)
     store.store(group="schema/optimizer", name="sgd", node=schema.SGDConfig)

@@ -159,6 +159,8 @@ class LoopConfig:
     early_stop: int | None = None
     early_stop_metric: str = "eval/accuracy"
     early_stop_mode: str = "max"
+    # An evaluation counts as an improvement only when it beats the best by more than this.
+    early_stop_min_delta: float = 0.0
     log_every: int = 50
     # auto: CUDA when available, else the CPU.
     device: str = "auto"
@@ -168,6 +170,12 @@ class LoopConfig:
     precision: str = "32"
     # torch.use_deterministic_algorithms; on the CPU runs are bit-reproducible either way.
     deterministic: bool = False
+    # Gradient noise scale B_simple (McCandlish et al. 2018): auto measures it where it is
+    # free (several torch.distributed workers, or accumulate >= 2); always also splits a
+    # one-process step into 2 micro-batches; never: off.
+    noise_scale: str = "auto"
+    # Decay of its two exponential moving averages, per step.
+    noise_scale_ema: float = 0.95
 
 
 @dataclass

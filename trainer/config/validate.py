@@ -61,6 +61,18 @@ def validate(cfg: DictConfig) -> None:
         loop.early_stop_mode, "use max or min",
     )
     _require(
+        loop.early_stop_min_delta >= 0, "trainer.early_stop_min_delta",
+        loop.early_stop_min_delta, "use a value >= 0",
+    )
+    _require(
+        loop.noise_scale in ("auto", "always", "never"), "trainer.noise_scale",
+        loop.noise_scale, "use auto, always or never",
+    )
+    _require(
+        0 <= loop.noise_scale_ema < 1, "trainer.noise_scale_ema", loop.noise_scale_ema,
+        "use a decay in [0, 1)",
+    )
+    _require(
         cfg.dist.threads_per_worker is None or cfg.dist.threads_per_worker >= 1,
         "dist.threads_per_worker", cfg.dist.threads_per_worker, "use a positive integer or null",
     )

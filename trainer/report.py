@@ -1,0 +1,182 @@
+"""``trainer-report DIR``: the batch-size study of a Hydra multirun, as a table and a plot.
+
+Reads every job under DIR (each job folder holds the ``config.yaml`` and ``metrics.json`` a run
+writes) and writes into DIR:
+
+- ``report.md``: one row per job, sorted by global batch size: final test metric, steps,
+  training time, time to the target, samples/s and the measured gradient noise scale B_simple;
+- ``report.png``: the same four quantities against the batch size (log scale).
+
+The target defaults to 99% of the best final accuracy in the sweep (for a task without
+accuracy: 101% of the lowest test loss), so "time to target" asks how fast each batch size gets
+close to the best any of them reached. ``--target`` sets it explicitly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+
+@dataclass
+class Job:
+    name: str  # the job folder, relative to DIR
+    batch: int
+    metrics: dict
+    config: dict
+
+
+def load_jobs(root: Path) -> list[Job]:
+    """Every finished job under ``root`` (a folder with a metrics.json), by batch size."""
+    jobs = []
+    for path in sorted(root.rglob("metrics.json")):
+        folder = path.parent
+        metrics = json.loads(path.read_text())
+        config_file = folder / "config.yaml"
+        config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
+        jobs.append(Job(str(folder.relative_to(root)) or ".", int(metrics["global_batch_size"]),
+                        metrics, config))
+    return sorted(jobs, key=lambda j: (j.batch, j.name))
+
+
+def metric_name(jobs: list[Job]) -> str:
+    """eval/accuracy when the jobs have one (classification), else eval/loss."""
+    return "eval/accuracy" if all(j.metrics.get("test_accuracy") is not None for j in jobs) \
+        else "eval/loss"
+
+
+def final_value(job: Job, metric: str) -> float | None:
+    return job.metrics.get("test_accuracy" if metric == "eval/accuracy" else "test_loss")
+
+
+def default_target(jobs: list[Job], metric: str) -> float:
+    values = [v for j in jobs if (v := final_value(j, metric)) is not None]
+    return 0.99 * max(values) if metric == "eval/accuracy" else 1.01 * min(values)
+
+
+def time_to_target(job: Job, metric: str, target: float) -> float | None:
+    """Training seconds at the first evaluation that reached ``target``, or None."""
+    for entry in job.metrics.get("history", []):
+        value = entry.get(metric)
+        if value is None:
+            continue
+        if (value >= target) if metric == "eval/accuracy" else (value <= target):
+            return float(entry["train_time_s"])
+    return None
+
+
+def _fmt(value, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return format(value, spec)
+
+
+def _target_text(target: float, accuracy: bool) -> str:
+    return f"{100 * target:.2f}%" if accuracy else f"{target:.4g}"
+
+
+def table(jobs: list[Job], metric: str, target: float) -> str:
+    accuracy = metric == "eval/accuracy"
+    head = "test accuracy (%)" if accuracy else "test loss"
+    target_text = _target_text(target, accuracy)
+    lines = [
+        f"| global batch | {head} | epochs | steps | train time (s) | time to {target_text} (s) "
+        "| samples/s | B_simple | job |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for j in jobs:
+        m = j.metrics
+        value = final_value(j, metric)
+        shown = 100 * value if (accuracy and value is not None) else value
+        lines.append(
+            f"| {j.batch} | {_fmt(shown, '.2f' if accuracy else '.4f')} | "
+            f"{_fmt(m.get('epochs'), '.1f')} | {m.get('steps', '—')} | "
+            f"{_fmt(m.get('train_time_s'), '.3g')} | "
+            f"{_fmt(time_to_target(j, metric, target), '.3g')} | "
+            f"{_fmt(m.get('samples_per_sec'), ',.0f')} | {_fmt(m.get('b_simple'), ',.0f')} | "
+            f"{j.name} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(jobs: list[Job], metric: str, target: float, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on cluster nodes
+    import matplotlib.pyplot as plt
+
+    accuracy = metric == "eval/accuracy"
+    batches = [j.batch for j in jobs]
+    panels = [
+        ("test accuracy (%)" if accuracy else "test loss",
+         [(100 * v if accuracy else v) if (v := final_value(j, metric)) is not None else None
+          for j in jobs]),
+        (f"time to {_target_text(target, accuracy)} (s)",
+         [time_to_target(j, metric, target) for j in jobs]),
+        ("samples/s", [j.metrics.get("samples_per_sec") for j in jobs]),
+        ("B_simple (critical batch)", [j.metrics.get("b_simple") for j in jobs]),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    for ax, (label, values) in zip(axes.flat, panels, strict=True):
+        points = [(b, v) for b, v in zip(batches, values, strict=True) if v is not None]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o")
+        if label.startswith("B_simple") and points:
+            # Where the batch equals the estimate: batches right of the crossing are past it.
+            ax.plot(batches, batches, linestyle="--", color="gray", label="batch size")
+            ax.legend()
+            ax.set_yscale("log")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("global batch size")
+        ax.set_title(label)
+        ax.grid(True, alpha=0.3)
+    fig.suptitle("batch-size sweep")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def write_report(root: Path, target: float | None = None) -> tuple[Path, Path]:
+    """Write report.md and report.png into ``root``; returns their paths."""
+    jobs = load_jobs(root)
+    if not jobs:
+        raise SystemExit(
+            f"trainer-report: error: no metrics.json under {root}; point it at a multirun "
+            "directory whose jobs have finished (e.g. multirun/mnist/2026-01-01_12-00-00)"
+        )
+    metric = metric_name(jobs)
+    target = default_target(jobs, metric) if target is None else target
+    md, png = root / "report.md", root / "report.png"
+    md.write_text(
+        f"# Batch-size sweep: {root}\n\n{table(jobs, metric, target)}\n"
+        f"Target: {metric} {'>=' if metric == 'eval/accuracy' else '<='} {target:.4g}; times "
+        "are training seconds (evaluation and checkpoints excluded), read at evaluations.\n\n"
+        f"![sweep]({png.name})\n"
+    )
+    plot(jobs, metric, target, png)
+    return md, png
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="trainer-report", description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("dir", type=Path, help="a multirun directory (or any folder of runs)")
+    parser.add_argument("--target", type=float, default=None,
+                        help="test accuracy (0-1) or, for regression, test loss to time")
+    args = parser.parse_args(argv)
+    if not args.dir.is_dir():
+        parser.exit(2, f"trainer-report: error: {args.dir} is not a directory\n")
+    md, png = write_report(args.dir, args.target)
+    sys.stdout.write(md.read_text())
+    print(f"wrote {md} and {png}")
+
+
+if __name__ == "__main__":
+    main()
