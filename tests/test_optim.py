@@ -139,3 +139,12 @@ def test_large_batch_optimizers_train_through_the_config(tmp_path, optimizer):
     metrics = train_in_process(tmp_path, f"optimizer={optimizer}", "trainer.epochs=5",
                                "schedule.warmup_epochs=1")
     assert metrics["test_accuracy"] > 0.7
+
+
+def test_fused_lamb_without_apex_or_cuda_says_what_is_missing(tmp_path):
+    from tests.conftest import train_in_process
+    from trainer.errors import UserError
+
+    with pytest.raises(UserError, match=r"optimizer.fused=true needs NVIDIA apex .* use "
+                                        r"optimizer.fused=false"):
+        train_in_process(tmp_path, "optimizer=lamb", "optimizer.fused=true")

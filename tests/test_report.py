@@ -12,8 +12,8 @@ from tests.conftest import run_cli
 def test_sweep_config_runs_a_multirun_and_the_report_tabulates_it(tmp_path):
     sweep = tmp_path / "sweep"
     # The ready linreg study, cut to two batch sizes (command-line values win over the
-    # config's sweeper params).
-    result = run_cli("sweep=linreg_batch", "data.batch_size=32,8192",
+    # config's sweeper params); the sweep picks its recipe, so recipe keys can be set.
+    result = run_cli("sweep=linreg_batch", "data.batch_size=32,8192", "data.noise_std=1.0",
                      f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = {p.parent.name: json.loads(p.read_text()) for p in sweep.rglob("metrics.json")}

@@ -34,7 +34,7 @@ _LOADER_KEYS = ("batch_size", "eval_batch_size", "device")
 # Keys of the model group that the framework applies to whatever model was built.
 _MODEL_FRAMEWORK_KEYS = ("sync_bn", "ghost_batch_size")
 # Keys of the optimizer group that the framework applies itself (lr is passed scaled).
-_OPTIMIZER_ONLY_KEYS = ("lr", "scale_lr", "base_batch_size", "exclude_bias_and_norm")
+_OPTIMIZER_ONLY_KEYS = ("lr", "scale_lr", "base_batch_size", "exclude_bias_and_norm", "fused")
 
 
 @dataclass
@@ -48,6 +48,7 @@ class Progress:
     bad_evals: int = 0  # evaluations since it last improved
     train_sums: list[float] = field(default_factory=list)  # task metric sums of this epoch
     train_time_s: float = 0.0  # training seconds before this process (resumed runs)
+    samples: int = 0  # training samples consumed (global), for samples/s and the report
     # One entry per evaluation: step, samples seen, training seconds, and the eval metrics;
     # the batch-size report reads time-to-target from it.
     history: list[dict] = field(default_factory=list)
@@ -71,6 +72,7 @@ class Run:
     checkpointer: Checkpointer
     progress: Progress
     total_steps: int  # optimizer steps the whole run takes
+    epoch_batches: list[int]  # the global batch of each epoch (grown by schedule=increase_batch)
     noise: Any  # trainer.grad_noise: NoNoise, Annealed or SmallBatch
     micro_batches: int  # per optimizer step (trainer.accumulate, or 2 to measure B_simple)
     noise_scale: NoiseScale | None  # the B_simple estimate, when measured
@@ -128,10 +130,31 @@ def scaled_lr(cfg: DictConfig, global_batch: int) -> float:
     return cfg.lr
 
 
+def fused_lamb(cfg: DictConfig, device: torch.device):
+    """apex's FusedLAMB with this config's hyper-parameters (optimizer.fused=true)."""
+    try:
+        from apex.optimizers import FusedLAMB
+    except ImportError:
+        FusedLAMB = None  # noqa: N806
+    if FusedLAMB is None or device.type != "cuda":
+        raise UserError(
+            "optimizer.fused=true needs NVIDIA apex (built from source; it has no wheels) and a "
+            f"CUDA device (apex {'found' if FusedLAMB else 'not installed'}, device {device}); "
+            "use optimizer.fused=false, the same LAMB rule in PyTorch"
+        )
+    # max_grad_norm=0: no global gradient clipping, which our LAMB does not do either;
+    # use_nvlamb=False: no trust ratio where weight decay is 0 (our excluded groups).
+    return lambda params, lr: FusedLAMB(params, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                                        weight_decay=cfg.weight_decay, max_grad_norm=0.0)
+
+
 def build_optimizer(
     cfg: DictConfig, model: torch.nn.Module, global_batch: int
 ) -> torch.optim.Optimizer:
-    factory = safe_instantiate(cfg, "optimizer", exclude=_OPTIMIZER_ONLY_KEYS)
+    if cfg.get("fused"):
+        factory = fused_lamb(cfg, next(model.parameters()).device)
+    else:
+        factory = safe_instantiate(cfg, "optimizer", exclude=_OPTIMIZER_ONLY_KEYS)
     params = split_bias_and_norm(model) if cfg.exclude_bias_and_norm else model.parameters()
     return factory(params, lr=scaled_lr(cfg, global_batch))
 
@@ -175,6 +198,8 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
 
     seed_everything(loop.seed)
     data = build_data(cfg.data, backend)
+    schedule = safe_instantiate(cfg.schedule, "schedule")
+    epoch_batches = schedule.global_batches(cfg.data.batch_size, len(data.train), loop.epochs)
     try:
         loader = InMemoryLoader(
             data.train, cfg.data.batch_size, seed=loop.seed, rank=backend.rank,
@@ -198,11 +223,11 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
     optimizer = backend.wrap_optimizer(
         build_optimizer(cfg.optimizer, model, cfg.data.batch_size), model
     )
-    total_steps = len(loader) * loop.epochs
+    epoch_steps = [len(data.train) // batch for batch in epoch_batches]
+    total_steps = sum(epoch_steps)
     if loop.max_steps is not None:
         total_steps = min(total_steps, loop.max_steps)
-    schedule = safe_instantiate(cfg.schedule, "schedule")
-    schedule.attach(optimizer, steps_per_epoch=len(loader), total_steps=total_steps)
+    schedule.attach(optimizer, steps_per_epoch=epoch_steps, total_steps=total_steps)
     task = safe_instantiate(cfg.task, "task")
     noise = safe_instantiate(cfg.noise, "noise")
     noise.bind(loop.seed)
@@ -212,7 +237,7 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
         model=model, train_model=train_model, task=task, optimizer=optimizer,
         schedule=schedule, precision=Precision(loop.precision, device), logger=logger,
         checkpointer=checkpointer, progress=Progress(), total_steps=total_steps, noise=noise,
-        micro_batches=micro_batches, noise_scale=noise_scale,
+        micro_batches=micro_batches, noise_scale=noise_scale, epoch_batches=epoch_batches,
     )
     if resumed is not None:
         run.resumed_from, run.resume_state = resumed

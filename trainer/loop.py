@@ -87,7 +87,6 @@ class Loop:
     def __init__(self, run: Run) -> None:
         self.run = run
         loop = run.cfg.trainer
-        self.steps_per_epoch = len(run.loader)
         self.total_steps = run.total_steps
         # Plain values: reading a DictConfig attribute costs tens of microseconds.
         self.log_every, self.eval_every = loop.log_every, loop.eval_every
@@ -196,14 +195,13 @@ class Loop:
         self.flush()
         self.last_eval, self.evaluated_step = evaluate(self.run), p.step
         p.history.append({
-            "step": p.step, "epoch": p.step / self.steps_per_epoch,
-            "samples": p.step * self.run.loader.global_batch_size,
+            "step": p.step, "epoch": self.run.schedule.epoch_at(p.step), "samples": p.samples,
             "train_time_s": self.train_seconds, **self.last_eval,
         })
         logger.scalars(self.last_eval, p.step)
         log_sample_predictions(self.run)
         logger.info(
-            f"step {p.step} (epoch {p.step / self.steps_per_epoch:.2f}): "
+            f"step {p.step} (epoch {self.run.schedule.epoch_at(p.step):.2f}): "
             + ", ".join(f"{k} {v:.4f}" for k, v in self.last_eval.items())
         )
         if self.early_stop:
@@ -229,11 +227,11 @@ class Loop:
             )
 
     def log_window(self, lr: float, window: tuple[int, float]) -> tuple[int, float]:
-        """Log the steps since ``window`` = (step, train seconds); return the new window."""
+        """Log the steps since ``window`` = (samples, train seconds); return the new window."""
         p, logger = self.progress, self.run.logger
         mean_loss = self.flush()
         seconds = self.clock.stop() - window[1]
-        sps = (p.step - window[0]) * self.run.loader.global_batch_size / max(seconds, 1e-9)
+        sps = (p.samples - window[0]) / max(seconds, 1e-9)
         logger.scalars(
             {"train/loss": mean_loss, "train/lr": lr, "train/samples_per_sec": sps}, p.step
         )
@@ -251,7 +249,7 @@ class Loop:
             )
         logger.advance(p.epoch, mean_loss, sps)
         self.clock.start()
-        return p.step, self.clock.total
+        return p.samples, self.clock.total
 
     def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
         """One optimizer step over this worker's share of the global batch."""
@@ -310,13 +308,15 @@ class Loop:
     def train_epoch(self) -> None:
         """Run the current epoch from its saved position to its end (or the last step)."""
         run, p, clock = self.run, self.progress, self.clock
-        window = (p.step, clock.total)
+        run.loader.resize(run.epoch_batches[p.epoch])  # schedule=increase_batch grows it
+        window = (p.samples, clock.total)
         clock.start()
         for inputs, targets in run.loader.epoch(p.epoch, start=p.batch):
             lr = run.schedule.apply(run.optimizer, p.step)
             self.train_step(inputs, targets)
             p.step += 1
             p.batch += 1
+            p.samples += run.loader.global_batch_size
             if p.step % self.log_every == 0 or p.step == self.total_steps:
                 window = self.log_window(lr, window)
             else:
@@ -348,7 +348,7 @@ class Loop:
         started = time.perf_counter()
         restore(self.run)
         run, p, logger = self.run, self.progress, self.run.logger
-        first_step = p.step
+        first_samples = p.samples
         if run.resumed_from is not None:
             self.saved_step = p.step
         logger.start(run.data.description, run.resumed_from, p.step)
@@ -358,7 +358,7 @@ class Loop:
             before = self.clock.total
             self.train_epoch()
             self.epoch_seconds = self.clock.total - before
-            if p.batch >= self.steps_per_epoch:
+            if p.batch >= len(run.loader):
                 self.end_epoch()
         logger.close_progress()
         if self.stop_reason:
@@ -382,16 +382,16 @@ class Loop:
             "test_loss": self.last_eval.get("eval/loss"),
             "train_loss": self.last_train.get("loss"),
             "train_accuracy": self.last_train.get("accuracy"),
-            "samples_per_sec": (p.step - first_step) * run.loader.global_batch_size
-            / max(self.clock.total, 1e-9),
+            "samples_per_sec": (p.samples - first_samples) / max(self.clock.total, 1e-9),
             "steps": p.step,
-            "epochs": p.step / self.steps_per_epoch,
+            "epochs": run.schedule.epoch_at(p.step),
             "epoch_time_s": self.epoch_seconds,
             "wall_time_s": time.perf_counter() - started,
             "train_time_s": self.train_seconds,
             "history": p.history,
             "world_size": run.backend.world_size,
-            "global_batch_size": run.loader.global_batch_size,
+            "global_batch_size": run.cfg.data.batch_size,  # at the start
+            "final_global_batch_size": run.loader.global_batch_size,
             "b_simple": b_simple,
             "stopped_early": bool(self.stop_reason),
             "resumed_from": str(run.resumed_from) if run.resumed_from else None,

@@ -14,10 +14,16 @@ gradient still in v, and the schedule would not mean what it says.
 Warmup (Goyal et al. 2017, "gradual warmup"): over the first W steps the factor rises linearly
 from ``warmup_start`` to 1, reaching 1 at step W; the decay then runs over the remaining steps,
 with t = (step - W) / (total - W) going from 0 to 1.
+
+A schedule may also grow the global batch at epoch boundaries (:class:`IncreaseBatch`, Smith
+et al. 2017): :meth:`Schedule.global_batches` gives each epoch's batch, so epochs can differ in
+length, and every epoch-based setting (warmup epochs, milestones) counts real epochs.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -43,16 +49,38 @@ class Schedule:
         self.warmup_steps_asked, self.warmup_epochs = warmup_steps, warmup_epochs
         self.warmup_start = warmup_start
         self.base_lrs: list[float] = []
-        self.steps_per_epoch = 1
+        self.epoch_starts = [0]  # the first step of each epoch, and one past the last
         self.total_steps = 1
         self.warmup = 0
 
-    def attach(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int = 1,
+    def global_batches(self, batch_size: int, num_samples: int, epochs: int) -> list[int]:
+        """The global batch of each epoch (constant here; see IncreaseBatch)."""
+        return [batch_size] * epochs
+
+    def attach(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int | Sequence[int] = 1,
                total_steps: int = 1) -> None:
-        """Bind to the optimizer's configured rates and the run's length."""
+        """Bind to the optimizer's configured rates and the run's length.
+
+        ``steps_per_epoch``: one number, or the steps of each epoch when they differ.
+        """
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
-        self.steps_per_epoch, self.total_steps = max(1, steps_per_epoch), max(1, total_steps)
-        self.warmup = self.warmup_steps_asked or round(self.warmup_epochs * self.steps_per_epoch)
+        self.total_steps = max(1, total_steps)
+        per_epoch = ([max(1, steps_per_epoch)] * max(1, -(-self.total_steps // steps_per_epoch))
+                     if isinstance(steps_per_epoch, int) else [max(1, n) for n in steps_per_epoch])
+        self.epoch_starts = [0, *itertools.accumulate(per_epoch)]
+        self.warmup = self.warmup_steps_asked or round(self.step_at(self.warmup_epochs))
+
+    def epoch_at(self, step: int) -> float:
+        """Fractional epoch of a step (epoch e starts at e.0)."""
+        starts = self.epoch_starts
+        e = min(max(bisect.bisect_right(starts, step) - 1, 0), len(starts) - 2)
+        return e + (step - starts[e]) / (starts[e + 1] - starts[e])
+
+    def step_at(self, epoch: float) -> float:
+        """The step at a fractional epoch (the inverse of epoch_at)."""
+        e = min(int(epoch), len(self.epoch_starts) - 2)
+        starts = self.epoch_starts
+        return starts[e] + (epoch - e) * (starts[e + 1] - starts[e])
 
     def decay(self, t: float, step: int) -> float:
         """Factor after warmup: t goes from 0 to 1 over the remaining steps."""
@@ -97,7 +125,7 @@ class Step(Schedule):
         self.gamma = gamma
 
     def decay(self, t: float, step: int) -> float:
-        epoch = step / self.steps_per_epoch
+        epoch = self.epoch_at(step)
         return self.gamma ** sum(epoch >= m for m in self.milestones)
 
 
@@ -121,3 +149,57 @@ class Poly(Schedule):
 
     def decay(self, t: float, step: int) -> float:
         return self.min_factor + (1 - self.min_factor) * (1 - t) ** self.power
+
+
+class IncreaseBatch(Schedule):
+    """Grow the global batch instead of decaying the learning rate (Smith et al. 2017).
+
+    "Don't decay the learning rate, increase the batch size": where a step schedule would
+    divide the rate by ``factor`` at a milestone epoch, multiply the global batch by ``factor``
+    instead; the noise scale of SGD (~ lr x N / B) falls the same way, with fewer, larger
+    steps. Once the batch would pass ``max_batch_size`` (or the training set), it stays put
+    and the rate is divided by ``factor`` at the remaining milestones, as in the paper.
+
+    Args:
+        milestones: whole epochs at which to grow the batch.
+        factor: integer growth per milestone (>= 2); the paper uses 5.
+        max_batch_size: the largest global batch (null: the training set size).
+    """
+
+    def __init__(self, milestones: Sequence[int] = (), factor: int = 5,
+                 max_batch_size: int | None = None, **warmup) -> None:
+        super().__init__(**warmup)
+        if factor < 2 or int(factor) != factor:
+            raise UserError(f"schedule.factor={factor} must be a whole number >= 2")
+        if any(float(m) != int(m) or m < 1 for m in milestones):
+            raise UserError(
+                f"schedule.milestones={list(milestones)}: the batch changes between epochs, so "
+                "milestones must be whole epochs >= 1"
+            )
+        if max_batch_size is not None and max_batch_size < 1:
+            raise UserError(f"schedule.max_batch_size={max_batch_size} must be >= 1 or null")
+        self.milestones = sorted(int(m) for m in milestones)
+        self.growth, self.max_batch_size = int(factor), max_batch_size
+        self.lr_divisions: list[int] = []  # per epoch: milestones passed with the batch capped
+
+    def global_batches(self, batch_size: int, num_samples: int, epochs: int) -> list[int]:
+        limit = min(self.max_batch_size or num_samples, num_samples)
+        batches, self.lr_divisions = [], []
+        for epoch in range(epochs):
+            batch, divisions = batch_size, 0
+            for m in self.milestones:
+                if epoch < m:
+                    break
+                if batch * self.growth <= limit:
+                    batch *= self.growth
+                else:
+                    divisions += 1
+            batches.append(batch)
+            self.lr_divisions.append(divisions)
+        return batches
+
+    def decay(self, t: float, step: int) -> float:
+        if not self.lr_divisions:
+            return 1.0
+        epoch = min(int(self.epoch_at(step)), len(self.lr_divisions) - 1)
+        return self.growth ** -self.lr_divisions[epoch]

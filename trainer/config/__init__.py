@@ -27,6 +27,8 @@ def register_configs() -> None:
     store.store(group="schema/schedule", name="step", node=schema.StepScheduleConfig)
     store.store(group="schema/schedule", name="cosine", node=schema.CosineScheduleConfig)
     store.store(group="schema/schedule", name="poly", node=schema.PolyScheduleConfig)
+    store.store(group="schema/schedule", name="increase_batch",
+                node=schema.IncreaseBatchScheduleConfig)
     store.store(group="schema/noise", name="none", node=schema.NoiseConfig)
     store.store(group="schema/noise", name="annealed", node=schema.AnnealedNoiseConfig)
     store.store(group="schema/noise", name="small_batch", node=schema.SmallBatchNoiseConfig)

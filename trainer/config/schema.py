@@ -67,6 +67,8 @@ class AdamConfig(OptimizerConfig):
 class LAMBConfig(OptimizerConfig):
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-6
+    # NVIDIA apex's FusedLAMB on CUDA when apex is installed (never required).
+    fused: bool = False
 
 
 @dataclass
@@ -112,6 +114,13 @@ class CosineScheduleConfig(ScheduleConfig):
 class PolyScheduleConfig(ScheduleConfig):
     power: float = 2.0
     min_factor: float = 0.0
+
+
+@dataclass
+class IncreaseBatchScheduleConfig(ScheduleConfig):
+    milestones: list[int] = field(default_factory=list)  # whole epochs
+    factor: int = 5
+    max_batch_size: int | None = None
 
 
 @dataclass

@@ -79,22 +79,26 @@ class InMemoryLoader:
         world_size: int = 1,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
-        if global_batch_size % world_size:
-            raise ValueError(
-                f"global batch {global_batch_size} does not split over {world_size} workers"
-            )
-        if global_batch_size > len(split):
-            raise ValueError(
-                f"global batch {global_batch_size} is larger than the {len(split)} training "
-                "samples"
-            )
         self.split = split
-        self.global_batch_size = global_batch_size
-        self.batch_size = global_batch_size // world_size
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
         self.transform = transform or (lambda x: x)
+        self.resize(global_batch_size)
+
+    def resize(self, global_batch_size: int) -> None:
+        """Use this global batch from the next epoch on (a batch-size schedule grows it)."""
+        if global_batch_size % self.world_size:
+            raise ValueError(
+                f"global batch {global_batch_size} does not split over {self.world_size} workers"
+            )
+        if global_batch_size > len(self.split):
+            raise ValueError(
+                f"global batch {global_batch_size} is larger than the {len(self.split)} "
+                "training samples"
+            )
+        self.global_batch_size = global_batch_size
+        self.batch_size = global_batch_size // self.world_size
 
     def __len__(self) -> int:
         return len(self.split) // self.global_batch_size
