@@ -133,6 +133,7 @@ def plot(jobs: list[Job], metric: str, target: float, out: Path) -> None:
             ax.legend()
             ax.set_yscale("log")
         ax.set_xscale("log", base=2)
+        ax.set_xlim(min(batches) / 1.4, max(batches) * 1.4)  # the same x-axis in every panel
         ax.set_xlabel("global batch size")
         ax.set_title(label)
         ax.grid(True, alpha=0.3)
