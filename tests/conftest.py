@@ -66,7 +66,8 @@ def recipe_data(fake_mnist):
     """Overrides that point a recipe at small local data (none for the offline default)."""
     mnist = [f"data.root={fake_mnist}", "data.download=false"]
     # The small stand-in has 1,200 training images: fewer than one batch of 8192.
-    roots = {"mnist": mnist, "mnist_8k": [*mnist, "data.batch_size=256"]}
+    roots = {"mnist": mnist, "mnist_8k": [*mnist, "data.batch_size=256"],
+             "asl_cnn": ["data.synthetic=true"]}
 
     def overrides(recipe: str) -> list[str]:
         return roots.get(recipe, [])

@@ -204,6 +204,7 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
         loader = InMemoryLoader(
             data.train, cfg.data.batch_size, seed=loop.seed, rank=backend.rank,
             world_size=backend.world_size, transform=data.transform,
+            augment=data.augmentation,
         )
     except ValueError as exc:
         raise UserError(f"data.batch_size={cfg.data.batch_size}: {exc}; choose another") from None

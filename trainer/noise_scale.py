@@ -14,10 +14,12 @@ are too noisy on their own, so each is smoothed with an exponential moving avera
 B_simple is the ratio of the two averages (with equal decay the EMA bias correction cancels in
 the ratio). The two gradients come for (almost) free:
 
-- data-parallel (torch backend): b is one worker's batch, B the global batch; the local norm is
-  taken from each DDP bucket just before its all-reduce and the global one just after, and the
-  local norms are averaged over workers (a better |G_b|^2 estimate) when the loop logs;
-- one process, or Horovod: b is the first of the step's micro-batches (``trainer.accumulate``),
+- data-parallel (torch backend, one backward per step): b is one worker's batch, B the global
+  batch; each parameter's local gradient norm is read by a tensor hook before DDP averages it,
+  the averaged one after the step's all-reduce, and the local norms are averaged over workers
+  (a better |G_b|^2 estimate) when the loop logs;
+- with ``trainer.accumulate`` >= 2 (any backend, Horovod included), or in one process with
+  ``trainer.noise_scale=always`` (which splits the step in two): b is the first micro-batch,
   B the whole step.
 
 Nothing here synchronises the host in the hot path: norms stay on the device until the loop's

@@ -1,4 +1,4 @@
-"""Typed schema for the ASL recipe's model option."""
+"""Typed schemas for the ASL recipe's model and data options."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from hydra.core.config_store import ConfigStore
 
-from trainer.config.schema import ModelConfig
+from trainer.config.schema import DataConfig, ModelConfig
 
 
 @dataclass
@@ -16,5 +16,16 @@ class ASLCNNConfig(ModelConfig):
     image_size: int = 28
 
 
+@dataclass
+class SignMNISTDataConfig(DataConfig):
+    # Generate small CSVs of the real format instead of reading data.root (offline runs).
+    synthetic: bool = False
+    # Where to write them (null: a fresh temporary folder).
+    synthetic_dir: str | None = None
+    # Rotation 10 degrees, zoom 0.1, shifts 0.1, horizontal flip; training batches only.
+    augment: bool = True
+
+
 def register(store: ConfigStore) -> None:
     store.store(group="schema/model", name="asl_cnn", node=ASLCNNConfig)
+    store.store(group="schema/data", name="sign_mnist", node=SignMNISTDataConfig)

@@ -43,12 +43,16 @@ class InMemoryData:
         train, test: the two splits, raw (for example uint8 pixels).
         class_names: one name per class, for logs and sample-prediction images.
         description: one line saying what the data really is (printed at start).
+        augmentation: applied to training batches after ``transform`` (never to eval
+            batches): a callable ``(batch, generator, offset, global_batch) -> batch`` such as
+            :class:`trainer.data.augment.RandomAffine`, or None.
     """
 
     train: TensorSplit
     test: TensorSplit
     class_names: list[str]
     description: str = ""
+    augmentation: Callable | None = None
 
     def transform(self, inputs: torch.Tensor) -> torch.Tensor:
         """Turn a raw batch into model input (runs on the training device, per batch)."""
@@ -59,11 +63,14 @@ class InMemoryData:
         return None
 
 
+def _generator(*key: int) -> torch.Generator:
+    state = np.random.SeedSequence(list(key)).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
 def epoch_permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
     """The sample order of one epoch, a function of (seed, epoch) only."""
-    state = np.random.SeedSequence([seed, epoch]).generate_state(2, dtype=np.uint32)
-    generator = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-    return torch.randperm(num_samples, generator=generator)
+    return torch.randperm(num_samples, generator=_generator(seed, epoch))
 
 
 class InMemoryLoader:
@@ -78,8 +85,10 @@ class InMemoryLoader:
         rank: int = 0,
         world_size: int = 1,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        augment: Callable | None = None,
     ) -> None:
         self.split = split
+        self.augment = augment
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
@@ -115,9 +124,14 @@ class InMemoryLoader:
         inputs, targets = self.split.inputs, self.split.targets
         # A gather per batch from the sliced index: no per-sample Python, and no epoch-sized
         # copy of the data set (which costs more than it saves on the CPU).
-        for lo in range(0, len(index), self.batch_size):
+        for batch, lo in enumerate(range(0, len(index), self.batch_size), start=start):
             rows = index[lo : lo + self.batch_size]
-            yield self.transform(inputs.index_select(0, rows)), targets.index_select(0, rows)
+            x = self.transform(inputs.index_select(0, rows))
+            if self.augment is not None:
+                # Drawn per (seed, epoch, batch) for the global batch: see data/augment.py.
+                x = self.augment(x, _generator(self.seed, epoch, batch, 0x6175),
+                                 self.rank * self.batch_size, self.global_batch_size)
+            yield x, targets.index_select(0, rows)
 
 
 def eval_batches(

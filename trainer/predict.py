@@ -1,0 +1,81 @@
+"""``trainer-predict CHECKPOINT IMAGE...``: the class a trained model gives each image file.
+
+CHECKPOINT is a checkpoint file or a run directory (its newest good checkpoint). The model is
+rebuilt from the config saved in the checkpoint; each image (any size, colour or grey) is
+turned into the recipe's raw input by its data class's ``load_image`` and fed through the same
+``transform`` as the test set. Prints one line per image: path, class name, probability.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from trainer.backends.base import Backend
+from trainer.checkpoint import Checkpointer, CheckpointError, read_checkpoint
+from trainer.errors import UserError
+from trainer.instantiate import check_target
+
+
+def load(checkpoint: Path) -> dict:
+    if checkpoint.is_dir():
+        folder = checkpoint / "checkpoints" if (checkpoint / "checkpoints").is_dir() \
+            else checkpoint
+        found = Checkpointer(folder, 1, enabled=False).load_latest()
+        if found is None:
+            raise UserError(f"no usable checkpoint in {folder}; pass a checkpoint file")
+        return found[1]
+    try:
+        return read_checkpoint(checkpoint)
+    except CheckpointError as why:
+        raise UserError(f"the checkpoint {checkpoint} {why}") from None
+
+
+def predict(checkpoint: Path, images: list[Path]) -> list[tuple[Path, str, float]]:
+    """(image, class name, probability) for each image."""
+    from trainer.build import build_model
+
+    state = load(checkpoint)
+    cfg = OmegaConf.create(state["config"])
+    data_cls = check_target(cfg.data._target_, "data")
+    if not hasattr(data_cls, "load_image"):
+        raise UserError(
+            f"the checkpoint's data ({cfg.data._target_}) does not take image files; "
+            "trainer-predict works for image recipes such as recipe=asl_cnn"
+        )
+    model = build_model(cfg.model, Backend(torch.device("cpu")))
+    model.load_state_dict(state["model"])
+    model.eval()
+    raws = []
+    for path in images:
+        try:
+            raws.append(data_cls.load_image(path))
+        except (OSError, ValueError) as exc:  # PIL: missing, unreadable or not an image
+            raise UserError(f"cannot read image {path}: {exc}") from None
+    with torch.no_grad():
+        probs = torch.softmax(model(data_cls.transform(torch.stack(raws))), dim=1)
+    best, index = probs.max(dim=1)
+    names = data_cls.class_names
+    return [(p, names[i], float(b)) for p, i, b in zip(images, index.tolist(), best, strict=True)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="trainer-predict", description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoint", type=Path, help="a checkpoint file or a run directory")
+    parser.add_argument("images", type=Path, nargs="+", help="image files (any size, colour)")
+    args = parser.parse_args(argv)
+    try:
+        results = predict(args.checkpoint, args.images)
+    except UserError as exc:
+        print(f"trainer-predict: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    for path, name, prob in results:
+        print(f"{path}: {name} ({prob:.1%})")
+
+
+if __name__ == "__main__":
+    main()
