@@ -7,9 +7,11 @@ from hydra.core.config_store import ConfigStore
 def register_schemas(store: ConfigStore) -> None:
     """Store every recipe's typed schemas under ``schema/<group>/<option>``."""
     from recipes.asl import config as asl_config
+    from recipes.headlines import config as headlines_config
     from recipes.linreg import config as linreg_config
     from recipes.mnist import config as mnist_config
 
     mnist_config.register(store)
     asl_config.register(store)
     linreg_config.register(store)
+    headlines_config.register(store)

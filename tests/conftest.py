@@ -67,7 +67,7 @@ def recipe_data(fake_mnist):
     mnist = [f"data.root={fake_mnist}", "data.download=false"]
     # The small stand-in has 1,200 training images: fewer than one batch of 8192.
     roots = {"mnist": mnist, "mnist_8k": [*mnist, "data.batch_size=256"],
-             "asl_cnn": ["data.synthetic=true"]}
+             "asl_cnn": ["data.synthetic=true"], "headlines": ["data.synthetic=true"]}
 
     def overrides(recipe: str) -> list[str]:
         return roots.get(recipe, [])

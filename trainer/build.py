@@ -109,8 +109,9 @@ def build_data(cfg: DictConfig, backend: Backend) -> InMemoryData:
     return data
 
 
-def build_model(cfg: DictConfig, backend: Backend) -> torch.nn.Module:
-    model = safe_instantiate(cfg, "model", exclude=_MODEL_FRAMEWORK_KEYS)
+def build_model(cfg: DictConfig, backend: Backend, **from_data: Any) -> torch.nn.Module:
+    """The configured model; ``from_data``: sizes only the data knows (a vocabulary)."""
+    model = safe_instantiate(cfg, "model", exclude=_MODEL_FRAMEWORK_KEYS, **from_data)
     if cfg.ghost_batch_size and cfg.sync_bn:
         raise UserError(
             "model.ghost_batch_size and model.sync_bn both set: Ghost BN normalises small "
@@ -218,7 +219,7 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
             "equal micro-batches; choose another batch size"
         )
 
-    model = build_model(cfg.model, backend)
+    model = build_model(cfg.model, backend, **data.model_kwargs())
     probe = noise_scale is not None and micro_batches == 1
     train_model = backend.wrap_model(model, probe_norms=probe)
     optimizer = backend.wrap_optimizer(

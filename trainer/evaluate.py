@@ -35,6 +35,13 @@ def log_sample_predictions(run: Run) -> None:
     count = min(run.cfg.logger.sample_predictions, len(run.data.test))
     if count == 0:
         return
+    if run.logger.enabled:
+        was_training = run.model.training
+        run.model.eval()
+        texts = run.data.sample_texts(run.model)
+        run.model.train(was_training)
+        if texts:
+            run.logger.texts("eval/samples", texts, run.progress.step)
     raw = run.data.test.inputs[:count]
     images = run.data.as_images(raw)
     if images is None:

@@ -96,6 +96,11 @@ class Logger:
         for tag, value in values.items():
             self._writer.add_scalar(tag, value, step)
 
+    def texts(self, tag: str, texts: list[str], step: int) -> None:
+        """Lines of generated text, for TensorBoard's text tab."""
+        if self._writer is not None:
+            self._writer.add_text(tag, "\n\n".join(texts), step)
+
     def predictions(
         self, images: torch.Tensor, predicted: list[str], actual: list[str], step: int
     ) -> None:

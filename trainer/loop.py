@@ -183,6 +183,7 @@ class Loop:
             "schedule": run.schedule.state_dict(),
             "precision": run.precision.state_dict(),
             "noise_scale": run.noise_scale.state_dict() if run.noise_scale else {},
+            "data": run.data.state_dict(),
             "progress": asdict(p),
             "rng": run.backend.all_gather_object(rng_state()),  # one per rank
             "config": OmegaConf.to_container(run.cfg, resolve=True),
@@ -396,6 +397,9 @@ class Loop:
             "stopped_early": bool(self.stop_reason),
             "resumed_from": str(run.resumed_from) if run.resumed_from else None,
         }
+        # Task-specific eval metrics beyond loss and accuracy (perplexity) as test_<name>.
+        metrics.update({f"test_{k[5:]}": v for k, v in self.last_eval.items()
+                        if k not in ("eval/loss", "eval/accuracy")})
         logger.finish(metrics)
         return metrics
 

@@ -8,6 +8,8 @@ predictions, and the number of samples.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.nn import functional as F
 
@@ -33,6 +35,14 @@ class Classification:
     def metrics(self, loss_sum: float, correct: float, count: float) -> dict[str, float]:
         count = max(count, 1.0)
         return {"loss": loss_sum / count, "accuracy": correct / count}
+
+
+class NextToken(Classification):
+    """Language modelling: cross-entropy over the vocabulary, plus perplexity = exp(loss)."""
+
+    def metrics(self, loss_sum: float, correct: float, count: float) -> dict[str, float]:
+        values = super().metrics(loss_sum, correct, count)
+        return {**values, "perplexity": math.exp(min(values["loss"], 700.0))}
 
 
 class Regression:

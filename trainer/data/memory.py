@@ -62,6 +62,18 @@ class InMemoryData:
         """A raw batch as N x C x H x W floats in [0, 1] for TensorBoard, or None."""
         return None
 
+    def model_kwargs(self) -> dict:
+        """Model constructor arguments only the data knows (a vocabulary size), or none."""
+        return {}
+
+    def state_dict(self) -> dict:
+        """What using a trained model needs from the data (a vocabulary); in checkpoints."""
+        return {}
+
+    def sample_texts(self, model: torch.nn.Module) -> list[str]:
+        """A few texts the model generates, for TensorBoard's text tab (text recipes)."""
+        return []
+
 
 def _generator(*key: int) -> torch.Generator:
     state = np.random.SeedSequence(list(key)).generate_state(2, dtype=np.uint32)

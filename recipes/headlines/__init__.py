@@ -1,0 +1,1 @@
+"""The seed's LSTM headline generator on NYT article headlines."""
