@@ -62,14 +62,16 @@ def anchor(model: str, n: int, steps: int, root: Path, scratch: Path) -> float:
     return _last_json(out)["samples_per_sec"]
 
 
-def trainer(backend: str, model: str, n: int, steps: int, root: Path, scratch: Path) -> float:
-    run_dir = scratch / f"{backend}-{model}-{n}"
+def trainer(backend: str, model: str, n: int, steps: int, root: Path, scratch: Path,
+            *extra: str) -> float:
+    tag = "".join(f"-{e.split('=')[0].rsplit('.', 1)[-1]}" for e in extra)  # no '=' in paths
+    run_dir = scratch / f"{backend}-{model}-{n}{tag}"
     overrides = [
         "recipe=mnist", f"data.root={root}", "data.download=false",
         f"data.batch_size={PER_WORKER * n}", f"trainer.max_steps={steps}",
         f"trainer.log_every={steps}", "logger.tensorboard=false", "logger.progress_bar=false",
         "logger.sample_predictions=0", "dist.threads_per_worker=1",
-        f"dist.backend={backend if n > 1 else 'none'}", f"hydra.run.dir={run_dir}",
+        f"dist.backend={backend if n > 1 else 'none'}", f"hydra.run.dir={run_dir}", *extra,
     ]
     if model == "cnn":
         overrides += ["model=asl_cnn", "model.num_classes=10"]
@@ -102,9 +104,13 @@ def main() -> None:
             ref = [anchor(model, n, steps, root, scratch) for n in (1, 2)]
             rows.append([model, "hand-written DDP (anchor)", f"{ref[0]:,.0f}", f"{ref[1]:,.0f}",
                          f"{ref[1] / (2 * ref[0]):.0%}", "1.00"])
-            for backend in backends:
-                ours = [trainer(backend, model, n, steps, root, scratch) for n in (1, 2)]
-                rows.append([model, f"trainer, {backend}", f"{ours[0]:,.0f}", f"{ours[1]:,.0f}",
+            # The last row measures B_simple (trainer.noise_scale=always: one norm per
+            # parameter per step, in parameter hooks) to show what it costs.
+            variants = [(b, ()) for b in backends] + [("torch", ("trainer.noise_scale=always",))]
+            for backend, extra in variants:
+                ours = [trainer(backend, model, n, steps, root, scratch, *extra) for n in (1, 2)]
+                label = f"trainer, {backend}" + (", B_simple on" if extra else "")
+                rows.append([model, label, f"{ours[0]:,.0f}", f"{ours[1]:,.0f}",
                              f"{ours[1] / (2 * ours[0]):.0%}", f"{ours[1] / ref[1]:.2f}"])
         print(f"{PER_WORKER} samples per worker, 1 thread per worker, data: {source}, "
               f"{os.cpu_count()} CPUs")

@@ -51,6 +51,9 @@ def test_csv_without_headline_column_and_empty_vocabulary_are_named(tmp_path):
     bad.write_text('articleID,headline\n1,"!!! ???"\n2,Unknown\n')
     with pytest.raises(UserError, match="empty vocabulary"):
         HeadlinesData(str(tmp_path))
+    bad.write_text("articleID,headline\n1,Hello\n2,World!\n")
+    with pytest.raises(UserError, match="has two or more words"):
+        HeadlinesData(str(tmp_path))
     with pytest.raises(UserError, match=r"no Articles\*.csv in .*data.synthetic=true"):
         HeadlinesData(str(tmp_path / "nowhere"))
 

@@ -165,12 +165,15 @@ def plan_noise_scale(loop: DictConfig, backend: Backend) -> tuple[NoiseScale | N
     k = loop.accumulate
     if loop.noise_scale == "never":
         return None, k
-    # Free where the two batch sizes exist anyway: the first micro-batch against the step,
-    # or (one backward per step) a worker's own gradient against the averaged one.
-    if k >= 2 or backend.sees_local_gradients:
+    # Free where the two batch sizes exist anyway: the first micro-batch against the step.
+    if k >= 2:
         return NoiseScale(loop.noise_scale_ema), k
     if loop.noise_scale == "auto":
         return None, k
+    # always: a worker's own gradient against the averaged one (parameter hooks: measurable
+    # on small models, see bench/scaling.py), or two micro-batches in one process.
+    if backend.sees_local_gradients:
+        return NoiseScale(loop.noise_scale_ema), k
     if backend.name == "horovod":
         raise UserError(
             "trainer.noise_scale=always under Horovod needs two micro-batches per step (its "

@@ -156,6 +156,11 @@ class HeadlinesData(InMemoryData):
         headlines = read_headlines(folder)
         self.tokenizer = Tokenizer.fit(headlines, max_words)
         sequences = [s for s in (self.tokenizer.encode(h) for h in headlines) if len(s) >= 2]
+        if not sequences:
+            raise UserError(
+                f"no headline in {folder} has two or more words after tokenizing: there is "
+                "nothing to predict; check the headline column"
+            )
         self.max_len = max(len(s) for s in sequences)
         order = np.random.default_rng(seed).permutation(len(sequences))
         n_test = max(1, round(len(sequences) * test_fraction))

@@ -180,8 +180,9 @@ class LoopConfig:
     # torch.use_deterministic_algorithms; on the CPU runs are bit-reproducible either way.
     deterministic: bool = False
     # Gradient noise scale B_simple (McCandlish et al. 2018): auto measures it where it is
-    # free (several torch.distributed workers, or accumulate >= 2); always also splits a
-    # one-process step into 2 micro-batches; never: off.
+    # free (trainer.accumulate >= 2); always also measures it with one backward per step
+    # (several torch.distributed workers: each worker's own gradient; one process: the step
+    # split into 2 micro-batches); never: off.
     noise_scale: str = "auto"
     # Decay of its two exponential moving averages, per step.
     noise_scale_ema: float = 0.95
