@@ -47,6 +47,6 @@ def test_time_to_target_reads_the_first_evaluation_that_reached_it():
 
     history = [{"eval/accuracy": a, "train_time_s": t} for a, t in
                ((0.90, 1.0), (0.97, 2.5), (0.96, 3.0), (0.98, 4.0))]
-    job = Job("j", 128, {"history": history}, {})
+    job = Job("j", 128, {"history": history})
     assert time_to_target(job, "eval/accuracy", 0.97) == 2.5
     assert time_to_target(job, "eval/accuracy", 0.99) is None

@@ -174,7 +174,7 @@ def plan_noise_scale(loop: DictConfig, backend: Backend) -> tuple[NoiseScale | N
     # on small models, see bench/scaling.py), or two micro-batches in one process.
     if backend.sees_local_gradients:
         return NoiseScale(loop.noise_scale_ema), k
-    if backend.name == "horovod":
+    if not backend.can_split_steps:
         raise UserError(
             "trainer.noise_scale=always under Horovod needs two micro-batches per step (its "
             "allreduce hides each worker's own gradient): add trainer.accumulate=2"

@@ -166,6 +166,23 @@ class Checkpointer:
         return None
 
 
+def open_checkpoint(path: Path) -> tuple[Path, dict[str, Any]]:
+    """A checkpoint file, or the newest good one of a run directory (or its checkpoints/).
+
+    Raises CheckpointError saying what is wrong; callers add how to fix it.
+    """
+    if path.is_dir():
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        found = Checkpointer(folder, 1, enabled=False).load_latest()
+        if found is None:
+            raise CheckpointError(f"no usable checkpoint in {folder}")
+        return found
+    try:
+        return path, read_checkpoint(path)
+    except CheckpointError as why:
+        raise CheckpointError(f"the checkpoint {why}") from None
+
+
 def resolve_resume(resume: str | None, run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     """Find the checkpoint ``trainer.resume`` asks for: ``auto``, a file, a run dir, or None."""
     if resume is None or str(resume).lower() in ("null", "none", "false", ""):
@@ -173,19 +190,10 @@ def resolve_resume(resume: str | None, run_dir: Path) -> tuple[Path, dict[str, A
     if resume == "auto":
         return Checkpointer(run_dir / "checkpoints", 1, enabled=False).load_latest()
     path = Path(resume).expanduser()
-    if path.is_dir():
-        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-        found = Checkpointer(folder, 1, enabled=False).load_latest()
-        if found is None:
-            raise UserError(
-                f"trainer.resume={resume}: no usable checkpoint in {folder}; point it at a "
-                "checkpoint file or a run directory that has checkpoints/"
-            )
-        return found
     try:
-        return path, read_checkpoint(path)
+        return open_checkpoint(path)
     except CheckpointError as why:
-        raise UserError(
-            f"trainer.resume={resume}: the checkpoint {why}; pass another checkpoint, or "
-            "trainer.resume=null to start fresh"
-        ) from None
+        fix = ("point it at a checkpoint file or a run directory that has checkpoints/"
+               if path.is_dir() else "pass another checkpoint, or trainer.resume=null to start "
+               "fresh")
+        raise UserError(f"trainer.resume={resume}: {why}; {fix}") from None

@@ -12,15 +12,15 @@ batch sizes b < B, both unbiased estimators
 
 are too noisy on their own, so each is smoothed with an exponential moving average and
 B_simple is the ratio of the two averages (with equal decay the EMA bias correction cancels in
-the ratio). The two gradients come for (almost) free:
+the ratio). The two gradients:
 
-- data-parallel (torch backend, one backward per step): b is one worker's batch, B the global
-  batch; each parameter's local gradient norm is read by a tensor hook before DDP averages it,
-  the averaged one after the step's all-reduce, and the local norms are averaged over workers
-  (a better |G_b|^2 estimate) when the loop logs;
-- with ``trainer.accumulate`` >= 2 (any backend, Horovod included), or in one process with
-  ``trainer.noise_scale=always`` (which splits the step in two): b is the first micro-batch,
-  B the whole step.
+- with ``trainer.accumulate`` >= 2 (any backend, Horovod included): b is the first
+  micro-batch, B the whole step; free, so ``trainer.noise_scale=auto`` measures it;
+- ``trainer.noise_scale=always`` with one backward per step: on several torch.distributed
+  workers b is one worker's batch and B the global batch (each parameter's local gradient norm
+  is read by a tensor hook before DDP averages it, and the local norms are averaged over
+  workers, a better |G_b|^2 estimate, when the loop logs); in one process the step is split
+  into two micro-batches.
 
 Nothing here synchronises the host in the hot path: norms stay on the device until the loop's
 next log line, when they are read with the losses.

@@ -16,23 +16,17 @@ import torch
 from omegaconf import OmegaConf
 
 from trainer.backends.base import Backend
-from trainer.checkpoint import Checkpointer, CheckpointError, read_checkpoint
+from trainer.checkpoint import CheckpointError, open_checkpoint
 from trainer.errors import UserError
 from trainer.instantiate import check_target
 
 
 def load(checkpoint: Path) -> dict:
-    if checkpoint.is_dir():
-        folder = checkpoint / "checkpoints" if (checkpoint / "checkpoints").is_dir() \
-            else checkpoint
-        found = Checkpointer(folder, 1, enabled=False).load_latest()
-        if found is None:
-            raise UserError(f"no usable checkpoint in {folder}; pass a checkpoint file")
-        return found[1]
+    """The state of a checkpoint file or of a run directory's newest good checkpoint."""
     try:
-        return read_checkpoint(checkpoint)
+        return open_checkpoint(checkpoint)[1]
     except CheckpointError as why:
-        raise UserError(f"the checkpoint {checkpoint} {why}") from None
+        raise UserError(f"{why}; pass a checkpoint file or a run directory") from None
 
 
 def predict(checkpoint: Path, images: list[Path]) -> list[tuple[Path, str, float]]:

@@ -1,7 +1,7 @@
 """``trainer-report DIR``: the batch-size study of a Hydra multirun, as a table and a plot.
 
-Reads every job under DIR (each job folder holds the ``config.yaml`` and ``metrics.json`` a run
-writes) and writes into DIR:
+Reads every job under DIR (each job folder holds the ``metrics.json`` a run writes, with its
+global batch and per-evaluation history) and writes into DIR:
 
 - ``report.md``: one row per job, sorted by global batch size: final test metric, steps,
   training time, time to the target, samples/s and the measured gradient noise scale B_simple;
@@ -21,15 +21,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 
 @dataclass
 class Job:
     name: str  # the job folder, relative to DIR
     batch: int
     metrics: dict
-    config: dict
 
 
 def load_jobs(root: Path) -> list[Job]:
@@ -38,10 +35,8 @@ def load_jobs(root: Path) -> list[Job]:
     for path in sorted(root.rglob("metrics.json")):
         folder = path.parent
         metrics = json.loads(path.read_text())
-        config_file = folder / "config.yaml"
-        config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
         jobs.append(Job(str(folder.relative_to(root)) or ".", int(metrics["global_batch_size"]),
-                        metrics, config))
+                        metrics))
     return sorted(jobs, key=lambda j: (j.batch, j.name))
 
 

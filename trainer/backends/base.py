@@ -51,6 +51,11 @@ class Backend:
         """Whether the backend can measure a worker's own gradient while it communicates."""
         return False
 
+    @property
+    def can_split_steps(self) -> bool:
+        """Whether a step may take more micro-batches than the backend was built for."""
+        return True
+
     def take_gradient_norms(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This step's (worker's own, averaged) squared gradient norms, as device tensors."""
         raise NotImplementedError(f"the {self.name} backend does not probe gradient norms")

@@ -46,6 +46,12 @@ class Horovod(Backend):
         super().__init__(device, ident)
         self.cfg, self.accumulate = cfg, accumulate
 
+    @property
+    def can_split_steps(self) -> bool:
+        # DistributedOptimizer all-reduces after backward_passes_per_step (= accumulate)
+        # backward passes; an extra split would all-reduce half a step.
+        return False
+
     def wrap_optimizer(self, optimizer: torch.optim.Optimizer,
                        model: torch.nn.Module) -> torch.optim.Optimizer:
         hvd.broadcast_parameters(model.state_dict(), root_rank=0)
