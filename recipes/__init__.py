@@ -10,8 +10,10 @@ def register_schemas(store: ConfigStore) -> None:
     from recipes.headlines import config as headlines_config
     from recipes.linreg import config as linreg_config
     from recipes.mnist import config as mnist_config
+    from recipes.transfer import config as transfer_config
 
     mnist_config.register(store)
     asl_config.register(store)
     linreg_config.register(store)
     headlines_config.register(store)
+    transfer_config.register(store)

@@ -61,13 +61,19 @@ def real_mnist() -> Path:
     return folder
 
 
+# The transfer recipe offline: generated image folder, random backbone, 32x32, decoded inline.
+VGG_SMALL = ["data.synthetic=true", "model.pretrained=false", "data.image_size=32",
+             "data.workers=0"]
+
+
 @pytest.fixture
 def recipe_data(fake_mnist):
     """Overrides that point a recipe at small local data (none for the offline default)."""
     mnist = [f"data.root={fake_mnist}", "data.download=false"]
     # The small stand-in has 1,200 training images: fewer than one batch of 8192.
     roots = {"mnist": mnist, "mnist_8k": [*mnist, "data.batch_size=256"],
-             "asl_cnn": ["data.synthetic=true"], "headlines": ["data.synthetic=true"]}
+             "asl_cnn": ["data.synthetic=true"], "headlines": ["data.synthetic=true"],
+             "vgg16_transfer": [*VGG_SMALL, "data.batch_size=8"]}
 
     def overrides(recipe: str) -> list[str]:
         return roots.get(recipe, [])

@@ -74,3 +74,14 @@ def test_horovod_fp16_compression_trains_close_to_one_worker(tmp_path, one_worke
                cwd=tmp_path)
     difference = max_difference(one_worker, weights(tmp_path / "r"))
     assert 0 < difference < 1e-2  # fp16 rounding of the gradients, nothing worse
+
+
+def test_horovod_switches_stages_without_the_old_optimizers_hooks(tmp_path):
+    """Stage 2 re-wraps the optimizer; the retired one's hooks must not all-reduce again."""
+    from tests.test_transfer import TWO_STAGES
+
+    args = (*TWO_STAGES, "model.dropout=0.0")
+    run("none", 1, *args, f"hydra.run.dir={tmp_path}/one", cwd=tmp_path)
+    result = horovodrun(2, *args, f"hydra.run.dir={tmp_path}/two", cwd=tmp_path)
+    assert "stage 2/2 'finetune' from epoch 1" in result.stdout
+    assert max_difference(weights(tmp_path / "one"), weights(tmp_path / "two")) < 1e-5

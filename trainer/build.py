@@ -27,6 +27,7 @@ from trainer.optim import split_bias_and_norm
 from trainer.precision import Precision
 from trainer.schedule import Schedule
 from trainer.seeding import seed_everything
+from trainer.stages import freeze, stage_optimizer
 from trainer.sync_batchnorm import convert_sync_batchnorm
 
 # Keys of the data group that belong to the loop, not to the recipe's data class.
@@ -47,6 +48,7 @@ class Progress:
     best: float | None = None  # best early-stop metric so far
     bad_evals: int = 0  # evaluations since it last improved
     train_sums: list[float] = field(default_factory=list)  # task metric sums of this epoch
+    stage: int = 0  # index in trainer.stages whose model and optimizer are live
     train_time_s: float = 0.0  # training seconds before this process (resumed runs)
     samples: int = 0  # training samples consumed (global), for samples/s and the report
     # One entry per evaluation: step, samples seen, training seconds, and the eval metrics;
@@ -73,9 +75,11 @@ class Run:
     progress: Progress
     total_steps: int  # optimizer steps the whole run takes
     epoch_batches: list[int]  # the global batch of each epoch (grown by schedule=increase_batch)
+    epoch_steps: list[int]  # optimizer steps of each epoch
     noise: Any  # trainer.grad_noise: NoNoise, Annealed or SmallBatch
     micro_batches: int  # per optimizer step (trainer.accumulate, or 2 to measure B_simple)
     noise_scale: NoiseScale | None  # the B_simple estimate, when measured
+    probe_norms: bool  # the backend measures each worker's own gradient norm (for B_simple)
     resumed_from: Path | None = None
     resume_state: dict | None = None
 
@@ -156,7 +160,8 @@ def build_optimizer(
         factory = fused_lamb(cfg, next(model.parameters()).device)
     else:
         factory = safe_instantiate(cfg, "optimizer", exclude=_OPTIMIZER_ONLY_KEYS)
-    params = split_bias_and_norm(model) if cfg.exclude_bias_and_norm else model.parameters()
+    params = (split_bias_and_norm(model) if cfg.exclude_bias_and_norm
+              else [p for p in model.parameters() if p.requires_grad])
     return factory(params, lr=scaled_lr(cfg, global_batch))
 
 
@@ -223,10 +228,18 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
         )
 
     model = build_model(cfg.model, backend, **data.model_kwargs())
+    if hasattr(model, "load_pretrained"):
+        # Weights from outside the checkpoint (ImageNet); first on each node, so that a
+        # download happens once per machine. A resumed run overwrites them below.
+        backend.first_on_each_node(model.load_pretrained)
+    first_stage = loop.stages[0] if loop.stages else None
+    if first_stage is not None:
+        freeze(model, first_stage.freeze)
     probe = noise_scale is not None and micro_batches == 1
     train_model = backend.wrap_model(model, probe_norms=probe)
     optimizer = backend.wrap_optimizer(
-        build_optimizer(cfg.optimizer, model, cfg.data.batch_size), model
+        build_optimizer(stage_optimizer(cfg.optimizer, first_stage), model, cfg.data.batch_size),
+        model,
     )
     epoch_steps = [len(data.train) // batch for batch in epoch_batches]
     total_steps = sum(epoch_steps)
@@ -243,6 +256,7 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
         schedule=schedule, precision=Precision(loop.precision, device), logger=logger,
         checkpointer=checkpointer, progress=Progress(), total_steps=total_steps, noise=noise,
         micro_batches=micro_batches, noise_scale=noise_scale, epoch_batches=epoch_batches,
+        epoch_steps=epoch_steps, probe_norms=probe,
     )
     if resumed is not None:
         run.resumed_from, run.resume_state = resumed

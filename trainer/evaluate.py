@@ -42,7 +42,7 @@ def log_sample_predictions(run: Run) -> None:
         run.model.train(was_training)
         if texts:
             run.logger.texts("eval/samples", texts, run.progress.step)
-    raw = run.data.test.inputs[:count]
+    raw = next(run.data.test.stream([slice(0, count)]))
     images = run.data.as_images(raw)
     if images is None:
         return

@@ -24,6 +24,7 @@ from trainer.evaluate import evaluate, log_sample_predictions
 from trainer.noise_scale import squared_norm
 from trainer.restore import restore
 from trainer.seeding import rng_state
+from trainer.stages import enter_stage, stage_of
 
 
 class Stopwatch:
@@ -64,6 +65,7 @@ class Loop:
         self.saved_clock = 0.0  # clock.total already added to progress.train_time_s
         self.stop_reason = ""
         self.epoch_seconds = 0.0
+        self.announced_stage = -1
 
     @property
     def progress(self) -> Progress:
@@ -146,6 +148,7 @@ class Loop:
             "precision": run.precision.state_dict(),
             "noise_scale": run.noise_scale.state_dict() if run.noise_scale else {},
             "data": run.data.state_dict(),
+            "model_kwargs": run.data.model_kwargs(),  # to rebuild the model without the data
             "progress": asdict(p),
             "rng": run.backend.all_gather_object(rng_state()),  # one per rank
             "config": OmegaConf.to_container(run.cfg, resolve=True),
@@ -268,9 +271,30 @@ class Loop:
         run.noise_scale.record(small / scale_sq, big / scale_sq, b_small,
                                run.loader.global_batch_size)
 
+    def enter_stage_of_epoch(self) -> None:
+        """At a stage's first epoch, freeze and unfreeze, and build its optimizer."""
+        run, p = self.run, self.progress
+        stages = run.cfg.trainer.stages
+        if not stages:
+            return
+        index = stage_of(stages, p.epoch)
+        if index != p.stage:
+            enter_stage(run, index)
+        elif index == self.announced_stage:
+            return
+        self.announced_stage = index
+        trainable = sum(t.numel() for t in run.model.parameters() if t.requires_grad)
+        run.logger.info(
+            f"stage {index + 1}/{len(stages)} '{stages[index].name}' from epoch {p.epoch}: "
+            f"{trainable:,} trainable parameters, {type(run.optimizer).__name__} "
+            f"lr {run.optimizer.param_groups[0]['lr']:.3g}"
+        )
+        run.logger.scalars({"train/stage": index}, p.step)
+
     def train_epoch(self) -> None:
         """Run the current epoch from its saved position to its end (or the last step)."""
         run, p, clock = self.run, self.progress, self.clock
+        self.enter_stage_of_epoch()
         run.loader.resize(run.epoch_batches[p.epoch])  # schedule=increase_batch grows it
         window = (p.samples, clock.total)
         clock.start()

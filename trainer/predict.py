@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from trainer.backends.base import Backend
 from trainer.checkpoint import CheckpointError, open_checkpoint
 from trainer.errors import UserError
-from trainer.instantiate import check_target
+from trainer.instantiate import check_target, safe_instantiate
 
 
 def load(checkpoint: Path) -> dict:
@@ -39,21 +39,26 @@ def predict(checkpoint: Path, images: list[Path]) -> list[tuple[Path, str, float
     if not hasattr(data_cls, "load_image"):
         raise UserError(
             f"the checkpoint's data ({cfg.data._target_}) does not take image files; "
-            "trainer-predict works for image recipes such as recipe=asl_cnn"
+            "trainer-predict works for image recipes (recipe=asl_cnn, recipe=vgg16_transfer)"
         )
-    model = build_model(cfg.model, Backend(torch.device("cpu")))
+    model = build_model(cfg.model, Backend(torch.device("cpu")), **state.get("model_kwargs", {}))
     model.load_state_dict(state["model"])
     model.eval()
+    task = safe_instantiate(cfg.task, "task")
+    # Sizes the data class decodes to (an image folder's image_size); fixed for CSV images.
+    sizes = {"image_size": cfg.data.image_size} if "image_size" in cfg.data else {}
     raws = []
     for path in images:
         try:
-            raws.append(data_cls.load_image(path))
+            raws.append(data_cls.load_image(path, **sizes))
         except (OSError, ValueError) as exc:  # PIL: missing, unreadable or not an image
             raise UserError(f"cannot read image {path}: {exc}") from None
     with torch.no_grad():
-        probs = torch.softmax(model(data_cls.transform(torch.stack(raws))), dim=1)
+        probs = task.probabilities(model(data_cls.transform(torch.stack(raws))))
     best, index = probs.max(dim=1)
-    names = data_cls.class_names
+    # Class names found in the data (image folders) are in the checkpoint; fixed ones
+    # (letters) are the data class's own.
+    names = state.get("data", {}).get("class_names") or data_cls.class_names
     return [(p, names[i], float(b)) for p, i, b in zip(images, index.tolist(), best, strict=True)]
 
 

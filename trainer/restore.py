@@ -5,6 +5,7 @@ from __future__ import annotations
 from trainer.build import Progress, Run, config_changes
 from trainer.errors import UserError
 from trainer.seeding import set_rng_state
+from trainer.stages import enter_stage
 
 
 def restore(run: Run) -> None:
@@ -15,6 +16,9 @@ def restore(run: Run) -> None:
     changed = config_changes(state["config"], run.cfg)
     if changed:
         run.logger.warning(f"config differs from the checkpoint's in: {', '.join(changed)}")
+    stage = state["progress"].get("stage", 0)
+    if stage != run.progress.stage:  # the optimizer state below belongs to that stage's
+        enter_stage(run, stage)
     # Hyper-parameters come from the config, state (momentum, moments) from the checkpoint:
     # load_state_dict would otherwise bring back the saved lr, weight decay, betas...
     configured = [

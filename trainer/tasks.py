@@ -13,6 +13,8 @@ import math
 import torch
 from torch.nn import functional as F
 
+from trainer.errors import UserError
+
 
 class Classification:
     """Cross-entropy over class logits; accuracy is the share of argmax hits."""
@@ -28,6 +30,9 @@ class Classification:
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.argmax(dim=1)
 
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits.float(), dim=1)
+
     def count_correct(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Number of right predictions in the batch, as a tensor on the batch's device."""
         return (self.predict(logits) == targets).sum()
@@ -35,6 +40,34 @@ class Classification:
     def metrics(self, loss_sum: float, correct: float, count: float) -> dict[str, float]:
         count = max(count, 1.0)
         return {"loss": loss_sum / count, "accuracy": correct / count}
+
+
+class Binary(Classification):
+    """Two classes from one logit per sample: binary cross-entropy on the logit (numerically
+    stable, no sigmoid layer in the model); a prediction is class 1 where the logit is > 0."""
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor,
+             weights: torch.Tensor | None = None) -> torch.Tensor:
+        if logits.numel() != targets.numel():
+            raise UserError(
+                f"task=binary takes one logit per sample, the model gives {logits.shape[-1]}; "
+                "use task=classification for more than two classes"
+            )
+        logits = logits.reshape(targets.shape)
+        per_sample = F.binary_cross_entropy_with_logits(
+            logits, targets.to(logits.dtype), reduction="none"
+        )
+        if weights is not None:
+            per_sample = per_sample * weights.to(per_sample.device, per_sample.dtype)
+        return per_sample.mean()
+
+    def predict(self, logits: torch.Tensor) -> torch.Tensor:
+        return (logits.reshape(len(logits)) > 0).long()
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Per-class probabilities (N x 2), as a softmax gives for Classification."""
+        p = torch.sigmoid(logits.reshape(len(logits)).float())
+        return torch.stack([1 - p, p], dim=1)
 
 
 class NextToken(Classification):

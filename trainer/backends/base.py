@@ -46,6 +46,10 @@ class Backend:
         """
         return model
 
+    def release(self, optimizer: torch.optim.Optimizer) -> None:
+        """Detach what ``wrap_model``/``wrap_optimizer`` hooked into the parameters, before
+        they are called again for another set of trainable parameters (``trainer.stages``)."""
+
     @property
     def sees_local_gradients(self) -> bool:
         """Whether the backend can measure a worker's own gradient while it communicates."""
@@ -114,7 +118,8 @@ class Backend:
                 error = exc
         failed = self.all_reduce_sum(torch.ones(1, device=self.device) * (error is not None))
         if failed.item() > 0:
-            raise error or UserError("loading the data failed on another rank; see its message")
+            raise error or UserError("building the data or model failed on another rank; see "
+                                     "its message")
         return result if leader else fn()
 
     def explain_failure(self, exc: BaseException) -> str | None:

@@ -10,6 +10,7 @@ Build Horovod for the installed torch with ``launch/install_horovod.sh``.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any
 
 import torch
@@ -70,6 +71,14 @@ class Horovod(Backend):
             backward_passes_per_step=self.accumulate,
             op=ops[self.cfg.op],
         )
+
+    def release(self, optimizer: torch.optim.Optimizer) -> None:
+        # DistributedOptimizer's gradient hooks cannot be removed (it keeps no handles), and
+        # a retired optimizer's hook would start an all-reduce that nobody waits for. With an
+        # infinite countdown of backward passes the hook only counts and never communicates.
+        delays = getattr(optimizer, "_allreduce_delay", {})
+        for p in delays:
+            delays[p] = math.inf
 
     @contextlib.contextmanager
     def step_context(self, optimizer: torch.optim.Optimizer):

@@ -54,8 +54,11 @@ class _NormProbe:
     def __init__(self, model: torch.nn.Module) -> None:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.local: list[torch.Tensor] = []
-        for p in self.params:
-            p.register_hook(self._record)
+        self.handles = [p.register_hook(self._record) for p in self.params]
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
 
     def _record(self, grad: torch.Tensor) -> None:
         self.local.append(torch.linalg.vector_norm(grad, dtype=torch.float32).square())
@@ -121,6 +124,13 @@ class TorchDistributed(Backend):
         if probe_norms:
             self.probe = _NormProbe(model)
         return ddp
+
+    def release(self, optimizer: torch.optim.Optimizer) -> None:
+        # The DDP wrapper's reducer takes its hooks with it when it is freed; the probe's
+        # tensor hooks stay on the parameters until removed.
+        if getattr(self, "probe", None) is not None:
+            self.probe.remove()
+            self.probe = None
 
     @property
     def sees_local_gradients(self) -> bool:

@@ -16,6 +16,10 @@ def register_configs() -> None:
     """Store the top-level schema and every option schema (idempotent)."""
     # ${len:${data.weights}}: a model's input width that follows its data's.
     OmegaConf.register_new_resolver("len", len, replace=True)
+    # ${sum_epochs:${trainer.stages}}: a staged run's length follows its stages' epochs.
+    OmegaConf.register_new_resolver(
+        "sum_epochs", lambda stages: sum(int(s["epochs"]) for s in stages), replace=True
+    )
     store = ConfigStore.instance()
     store.store(name="train_schema", node=schema.TrainConfig)
     store.store(group="schema/optimizer", name="sgd", node=schema.SGDConfig)

@@ -9,6 +9,7 @@ stored under ``schema/<group>/<option>`` and pulled into the option's YAML defau
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -149,6 +150,21 @@ class TaskConfig:
 
 
 @dataclass
+class StageConfig:
+    """One stage of a staged run (``trainer.stages``): transfer learning's frozen-backbone
+    stage, then fine-tuning. Stages follow each other at epoch boundaries."""
+
+    name: str = MISSING
+    epochs: int = MISSING
+    # Submodules (dotted names, e.g. backbone) whose parameters do not train in this stage;
+    # they are also kept in eval mode (BatchNorm uses its running statistics, no dropout).
+    freeze: list[str] = field(default_factory=list)
+    # Keys replacing the run's optimizer for this stage (a fresh optimizer, new state); a
+    # different _target_ starts from that class's defaults. null: the run's optimizer.
+    optimizer: dict[str, Any] | None = None
+
+
+@dataclass
 class LoopConfig:
     """The run loop (the ``trainer`` group)."""
 
@@ -186,6 +202,9 @@ class LoopConfig:
     noise_scale: str = "auto"
     # Decay of its two exponential moving averages, per step.
     noise_scale_ema: float = 0.95
+    # Stages run in order (empty: one stage, everything trains). With stages, trainer.epochs
+    # must equal their sum: recipes set it to ${sum_epochs:${trainer.stages}}.
+    stages: list[StageConfig] = field(default_factory=list)
 
 
 @dataclass

@@ -85,3 +85,23 @@ def validate(cfg: DictConfig) -> None:
         cfg.logger.sample_predictions >= 0, "logger.sample_predictions",
         cfg.logger.sample_predictions, "use 0 or more",
     )
+    _validate_stages(loop)
+
+
+def _validate_stages(loop: DictConfig) -> None:
+    if not loop.stages:
+        return
+    names = [stage.name for stage in loop.stages]
+    _require(len(set(names)) == len(names), "trainer.stages", names, "give each stage its own name")
+    for i, stage in enumerate(loop.stages):
+        _require(stage.epochs >= 1, f"trainer.stages.{i}.epochs", stage.epochs, "use at least 1")
+        opt = stage.optimizer or {}
+        if "lr" in opt:
+            _require(opt["lr"] > 0, f"trainer.stages.{i}.optimizer.lr", opt["lr"],
+                     "the learning rate must be > 0")
+    total = sum(stage.epochs for stage in loop.stages)
+    _require(
+        loop.epochs == total, "trainer.epochs", loop.epochs,
+        f"with trainer.stages the run lasts their {total} epochs; change a stage's epochs "
+        "(trainer.stages.0.epochs=N) or set trainer.epochs=${sum_epochs:${trainer.stages}}",
+    )

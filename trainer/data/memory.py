@@ -5,6 +5,10 @@ epoch's order without shared RNG state, and a resumed run can jump to batch k of
 Each global batch of B samples is cut into ``world_size`` consecutive slices of B / world_size,
 one per rank: the ranks' shards are disjoint, every rank sees the same number of batches, and
 N workers see exactly the samples one worker sees at the same global batch.
+
+The loader and the evaluation never touch a split's storage directly: they hand it batches of
+row indices and read back raw samples (``split.stream``), so a split may also live on disk and
+be decoded in worker processes (:class:`trainer.data.files.FileSplit`) with the same order.
 """
 
 from __future__ import annotations
@@ -34,6 +38,13 @@ class TensorSplit:
 
     def to(self, device: torch.device) -> TensorSplit:
         return TensorSplit(self.inputs.to(device), self.targets.to(device))
+
+    def stream(self, batches) -> Iterator[torch.Tensor]:
+        """The raw samples of each batch of row indices (a tensor on the data's device) or
+        slice; a slice is a view, an index tensor one gather."""
+        for rows in batches:
+            yield (self.inputs[rows] if isinstance(rows, slice)
+                   else self.inputs.index_select(0, rows))
 
 
 class InMemoryData:
@@ -132,18 +143,19 @@ class InMemoryLoader:
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield batches ``start, start+1, ...`` of the epoch (``start`` > 0 when resuming)."""
-        index = self.shard_indices(epoch)[start * self.batch_size :].to(self.split.inputs.device)
-        inputs, targets = self.split.inputs, self.split.targets
+        targets = self.split.targets
+        index = self.shard_indices(epoch)[start * self.batch_size :].to(targets.device)
         # A gather per batch from the sliced index: no per-sample Python, and no epoch-sized
         # copy of the data set (which costs more than it saves on the CPU).
-        for batch, lo in enumerate(range(0, len(index), self.batch_size), start=start):
-            rows = index[lo : lo + self.batch_size]
-            x = self.transform(inputs.index_select(0, rows))
+        rows = list(index.split(self.batch_size))
+        fetched = zip(self.split.stream(rows), rows, strict=True)
+        for batch, (raw, these) in enumerate(fetched, start=start):
+            x = self.transform(raw)
             if self.augment is not None:
                 # Drawn per (seed, epoch, batch) for the global batch: see data/augment.py.
                 x = self.augment(x, _generator(self.seed, epoch, batch, 0x6175),
                                  self.rank * self.batch_size, self.global_batch_size)
-            yield x, targets.index_select(0, rows)
+            yield x, targets.index_select(0, these)
 
 
 def eval_batches(
@@ -158,6 +170,7 @@ def eval_batches(
     transform = transform or (lambda x: x)
     bounds = np.linspace(0, len(split), world_size + 1).round().astype(int)
     lo_rank, hi_rank = int(bounds[rank]), int(bounds[rank + 1])
-    for lo in range(lo_rank, hi_rank, batch_size):
-        hi = min(lo + batch_size, hi_rank)
-        yield transform(split.inputs[lo:hi]), split.targets[lo:hi]
+    slices = [slice(lo, min(lo + batch_size, hi_rank))
+              for lo in range(lo_rank, hi_rank, batch_size)]
+    for rows, raw in zip(slices, split.stream(slices), strict=True):
+        yield transform(raw), split.targets[rows]
