@@ -25,6 +25,7 @@ from trainer.logger import Logger
 from trainer.noise_scale import NoiseScale
 from trainer.optim import split_bias_and_norm
 from trainer.precision import Precision
+from trainer.quant.qat import QATModel, QATSchedule
 from trainer.schedule import Schedule
 from trainer.seeding import seed_everything
 from trainer.stages import freeze, stage_optimizer
@@ -80,6 +81,7 @@ class Run:
     micro_batches: int  # per optimizer step (trainer.accumulate, or 2 to measure B_simple)
     noise_scale: NoiseScale | None  # the B_simple estimate, when measured
     probe_norms: bool  # the backend measures each worker's own gradient norm (for B_simple)
+    quant: QATSchedule | None  # quant=qat: when fake quantization, observers, BN switch
     resumed_from: Path | None = None
     resume_state: dict | None = None
 
@@ -232,6 +234,11 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
         # Weights from outside the checkpoint (ImageNet); first on each node, so that a
         # download happens once per machine. A resumed run overwrites them below.
         backend.first_on_each_node(model.load_pretrained)
+    quant = None
+    if cfg.quant.mode == "qat":
+        q = cfg.quant
+        quant = QATSchedule(q.start_step, q.freeze_observer_step, q.freeze_bn_step)
+        model = QATModel(model, data.transform(next(data.test.stream([slice(0, 2)]))))
     first_stage = loop.stages[0] if loop.stages else None
     if first_stage is not None:
         freeze(model, first_stage.freeze)
@@ -256,7 +263,7 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
         schedule=schedule, precision=Precision(loop.precision, device), logger=logger,
         checkpointer=checkpointer, progress=Progress(), total_steps=total_steps, noise=noise,
         micro_batches=micro_batches, noise_scale=noise_scale, epoch_batches=epoch_batches,
-        epoch_steps=epoch_steps, probe_norms=probe,
+        epoch_steps=epoch_steps, probe_norms=probe, quant=quant,
     )
     if resumed is not None:
         run.resumed_from, run.resume_state = resumed

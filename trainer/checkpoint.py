@@ -41,13 +41,21 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _unobserved_range(name: str) -> bool:
+    # A quantization observer (torch.ao / torchao naming) that has seen no data yet holds
+    # min = +inf, max = -inf by design; NaN there is still an error.
+    return ".activation_post_process." in name and name.endswith(("min_val", "max_val"))
+
+
 def non_finite_tensors(state_dict: dict[str, torch.Tensor]) -> list[str]:
-    """Names of floating-point entries holding NaN or Inf."""
-    return [
-        name
-        for name, value in state_dict.items()
-        if torch.is_tensor(value) and value.is_floating_point() and not value.isfinite().all()
-    ]
+    """Names of floating-point entries holding NaN or Inf (observers' empty ranges aside)."""
+    def bad(name: str, value: torch.Tensor) -> bool:
+        if _unobserved_range(name):
+            return bool(value.isnan().any())
+        return not bool(value.isfinite().all())
+
+    return [name for name, value in state_dict.items()
+            if torch.is_tensor(value) and value.is_floating_point() and bad(name, value)]
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

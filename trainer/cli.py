@@ -6,6 +6,7 @@ becomes one line on stderr and exit code 2; everything else is a bug and keeps i
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -41,6 +42,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         run = build_run(cfg, shared_run_dir(backend, run_dir), backend)
         try:
             metrics = fit(run)
+            if cfg.quant.mode != "none" and cfg.quant.export:
+                from trainer.quant.export import export_run
+
+                metrics["quant"] = backend.on_primary(functools.partial(export_run, run))
         finally:
             run.logger.close()
         # Free the model while the interpreter is fully alive: DDP holds the process group,

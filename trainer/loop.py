@@ -121,8 +121,12 @@ class Loop:
         run = self.run
         if run.backend.world_size == 1:
             return
+        # Plus buffers the model says must agree too (QAT's observers); BatchNorm statistics
+        # may differ between workers by design (DDP broadcasts rank 0's before each forward).
+        shared = getattr(run.model, "replicated_buffers", lambda: [])()
         with torch.no_grad():
-            sums = [float(p.detach().double().sum()) for p in run.model.parameters()]
+            sums = [float(p.detach().double().sum())
+                    for p in [*run.model.parameters(), *shared]]
         mine = hashlib.sha256(repr(sums).encode()).hexdigest()
         digests = run.backend.all_gather_object(mine)
         if len(set(digests)) > 1:
@@ -291,6 +295,18 @@ class Loop:
         )
         run.logger.scalars({"train/stage": index}, p.step)
 
+    def quant_phase(self):
+        """Apply quant=qat's phase for this step; log a switch."""
+        run, step = self.run, self.progress.step
+        phase = run.quant.phase(step)
+        if phase != run.model.phase:
+            run.model.set_phase(phase)
+            run.logger.info(f"step {step}: quantization-aware training phase: {phase.describe()}")
+            run.logger.scalars({"quant/fake_quant": int(phase.fake_quant),
+                                "quant/observers": int(phase.observe),
+                                "quant/bn_frozen": int(phase.bn_frozen)}, step)
+        return phase
+
     def train_epoch(self) -> None:
         """Run the current epoch from its saved position to its end (or the last step)."""
         run, p, clock = self.run, self.progress, self.clock
@@ -300,7 +316,10 @@ class Loop:
         clock.start()
         for inputs, targets in run.loader.epoch(p.epoch, start=p.batch):
             lr = run.schedule.apply(run.optimizer, p.step)
+            phase = self.quant_phase() if run.quant is not None else None
             self.train_step(inputs, targets)
+            if phase is not None and phase.observe and run.backend.world_size > 1:
+                run.model.sync_observers(run.backend)
             p.step += 1
             p.batch += 1
             p.samples += run.loader.global_batch_size

@@ -236,6 +236,29 @@ class LoggerConfig:
 
 
 @dataclass
+class QuantConfig:
+    """Quantization (the ``quant`` group): none, qat (train with fake quantization, end in an
+    int8 model) or ptq (train in float, quantize after training with calibration)."""
+
+    mode: str = "none"
+    # At the end of a qat/ptq run, write the int8 model and the report (trainer-export can
+    # do it later from any checkpoint).
+    export: bool = True
+    # QAT schedule, in optimizer steps: fake quantization from start_step (float before it);
+    # observers frozen from freeze_observer_step, BatchNorm statistics from freeze_bn_step
+    # (null: never).
+    start_step: int = 0
+    freeze_observer_step: int | None = None
+    freeze_bn_step: int | None = None
+    # PTQ: training batches (of latency_batch_size samples) that calibrate activation ranges.
+    calibration_batches: int = 8
+    # The report's CPU latency: median of latency_repeats runs over one batch of this size.
+    latency_batch_size: int = 256
+    latency_repeats: int = 20
+    eval_batch_size: int = 1000
+
+
+@dataclass
 class TrainConfig:
     """The composed config. Group defaults live in ``configs/train.yaml``."""
 
@@ -248,5 +271,6 @@ class TrainConfig:
     trainer: LoopConfig = field(default_factory=LoopConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
     # A one-line description the run prints first; recipes say honestly what they train on.
     description: str = ""

@@ -86,6 +86,7 @@ def validate(cfg: DictConfig) -> None:
         cfg.logger.sample_predictions, "use 0 or more",
     )
     _validate_stages(loop)
+    _validate_quant(cfg)
 
 
 def _validate_stages(loop: DictConfig) -> None:
@@ -105,3 +106,24 @@ def _validate_stages(loop: DictConfig) -> None:
         f"with trainer.stages the run lasts their {total} epochs; change a stage's epochs "
         "(trainer.stages.0.epochs=N) or set trainer.epochs=${sum_epochs:${trainer.stages}}",
     )
+
+
+def _validate_quant(cfg: DictConfig) -> None:
+    quant = cfg.quant
+    _require(quant.mode in ("none", "qat", "ptq"), "quant.mode", quant.mode,
+             "use none, qat or ptq (quant=none|qat|ptq)")
+    if quant.mode == "none":
+        return
+    for key in ("calibration_batches", "latency_batch_size", "latency_repeats",
+                "eval_batch_size"):
+        _require(quant[key] >= 1, f"quant.{key}", quant[key], "use 1 or more")
+    if quant.mode == "qat":
+        from trainer.quant.qat import QATSchedule
+
+        QATSchedule(quant.start_step, quant.freeze_observer_step, quant.freeze_bn_step)
+        _require(not cfg.trainer.stages, "trainer.stages", "[...]",
+                 "staged training and quant=qat do not combine (QAT trains one captured "
+                 "graph); run the stages first, then QAT")
+        for key in ("ghost_batch_size", "sync_bn"):
+            _require(not cfg.model.get(key), f"model.{key}", cfg.model.get(key),
+                     "not supported with quant=qat (the quantizer knows plain BatchNorm only)")
