@@ -5,7 +5,7 @@
 #   single node:   launch/mpirun.sh 4 recipe=mnist data.batch_size=512
 #   multi-node:    HOSTFILE=hosts launch/mpirun.sh 16 recipe=mnist data.batch_size=2048
 #                  (OpenMPI hostfile lines "node0 slots=8"; MPICH lines "node0:8")
-#   no system MPI: pip install -e '.[mpi]' puts MPICH's mpiexec in the virtualenv;
+#   no system MPI: pip install -e '.[mpi,mpich]' puts MPICH's mpiexec in the virtualenv;
 #                  MPIRUN=.venv/bin/mpiexec launch/mpirun.sh 2 recipe=mnist
 #
 # Under MPI launchers torch starts with one thread per process: set dist.threads_per_worker.

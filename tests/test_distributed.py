@@ -22,7 +22,7 @@ from trainer.backends.rendezvous import free_port
 
 BIN = Path(sys.executable).parent
 HAVE_MPI = importlib.util.find_spec("mpi4py") is not None and (BIN / "mpiexec").exists()
-needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="pip install -e '.[mpi]' for mpiexec")
+needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="pip install -e '.[mpi,mpich]' for mpiexec")
 
 # The digits MLP, dropout off, 50 steps at global batch 96 (about 3.5 epochs).
 EQUIVALENCE = ("data.batch_size=96", "trainer.max_steps=50", "logger.sample_predictions=0")

@@ -48,7 +48,7 @@ def test_horovodrun_two_workers_reproduce_one_worker(tmp_path, one_worker):
     assert result.stdout.count("run directory:") == 1  # auto chose Horovod; rank 0 talks
 
 
-@pytest.mark.skipif(not HAVE_MPI, reason="pip install -e '.[mpi]' for mpiexec")
+@pytest.mark.skipif(not HAVE_MPI, reason="pip install -e '.[mpi,mpich]' for mpiexec")
 def test_horovod_under_mpiexec_with_three_workers(tmp_path, one_worker):
     run("mpiexec", 3, *EQUIVALENCE, "dist.backend=horovod", f"hydra.run.dir={tmp_path}/r",
         cwd=tmp_path)

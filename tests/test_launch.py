@@ -55,7 +55,7 @@ def test_torchrun_script_restarts_failed_workers_which_resume_exactly(tmp_path):
     assert max_difference(weights(tmp_path / "ref"), weights(tmp_path / "elastic")) == 0.0
 
 
-@pytest.mark.skipif(not HAVE_MPI, reason="pip install -e '.[mpi]' for mpiexec")
+@pytest.mark.skipif(not HAVE_MPI, reason="pip install -e '.[mpi,mpich]' for mpiexec")
 def test_mpirun_script_with_pips_mpich(tmp_path):
     proc = script("mpirun.sh", "2", *EQUIVALENCE, f"hydra.run.dir={tmp_path}/r", cwd=tmp_path,
                   env={**ENV, "MPIRUN": str(BIN / "mpiexec")})
@@ -98,3 +98,34 @@ def test_first_slurm_host_parsing():
     assert first_slurm_host("node7") == "node7"
     assert first_slurm_host("a-b[10-11]") == "a-b10"
 
+
+
+def test_slurm_script_generates_one_srun_of_the_trainer_per_allocation(tmp_path):
+    """sbatch runs the script once; it must hand srun the trainer with the job's run directory
+    and the CPUs per task (a stand-in srun prints what it was given)."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text('#!/usr/bin/env bash\necho "srun $*"\n')
+    (fake / "srun").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
+           "SLURM_CPUS_PER_TASK": "8", "SLURM_SUBMIT_DIR": str(ROOT), "PYTHON": "python3"}
+    out = subprocess.run(["bash", str(ROOT / "launch" / "slurm.sbatch"), "recipe=mnist",
+                          "data.batch_size=4096"], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == ("srun --kill-on-bad-exit=1 python3 -m trainer dist.threads_per_worker=8 "
+                   "hydra.run.dir=outputs/slurm/4242 recipe=mnist data.batch_size=4096")
+
+
+def test_hydra_submitit_launcher_config_composes():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
+                        reason="pip install -e '.[slurm]'")
+    result = subprocess.run(
+        [sys.executable, "-m", "trainer", "hydra/launcher=trainer_slurm", "recipe=mnist",
+         "hydra.launcher.nodes=2", "--cfg", "hydra"], capture_output=True, text=True, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    launcher = result.stdout.split("  launcher:\n", 1)[1]
+    assert ("_target_: hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+            in launcher)
+    assert "    nodes: 2\n" in launcher and "    tasks_per_node: 4\n" in launcher
+    assert "    gpus_per_node: 4\n" in launcher

@@ -219,7 +219,8 @@ def test_stage_epochs_must_add_up_to_the_run(tmp_path):
 
 
 def test_two_gloo_workers_reproduce_one_worker_across_the_stage_switch(tmp_path):
-    args = (*TWO_STAGES, "model.dropout=0.0", "dist.threads_per_worker=1")
+    # One decoding worker per rank: DataLoader processes forked after the process group.
+    args = (*TWO_STAGES, "model.dropout=0.0", "dist.threads_per_worker=1", "data.workers=1")
     run("none", 1, *args, f"hydra.run.dir={tmp_path}/one", cwd=tmp_path)
     result = run("torchrun", 2, *args, f"hydra.run.dir={tmp_path}/two", cwd=tmp_path)
     assert "stage 2/2 'finetune' from epoch 1" in result.stdout
