@@ -89,7 +89,8 @@ def uninterrupted_qat(tmp_path_factory) -> tuple[dict, dict]:
     return metrics, torch.load(folder / "checkpoints" / "last.pt", weights_only=True)["model"]
 
 
-@pytest.mark.parametrize("stop", [5, 9, 11], ids=["observing", "observers_frozen", "bn_frozen"])
+# Stopped while observers learn, and after both observers (step 8) and BatchNorm (10) froze.
+@pytest.mark.parametrize("stop", [5, 11], ids=["observing", "observers_and_bn_frozen"])
 def test_resume_in_the_middle_of_qat_is_bit_exact(tmp_path, stop, uninterrupted_qat):
     whole, a = uninterrupted_qat
     train_in_process(tmp_path, *RESUME, f"trainer.max_steps={stop}")

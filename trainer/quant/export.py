@@ -130,7 +130,6 @@ def quantize_and_report(float_model: nn.Module, *, data, task, out_dir: Path, qu
     as ``qat_model``'s). PTQ when ``qat_model`` is None.
     """
     require_torchao()
-    torch.manual_seed(0)
     out_dir.mkdir(parents=True, exist_ok=True)
     float_model = float_model.cpu().eval()
     n = min(quant_cfg.latency_batch_size, len(data.test))

@@ -192,6 +192,9 @@ class QATModel(nn.Module):
             move_exported_model_to_eval,
             move_exported_model_to_train,
         )
+
+        # Private in torchao (hence the exact pin): the only way to keep BatchNorm in its
+        # inference form inside a training graph.
         from torchao.quantization.pt2e.export_utils import _replace_batchnorm
 
         self.training = mode
