@@ -25,7 +25,7 @@ from trainer.logger import Logger
 from trainer.noise_scale import NoiseScale
 from trainer.optim import split_bias_and_norm
 from trainer.precision import Precision
-from trainer.quant.qat import QATModel, QATSchedule
+from trainer.quant.qat import QATModel, QATSchedule, example_batch
 from trainer.schedule import Schedule
 from trainer.seeding import seed_everything
 from trainer.stages import freeze, stage_optimizer
@@ -238,7 +238,7 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
     if cfg.quant.mode == "qat":
         q = cfg.quant
         quant = QATSchedule(q.start_step, q.freeze_observer_step, q.freeze_bn_step)
-        model = QATModel(model, data.transform(next(data.test.stream([slice(0, 2)]))))
+        model = QATModel(model, example_batch(data))
     first_stage = loop.stages[0] if loop.stages else None
     if first_stage is not None:
         freeze(model, first_stage.freeze)

@@ -9,7 +9,6 @@ checkpoint is never written after a non-finite loss.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import time
 from dataclasses import asdict
@@ -21,10 +20,10 @@ from omegaconf import OmegaConf
 from trainer.build import Progress, Run
 from trainer.errors import UserError
 from trainer.evaluate import evaluate, log_sample_predictions
-from trainer.noise_scale import squared_norm
 from trainer.restore import restore
 from trainer.seeding import rng_state
 from trainer.stages import enter_stage, stage_of
+from trainer.step import train_step
 
 
 class Stopwatch:
@@ -221,60 +220,6 @@ class Loop:
         self.clock.start()
         return p.samples, self.clock.total
 
-    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
-        """One optimizer step over this worker's share of the global batch."""
-        run, k, step = self.run, self.accumulate, self.progress.step
-        model, task, precision, noise = run.train_model, run.task, run.precision, run.noise
-        first_sq = None
-        weights = noise.sample_weights(step, run.loader.global_batch_size, run.backend.rank,
-                                       run.backend.world_size)
-        run.optimizer.zero_grad()  # set_to_none (torch >= 2.0 default; Horovod takes no args)
-        if k == 1:
-            with precision.autocast():
-                logits = model(inputs)
-                loss = task.loss(logits, targets, weights)
-            precision.backward(loss)
-            loss, correct = loss.detach(), task.count_correct(logits, targets)
-        else:
-            # k equal micro-batches, each loss scaled by 1/k: the summed gradient is the
-            # gradient of the whole batch's mean loss. Only the last backward communicates.
-            loss, correct = 0.0, 0
-            micro_weights = weights.chunk(k) if weights is not None else [None] * k
-            micro = zip(inputs.chunk(k), targets.chunk(k), micro_weights, strict=True)
-            for i, (x, y, w) in enumerate(micro):
-                sync = contextlib.nullcontext() if i == k - 1 else run.backend.no_sync(model)
-                with sync:
-                    with precision.autocast():
-                        logits = model(x)
-                        part = task.loss(logits, y, w) / k
-                    precision.backward(part)
-                if i == 0 and run.noise_scale is not None:
-                    # The first micro-batch's own gradient (its loss carried a 1/k).
-                    first_sq = squared_norm(run.model.parameters()) * (k * k)
-                loss = loss + part.detach()
-                correct = correct + task.count_correct(logits, y)
-        with run.backend.step_context(run.optimizer):  # gradients are averaged from here on
-            if run.noise_scale is not None:
-                self.record_noise_scale(first_sq)
-            if noise.active:
-                precision.unscale(run.optimizer)
-                noise.perturb(run.model.parameters(), step)
-            precision.step(run.optimizer)
-        self.pending.append((step + 1, loss, correct))
-
-    def record_noise_scale(self, first_sq: torch.Tensor | None) -> None:
-        """This step's small- and large-batch squared gradient norms, for B_simple."""
-        run = self.run
-        scale_sq = run.precision.loss_scale() ** 2  # fp16 gradients still carry the loss scale
-        if first_sq is None:  # measured by the backend around its all-reduce
-            small, big = run.backend.take_gradient_norms()
-            b_small = run.loader.batch_size
-        else:
-            small, big = first_sq, squared_norm(run.model.parameters())
-            b_small = run.loader.batch_size // self.accumulate
-        run.noise_scale.record(small / scale_sq, big / scale_sq, b_small,
-                               run.loader.global_batch_size)
-
     def enter_stage_of_epoch(self) -> None:
         """At a stage's first epoch, freeze and unfreeze, and build its optimizer."""
         run, p = self.run, self.progress
@@ -317,7 +262,8 @@ class Loop:
         for inputs, targets in run.loader.epoch(p.epoch, start=p.batch):
             lr = run.schedule.apply(run.optimizer, p.step)
             phase = self.quant_phase() if run.quant is not None else None
-            self.train_step(inputs, targets)
+            loss, correct = train_step(run, inputs, targets, p.step, self.accumulate)
+            self.pending.append((p.step + 1, loss, correct))
             if phase is not None and phase.observe and run.backend.world_size > 1:
                 run.model.sync_observers(run.backend)
             p.step += 1

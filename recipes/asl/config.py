@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from hydra.core.config_store import ConfigStore
 
-from trainer.config.schema import DataConfig, ModelConfig
+from trainer.config.schema import ModelConfig, OfflineDataConfig
 
 
 @dataclass
@@ -17,11 +17,7 @@ class ASLCNNConfig(ModelConfig):
 
 
 @dataclass
-class SignMNISTDataConfig(DataConfig):
-    # Generate small CSVs of the real format instead of reading data.root (offline runs).
-    synthetic: bool = False
-    # Where to write them (null: a fresh temporary folder).
-    synthetic_dir: str | None = None
+class SignMNISTDataConfig(OfflineDataConfig):
     # Rotation 10 degrees, zoom 0.1, shifts 0.1, horizontal flip; training batches only.
     augment: bool = True
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from hydra.core.config_store import ConfigStore
 
-from trainer.config.schema import DataConfig, ModelConfig
+from trainer.config.schema import ModelConfig, OfflineDataConfig
 
 
 @dataclass
@@ -17,11 +17,9 @@ class HeadlineLSTMConfig(ModelConfig):
 
 
 @dataclass
-class HeadlinesDataConfig(DataConfig):
+class HeadlinesDataConfig(OfflineDataConfig):
     max_words: int | None = None
     test_fraction: float = 0.1
-    synthetic: bool = False
-    synthetic_dir: str | None = None
     seed: int = 0
 
 

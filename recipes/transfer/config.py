@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from hydra.core.config_store import ConfigStore
 
-from trainer.config.schema import DataConfig, ModelConfig
+from trainer.config.schema import ModelConfig, OfflineDataConfig
 
 
 @dataclass
@@ -20,16 +20,13 @@ class VGG16TransferConfig(ModelConfig):
 
 
 @dataclass
-class ImageFolderDataConfig(DataConfig):
+class ImageFolderDataConfig(OfflineDataConfig):
     # Square size every image is resized to (224: what the ImageNet weights were trained at).
     image_size: int = 224
     # Rotation 10 degrees, zoom 0.1, shifts 0.1, horizontal flip; training batches only.
     augment: bool = True
     # DataLoader worker processes per training process that decode the images.
     workers: int = 2
-    # Generate a small image folder of the same layout instead of reading data.root (offline).
-    synthetic: bool = False
-    synthetic_dir: str | None = None
 
 
 def register(store: ConfigStore) -> None:

@@ -38,6 +38,16 @@ class DataConfig:
 
 
 @dataclass
+class OfflineDataConfig(DataConfig):
+    """Data options of recipes that can run without their files: ``synthetic=true`` writes
+    small files in the real format (the run says so) and reads those instead of ``root``."""
+
+    synthetic: bool = False
+    # Where to write them (null: a fresh temporary folder).
+    synthetic_dir: str | None = None
+
+
+@dataclass
 class OptimizerConfig:
     """Keys every optimizer option has. Options subclass this with their own hyper-parameters."""
 

@@ -42,7 +42,7 @@ def export_checkpoint(checkpoint: Path, overrides: list[str], out: Path | None =
     from trainer.instantiate import safe_instantiate
     from trainer.predict import load
     from trainer.quant.export import float_twin, quantize_and_report
-    from trainer.quant.qat import QATModel
+    from trainer.quant.qat import QATModel, example_batch
     from trainer.seeding import seed_everything
 
     state = load(checkpoint)
@@ -71,7 +71,7 @@ def export_checkpoint(checkpoint: Path, overrides: list[str], out: Path | None =
     if trained_with != "qat":
         model.load_state_dict(state["model"])
         return quantize_and_report(model, **common)
-    qat = QATModel(model, data.transform(next(data.test.stream([slice(0, 2)]))))
+    qat = QATModel(model, example_batch(data))
     qat.load_state_dict(state["model"])
     twin = float_twin(cfg, qat, state.get("model_kwargs", {}))
     return quantize_and_report(twin, **common, qat_model=qat if cfg.quant.mode == "qat" else None)

@@ -82,6 +82,11 @@ def capture(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
     return torch.export.export(model, (example,), dynamic_shapes=dynamic).module()
 
 
+def example_batch(data) -> torch.Tensor:
+    """Two test samples as model input: what the graph is captured with."""
+    return data.transform(next(data.test.stream([slice(0, 2)])))
+
+
 def require_torchao() -> None:
     # torchao registers a pytree constant on import, which torch 2.14 answers with a
     # deprecation line on every run; it says nothing to our users.
