@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -16,6 +17,22 @@ def mnist_root(scratch: Path) -> tuple[Path, str]:
     if (base / "mnist" / "train-images-idx3-ubyte.gz").exists():
         return base / "mnist", f"real MNIST ({base / 'mnist'})"
     return write_fake_mnist(scratch / "mnist", 60000, 10000), "synthetic MNIST-format files"
+
+
+def timing_args(doc: str, steps: int, **extra: type) -> argparse.Namespace:
+    """--steps, --repeats, --threads (and ``extra`` int options) of a timing benchmark; sets
+    torch's thread count."""
+    import torch
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=steps)
+    for name, default in extra.items():
+        parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    return args
 
 
 def print_table(header: list[str], rows: list[list]) -> None:

@@ -13,7 +13,6 @@ present, else synthetic files in the same format.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import os
@@ -29,8 +28,9 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import mnist_root, print_table  # noqa: E402
+from bench.common import mnist_root, print_table, timing_args  # noqa: E402
 from recipes.mnist.data import MNISTData  # noqa: E402
+from trainer.backends.base import Backend  # noqa: E402
 from trainer.build import build_run  # noqa: E402
 from trainer.config import compose_config  # noqa: E402
 from trainer.loop import fit  # noqa: E402
@@ -82,7 +82,7 @@ def through_trainer(root: Path, steps: int, batch: int, seed: int, out: Path) ->
         "logger.progress_bar=false", "logger.sample_predictions=16",
         "logger.tensorboard=true", "dist.threads_per_worker=null",
     )
-    run = build_run(cfg, out)
+    run = build_run(cfg, out, Backend(torch.device("cpu")))
     with contextlib.redirect_stdout(io.StringIO()):  # printed, as always, but not on screen
         start = time.perf_counter()
         fit(run)
@@ -90,13 +90,7 @@ def through_trainer(root: Path, steps: int, batch: int, seed: int, out: Path) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = timing_args(__doc__, steps=1000, batch=128)
 
     with tempfile.TemporaryDirectory() as tmp:
         root, source = mnist_root(Path(tmp))

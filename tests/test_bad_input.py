@@ -41,6 +41,16 @@ def _one_line_error(result, *needles: str) -> str:
         (["optimizer.momentum=0", "optimizer.nesterov=true"], ["Nesterov", "momentum > 0"]),
         (["model._target_=os.system"], ["model._target_=os.system is refused"]),
         (["dist.backend=gloo"], ["dist.backend='gloo'", "auto"]),
+        (["trainer.dtype=float16"], ["trainer.dtype=float16", "float32 or float64"]),
+        (["trainer.dtype=float64", "trainer.precision=bf16"],
+         ["trainer.precision=bf16", "trainer.dtype=float64", "trainer.precision=32"]),
+        (["trainer.dropout_masks=shared"], ["trainer.dropout_masks=shared", "per_sample"]),
+        # The example: 65 = 4 x 16 + 1 ended in a raw torch traceback.
+        (["model.norm=batch", "model.ghost_batch_size=16", "data.batch_size=65"],
+         ["model.ghost_batch_size=16 does not divide the per-worker micro-batch of 65"]),
+        (["model.norm=batch", "model.ghost_batch_size=16", "data.batch_size=64",
+          "trainer.accumulate=8"],
+         ["model.ghost_batch_size=16 does not divide the per-worker micro-batch of 8"]),
     ],
 )
 def test_bad_values_fail_fast_with_one_line(tmp_path, args, needles):

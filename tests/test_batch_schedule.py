@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.conftest import train_in_process
-from tests.test_distributed import max_difference, run, weights
+from tests.test_distributed import EXACT, FLOAT64, max_difference, run, weights
 from trainer.errors import UserError
 from trainer.schedule import IncreaseBatch
 
@@ -56,6 +56,6 @@ def test_resume_across_a_batch_change_matches_an_uninterrupted_run(tmp_path):
 
 
 def test_two_workers_reproduce_one_worker_with_a_growing_batch(tmp_path):
-    run("none", 1, *GROW, f"hydra.run.dir={tmp_path}/one", cwd=tmp_path)
-    run("torchrun", 2, *GROW, f"hydra.run.dir={tmp_path}/two", cwd=tmp_path)
-    assert max_difference(weights(tmp_path / "one"), weights(tmp_path / "two")) < 1e-5
+    run("none", 1, *GROW, FLOAT64, f"hydra.run.dir={tmp_path}/one", cwd=tmp_path)
+    run("torchrun", 2, *GROW, FLOAT64, f"hydra.run.dir={tmp_path}/two", cwd=tmp_path)
+    assert max_difference(weights(tmp_path / "one"), weights(tmp_path / "two")) < EXACT

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from tests.conftest import train_in_process
-from tests.test_distributed import max_difference, run, weights
+from tests.test_distributed import EXACT, FLOAT64, max_difference, run, weights
 from trainer.grad_noise import Annealed, SmallBatch
 
-NOISY = ("data.batch_size=96", "trainer.max_steps=20", "logger.sample_predictions=0")
+NOISY = ("data.batch_size=96", "trainer.max_steps=20", "logger.sample_predictions=0", FLOAT64)
 
 
 @pytest.mark.parametrize("step", [0, 9, 99])
@@ -57,5 +57,5 @@ def test_noisy_runs_on_two_workers_match_one_worker(tmp_path, noise):
     # the one worker's, so both replicas took the same noisy steps.
     run("torchrun", 2, *args, f"hydra.run.dir={tmp_path}/two", cwd=tmp_path)
     one = weights(tmp_path / "one")
-    assert max_difference(one, weights(tmp_path / "two")) < 1e-5
+    assert max_difference(one, weights(tmp_path / "two")) < EXACT
     assert max_difference(one, weights(tmp_path / "clean")) > 1e-4  # the noise did something

@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import ROOT, SHRINK
 from tests.test_distributed import (
     EQUIVALENCE,
+    EXACT,
     HAVE_MPI,
     _descendants,
     max_difference,
@@ -82,7 +83,7 @@ def test_srun_environment_matches_one_worker(tmp_path):
     for proc in procs:
         _, err = proc.communicate(timeout=240)
         assert proc.returncode == 0, err[-3000:]
-    assert max_difference(weights(tmp_path / "one"), weights(tmp_path / "two")) < 1e-5
+    assert max_difference(weights(tmp_path / "one"), weights(tmp_path / "two")) < EXACT
 
 
 def test_slurm_script_is_valid_bash_and_passes_overrides():

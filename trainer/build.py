@@ -6,6 +6,7 @@ explicitly; nothing travels through the config but plain values.
 
 from __future__ import annotations
 
+import functools
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +23,13 @@ from trainer.errors import UserError
 from trainer.ghost_batchnorm import apply_ghost_batchnorm
 from trainer.instantiate import safe_instantiate
 from trainer.logger import Logger
-from trainer.noise_scale import NoiseScale
+from trainer.noise_scale import MicroBatchNorms, NoiseScale
 from trainer.optim import split_bias_and_norm
 from trainer.precision import Precision
 from trainer.quant.qat import QATModel, QATSchedule, example_batch
+from trainer.sample_dropout import BatchPosition, apply_sample_dropout
 from trainer.schedule import Schedule
-from trainer.seeding import seed_everything
+from trainer.seeding import seed_everything, worker_seed
 from trainer.stages import freeze, stage_optimizer
 from trainer.sync_batchnorm import convert_sync_batchnorm
 
@@ -80,8 +82,10 @@ class Run:
     noise: Any  # trainer.grad_noise: NoNoise, Annealed or SmallBatch
     micro_batches: int  # per optimizer step (trainer.accumulate, or 2 to measure B_simple)
     noise_scale: NoiseScale | None  # the B_simple estimate, when measured
-    probe_norms: bool  # the backend measures each worker's own gradient norm (for B_simple)
+    micro_norms: MicroBatchNorms | None  # each backward's own gradient norm (for B_simple)
     quant: QATSchedule | None  # quant=qat: when fake quantization, observers, BN switch
+    # Where the current forward's rows sit in the global batch (per-sample dropout masks).
+    batch_position: BatchPosition = field(default_factory=BatchPosition)
     resumed_from: Path | None = None
     resume_state: dict | None = None
 
@@ -106,17 +110,30 @@ def shared_run_dir(backend: Backend, own: Path) -> Path:
     return shared
 
 
-def build_data(cfg: DictConfig, backend: Backend) -> InMemoryData:
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def build_data(cfg: DictConfig, backend: Backend, dtype: torch.dtype = torch.float32
+               ) -> InMemoryData:
     data = backend.first_on_each_node(
         lambda: safe_instantiate(cfg, "data", exclude=_LOADER_KEYS)
     )
     where = backend.device if cfg.device == "auto" else torch.device(cfg.device)
     data.train, data.test = data.train.to(where), data.test.to(where)
+    # Model input in the run's dtype (trainer.dtype), wherever a batch is made: training,
+    # evaluation, sample predictions, QAT's example batch. Integer input (word indices) stays.
+    data.transform = functools.partial(_typed, data.transform, dtype)
     return data
 
 
-def build_model(cfg: DictConfig, backend: Backend, **from_data: Any) -> torch.nn.Module:
-    """The configured model; ``from_data``: sizes only the data knows (a vocabulary)."""
+def _typed(transform, dtype: torch.dtype, raw: torch.Tensor) -> torch.Tensor:
+    x = transform(raw)
+    return x.to(dtype) if x.is_floating_point() else x
+
+
+def build_model(cfg: DictConfig, backend: Backend, dtype: torch.dtype = torch.float32,
+                **from_data: Any) -> torch.nn.Module:
+    """The configured model in ``dtype``; ``from_data``: sizes only the data knows."""
     model = safe_instantiate(cfg, "model", exclude=_MODEL_FRAMEWORK_KEYS, **from_data)
     if cfg.ghost_batch_size and cfg.sync_bn:
         raise UserError(
@@ -127,7 +144,9 @@ def build_model(cfg: DictConfig, backend: Backend, **from_data: Any) -> torch.nn
         model = apply_ghost_batchnorm(model, cfg.ghost_batch_size)
     if cfg.sync_bn and backend.world_size > 1:
         model = convert_sync_batchnorm(model, backend.all_reduce_sum)
-    return model.to(backend.device)
+    # Weights are initialised in float32 either way, so float64 runs start from the same
+    # values (optimizer state follows the parameters' dtype).
+    return model.to(device=backend.device, dtype=dtype)
 
 
 def scaled_lr(cfg: DictConfig, global_batch: int) -> float:
@@ -172,21 +191,35 @@ def plan_noise_scale(loop: DictConfig, backend: Backend) -> tuple[NoiseScale | N
     k = loop.accumulate
     if loop.noise_scale == "never":
         return None, k
-    # Free where the two batch sizes exist anyway: the first micro-batch against the step.
+    # Free where the two batch sizes exist anyway: the micro-batches against the step.
     if k >= 2:
         return NoiseScale(loop.noise_scale_ema), k
     if loop.noise_scale == "auto":
         return None, k
-    # always: a worker's own gradient against the averaged one (parameter hooks: measurable
-    # on small models, see bench/scaling.py), or two micro-batches in one process.
-    if backend.sees_local_gradients:
+    # always: each worker's own gradient against the averaged one (parameter hooks:
+    # measurable on small models, see bench/scaling.py), or two micro-batches in one process.
+    if backend.world_size > 1:
         return NoiseScale(loop.noise_scale_ema), k
     if not backend.can_split_steps:
         raise UserError(
-            "trainer.noise_scale=always under Horovod needs two micro-batches per step (its "
-            "allreduce hides each worker's own gradient): add trainer.accumulate=2"
+            "trainer.noise_scale=always with one Horovod worker needs two micro-batches per "
+            "step (Horovod all-reduces after trainer.accumulate backward passes): add "
+            "trainer.accumulate=2"
         )
     return NoiseScale(loop.noise_scale_ema), 2
+
+
+def check_ghost_batches(cfg: DictConfig, micro_batch: int) -> None:
+    """A ghost batch size that does not divide each forward's batch is refused at start: the
+    last ghost batch would be smaller (down to one sample, which BatchNorm cannot normalise)
+    yet weigh like the full ones in the running statistics."""
+    ghost = cfg.model.ghost_batch_size
+    if ghost and micro_batch % ghost:
+        raise UserError(
+            f"model.ghost_batch_size={ghost} does not divide the per-worker micro-batch of "
+            f"{micro_batch} samples into equal ghost batches; choose a ghost batch size that "
+            f"divides {micro_batch} (or change data.batch_size / trainer.accumulate)"
+        )
 
 
 def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
@@ -208,7 +241,8 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
     resumed = backend.on_primary(open_checkpoints)
 
     seed_everything(loop.seed)
-    data = build_data(cfg.data, backend)
+    dtype = DTYPES[loop.dtype]
+    data = build_data(cfg.data, backend, dtype)
     schedule = safe_instantiate(cfg.schedule, "schedule")
     epoch_batches = schedule.global_batches(cfg.data.batch_size, len(data.train), loop.epochs)
     try:
@@ -220,16 +254,20 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
     except ValueError as exc:
         raise UserError(f"data.batch_size={cfg.data.batch_size}: {exc}; choose another") from None
     noise_scale, micro_batches = plan_noise_scale(loop, backend)
-    if loader.batch_size % micro_batches:
-        why = ("trainer.noise_scale=always (2 micro-batches per step)"
-               if micro_batches != loop.accumulate else f"trainer.accumulate={loop.accumulate}")
-        raise UserError(
-            f"{why} does not divide the per-worker batch of {loader.batch_size} "
-            f"(data.batch_size={cfg.data.batch_size} over {backend.world_size} workers) into "
-            "equal micro-batches; choose another batch size"
-        )
+    for global_batch in sorted(set(epoch_batches)):  # schedule=increase_batch grows it
+        batch = global_batch // backend.world_size
+        if batch % micro_batches:
+            why = ("trainer.noise_scale=always (2 micro-batches per step)"
+                   if micro_batches != loop.accumulate
+                   else f"trainer.accumulate={loop.accumulate}")
+            raise UserError(
+                f"{why} does not divide the per-worker batch of {batch} "
+                f"(data.batch_size={global_batch} over {backend.world_size} workers) into "
+                "equal micro-batches; choose another batch size"
+            )
+        check_ghost_batches(cfg, batch // micro_batches)
 
-    model = build_model(cfg.model, backend, **data.model_kwargs())
+    model = build_model(cfg.model, backend, dtype, **data.model_kwargs())
     if hasattr(model, "load_pretrained"):
         # Weights from outside the checkpoint (ImageNet); first on each node, so that a
         # download happens once per machine. A resumed run overwrites them below.
@@ -239,11 +277,23 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
         q = cfg.quant
         quant = QATSchedule(q.start_step, q.freeze_observer_step, q.freeze_bn_step)
         model = QATModel(model, example_batch(data))
+    position = BatchPosition()
+    if loop.dropout_masks == "per_sample" and quant is None:
+        # (A QAT graph has no dropout modules to swap: its dropout keeps per-worker masks.)
+        kept = apply_sample_dropout(model, loop.seed, position)
+        if kept:
+            logger.warning(
+                f"trainer.dropout_masks=per_sample: {', '.join(kept)} draw their own dropout "
+                "inside the module (RNN/attention dropout=), which keeps per-worker masks"
+            )
+    # From here on each rank draws from its own stream (dropout outside the swapped layers,
+    # anything random in the model): the weights above came from the shared seed.
+    seed_everything(worker_seed(loop.seed, backend.rank))
     first_stage = loop.stages[0] if loop.stages else None
     if first_stage is not None:
         freeze(model, first_stage.freeze)
-    probe = noise_scale is not None and micro_batches == 1
-    train_model = backend.wrap_model(model, probe_norms=probe)
+    train_model = backend.wrap_model(model)
+    micro_norms = MicroBatchNorms(model) if noise_scale is not None else None
     optimizer = backend.wrap_optimizer(
         build_optimizer(stage_optimizer(cfg.optimizer, first_stage), model, cfg.data.batch_size),
         model,
@@ -263,7 +313,7 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
         schedule=schedule, precision=Precision(loop.precision, device), logger=logger,
         checkpointer=checkpointer, progress=Progress(), total_steps=total_steps, noise=noise,
         micro_batches=micro_batches, noise_scale=noise_scale, epoch_batches=epoch_batches,
-        epoch_steps=epoch_steps, probe_norms=probe, quant=quant,
+        epoch_steps=epoch_steps, micro_norms=micro_norms, quant=quant, batch_position=position,
     )
     if resumed is not None:
         run.resumed_from, run.resume_state = resumed

@@ -206,15 +206,19 @@ class Loop:
         )
         noise_scale = self.run.noise_scale
         b_simple = noise_scale.value if noise_scale is not None else None
-        if b_simple is not None:
+        if noise_scale is not None and noise_scale.steps:
+            w = noise_scale.weight  # the EMAs' bias correction
+            logger.scalars({"noise_scale/grad_sq": noise_scale.grad_sq / w,
+                            "noise_scale/trace_sigma": noise_scale.trace / w}, p.step)
+        if b_simple is not None:  # only once measurable: never a negative "batch size"
             logger.scalars({"noise_scale/b_simple": b_simple,
-                            "noise_scale/grad_sq": noise_scale.grad_sq,
-                            "noise_scale/trace_sigma": noise_scale.trace}, p.step)
+                            "noise_scale/b_simple_stderr": noise_scale.stderr}, p.step)
         if not logger.shows_progress:
             logger.info(
                 f"step {p.step}/{self.total_steps} epoch {p.epoch} loss {mean_loss:.4f} "
                 f"lr {lr:.4g} {sps:,.0f} samples/s"
-                + (f" B_simple {b_simple:,.0f}" if b_simple is not None else "")
+                + (f" B_simple {b_simple:,.0f} ± {noise_scale.stderr:,.0f}"
+                   if b_simple is not None else "")
             )
         logger.advance(p.epoch, mean_loss, sps)
         self.clock.start()
@@ -316,13 +320,10 @@ class Loop:
         if self.stop_reason:
             logger.info(self.stop_reason)
         self.flush()
-        b_simple = run.noise_scale.value if run.noise_scale is not None else None
-        if b_simple is not None:
-            logger.info(
-                f"gradient noise scale B_simple = {b_simple:,.0f}: the estimated critical batch "
-                f"size (McCandlish et al. 2018); this run's global batch is "
-                f"{run.loader.global_batch_size}"
-            )
+        noise_scale = run.noise_scale
+        b_simple = noise_scale.value if noise_scale is not None else None
+        if noise_scale is not None:
+            logger.info(noise_scale.describe(run.loader.global_batch_size))
         if p.train_sums:  # the run ended mid-epoch
             self.last_train = self.train_metrics()
         if self.evaluated_step != p.step:
@@ -345,6 +346,11 @@ class Loop:
             "global_batch_size": run.cfg.data.batch_size,  # at the start
             "final_global_batch_size": run.loader.global_batch_size,
             "b_simple": b_simple,
+            "b_simple_stderr": noise_scale.stderr if noise_scale is not None else None,
+            # Why b_simple is null: not measured, or not measurable (and what would fix it).
+            "b_simple_note": (noise_scale_off(run.cfg.trainer) if noise_scale is None
+                              else None if b_simple is not None
+                              else noise_scale.not_measurable_reason()),
             "stopped_early": bool(self.stop_reason),
             "resumed_from": str(run.resumed_from) if run.resumed_from else None,
         }
@@ -353,6 +359,13 @@ class Loop:
                         if k not in ("eval/loss", "eval/accuracy")})
         logger.finish(metrics)
         return metrics
+
+
+def noise_scale_off(loop) -> str:
+    if loop.noise_scale == "never":
+        return "not measured: trainer.noise_scale=never"
+    return ("not measured: trainer.noise_scale=auto measures B_simple only where it is free "
+            "(trainer.accumulate >= 2); set trainer.noise_scale=always to measure it")
 
 
 def fit(run: Run) -> dict[str, Any]:

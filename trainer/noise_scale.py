@@ -4,7 +4,7 @@ B_simple = tr(Sigma) / |G|^2, with G the true gradient and Sigma the per-sample 
 covariance, predicts the critical batch size: below it, doubling the batch nearly halves the
 steps to a given loss; well above it, extra samples per step are mostly wasted.
 
-The paper's Appendix A.1: with the squared norms of two gradient estimates of the same step at
+The paper's Appendix A.1: with the squared norms of gradient estimates of the same step at
 batch sizes b < B, both unbiased estimators
 
     |G|^2  ~  (B |G_B|^2 - b |G_b|^2) / (B - b)
@@ -12,15 +12,21 @@ batch sizes b < B, both unbiased estimators
 
 are too noisy on their own, so each is smoothed with an exponential moving average and
 B_simple is the ratio of the two averages (with equal decay the EMA bias correction cancels in
-the ratio). The two gradients:
+the ratio). |G_b|^2 is the MEAN over every small-batch gradient of the step (each micro-batch
+of each worker): the same expectation as one of them, a much smaller variance.
 
-- with ``trainer.accumulate`` >= 2 (any backend, Horovod included): b is the first
-  micro-batch, B the whole step; free, so ``trainer.noise_scale=auto`` measures it;
-- ``trainer.noise_scale=always`` with one backward per step: on several torch.distributed
-  workers b is one worker's batch and B the global batch (each parameter's local gradient norm
-  is read by a tensor hook before DDP averages it, and the local norms are averaged over
-  workers, a better |G_b|^2 estimate, when the loop logs); in one process the step is split
-  into two micro-batches.
+- b: one micro-batch of one worker (the per-worker batch / trainer.accumulate), its gradient
+  read by a tensor hook on each parameter (before it is accumulated into ``.grad``, hence
+  before DDP's or Horovod's all-reduce); B: the global batch, the averaged gradient the
+  optimizer steps with.
+- With ``trainer.accumulate`` >= 2 (any backend) this is free, so ``trainer.noise_scale=auto``
+  measures it; ``always`` also measures it with one backward per step (several workers: each
+  worker's own gradient is a small batch; one process: the step is split in two micro-batches).
+
+Beside the estimate a running standard error (the EMA-weighted variance of the per-step
+estimates, the delta method for the ratio) says how far to trust it. While the |G|^2 average is
+not clearly above zero (less than two standard errors), B_simple is reported as not measurable,
+never as a (possibly negative) number, with what would make it measurable.
 
 Nothing here synchronises the host in the hot path: norms stay on the device until the loop's
 next log line, when they are read with the losses.
@@ -32,60 +38,209 @@ import math
 
 import torch
 
+# |G|^2 counts as measured once its average is this many standard errors above zero.
+_SIGNIFICANT = 2.0
+
 
 class NoiseScale:
-    """Two EMAs of the per-step estimates of |G|^2 and tr(Sigma), and their ratio.
+    """EMAs of the per-step estimates of |G|^2 and tr(Sigma), their ratio and its uncertainty.
 
     Args:
-        decay: EMA decay per step, in [0, 1); 0.95 averages over roughly the last 20 steps.
+        decay: EMA decay per step, in [0, 1); 0.95 averages over roughly the last 40 steps
+            (the EMA's effective sample size is (1 + decay) / (1 - decay)).
     """
 
     def __init__(self, decay: float = 0.95) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"noise scale EMA decay={decay} must be in [0, 1)")
         self.decay = decay
-        self.grad_sq = 0.0  # EMA of |G|^2 estimates
+        self.grad_sq = 0.0  # EMA of |G|^2 estimates (not bias-corrected)
         self.trace = 0.0  # EMA of tr(Sigma) estimates
+        # EMAs of the squares and the product, for the variances; the weight sums for the
+        # bias correction (w) and the effective sample size (w^2 / w2).
+        self.grad_sq_sq = self.trace_sq = self.cross = 0.0
+        self.weight = self.weight_sq = 0.0
         self.steps = 0
+        self.batch_sizes = (0, 0)  # b and B of the latest step, for messages
         # (small_sq, big_sq, b_small, b_big) per step, norms still on the device.
         self.pending: list[tuple[torch.Tensor, torch.Tensor, int, int]] = []
 
     def record(self, small_sq: torch.Tensor, big_sq: torch.Tensor, b_small: int,
                b_big: int) -> None:
-        """One step's squared gradient norms at batch sizes b_small < b_big."""
+        """One step's mean small-batch and large-batch squared gradient norms (b < B)."""
         self.pending.append((small_sq, big_sq, b_small, b_big))
 
     def update(self, small_sq: list[float], big_sq: list[float]) -> None:
         """Fold the pending steps in, given their norms read back (and averaged over workers)."""
+        d = self.decay
         for s, g, (_, _, b, big) in zip(small_sq, big_sq, self.pending, strict=True):
             if not (math.isfinite(s) and math.isfinite(g)):
                 continue  # an fp16 overflow step: the optimizer skipped it too
+            self.batch_sizes = (b, big)
             grad_sq = (big * g - b * s) / (big - b)
             trace = (s - g) / (1.0 / b - 1.0 / big)
-            self.grad_sq = self.decay * self.grad_sq + (1 - self.decay) * grad_sq
-            self.trace = self.decay * self.trace + (1 - self.decay) * trace
+            self.grad_sq = d * self.grad_sq + (1 - d) * grad_sq
+            self.trace = d * self.trace + (1 - d) * trace
+            self.grad_sq_sq = d * self.grad_sq_sq + (1 - d) * grad_sq * grad_sq
+            self.trace_sq = d * self.trace_sq + (1 - d) * trace * trace
+            self.cross = d * self.cross + (1 - d) * grad_sq * trace
+            self.weight = d * self.weight + (1 - d)
+            self.weight_sq = d * d * self.weight_sq + (1 - d) ** 2
             self.steps += 1
         self.pending.clear()
 
+    # --- what the estimate says -----------------------------------------------------------
+
+    @property
+    def effective_steps(self) -> float:
+        """How many independent steps the EMA is worth (at most (1 + decay) / (1 - decay))."""
+        return self.weight**2 / self.weight_sq if self.weight_sq > 0 else 0.0
+
+    def _moments(self) -> tuple[float, float, float, float, float]:
+        """Bias-corrected means of |G|^2 and tr(S), their variances across steps, covariance."""
+        w, n = self.weight, self.effective_steps
+        g, t = self.grad_sq / w, self.trace / w
+        bessel = n / (n - 1) if n > 1 else math.inf
+        var_g = max(self.grad_sq_sq / w - g * g, 0.0) * bessel
+        var_t = max(self.trace_sq / w - t * t, 0.0) * bessel
+        return g, t, var_g, var_t, (self.cross / w - g * t) * bessel
+
+    @property
+    def grad_sq_stderr(self) -> float | None:
+        if self.steps < 2:
+            return None
+        return math.sqrt(self._moments()[2] / self.effective_steps)
+
+    @property
+    def measurable(self) -> bool:
+        """Whether the |G|^2 average is clearly (two standard errors) above zero, and the
+        tr(Sigma) average above zero: only then is the ratio a batch size."""
+        se = self.grad_sq_stderr
+        return (se is not None and self.trace > 0
+                and self.grad_sq / self.weight > _SIGNIFICANT * se)
+
     @property
     def value(self) -> float | None:
-        """The current B_simple, or None before any step or while |G|^2 looks like 0."""
-        if self.steps == 0 or self.grad_sq <= 0:
+        """The current B_simple, or None while it is not measurable."""
+        return self.trace / self.grad_sq if self.measurable else None
+
+    @property
+    def stderr(self) -> float | None:
+        """Standard error of :attr:`value` (delta method on the ratio of the two averages)."""
+        if not self.measurable:
             return None
-        return self.trace / self.grad_sq
+        g, t, var_g, var_t, cov = self._moments()
+        r = t / g
+        var = (var_t - 2 * r * cov + r * r * var_g) / (g * g * self.effective_steps)
+        return math.sqrt(max(var, 0.0))
+
+    def lower_bound(self) -> float | None:
+        """B_simple is above this (|G|^2 at its average plus two standard errors), or None."""
+        se = self.grad_sq_stderr
+        upper_g = self.grad_sq / self.weight + _SIGNIFICANT * se if se is not None else 0.0
+        if self.trace <= 0 or upper_g <= 0:
+            return None
+        return (self.trace / self.weight) / upper_g
+
+    def not_measurable_reason(self) -> str:
+        """Why there is no value yet, and what would give one (for logs and metrics.json)."""
+        if self.steps < 2:
+            return (f"B_simple is not measurable yet: {self.steps} measured step(s); it needs "
+                    "at least 2 (a longer run, or a smaller trainer.log_every)")
+        g, t, var_g, _, _ = self._moments()
+        if t <= 0 and g > _SIGNIFICANT * self.grad_sq_stderr:
+            b, big = self.batch_sizes
+            return (f"B_simple is not measurable yet after {self.steps} steps: the tr(Sigma) "
+                    f"average ({t:.3g}) is not above 0, so B_simple is far below the batch "
+                    f"sizes compared ({b} vs {big}); compare smaller micro-batches (a larger "
+                    "trainer.accumulate) to resolve it")
+        window = (1 + self.decay) / (1 - self.decay)
+        lower = self.lower_bound()
+        head = (f"B_simple is not measurable yet after {self.steps} steps: the |G|^2 average "
+                f"({g:.3g} ± {self.grad_sq_stderr:.3g}) is not clearly above 0"
+                + (f" (B_simple is probably above {lower:,.0f})" if lower else ""))
+        if g > 0:
+            needed = (_SIGNIFICANT**2) * var_g / (g * g)  # effective steps for g > 2 se
+            if needed <= 0.9 * window:
+                more = max(math.ceil(needed - self.effective_steps), 1)
+                return f"{head}; about {more} more steps would make it so"
+            decay = min((needed - 1) / (needed + 1), 0.9999)
+            return (f"{head}; trainer.noise_scale_ema={decay:.4g} (an average over about "
+                    f"{needed:,.0f} steps) or a larger trainer.accumulate would make it so")
+        return (f"{head}: the gradient is mostly noise at this batch size; average over more "
+                "steps (trainer.noise_scale_ema closer to 1) or use larger micro-batches")
+
+    def describe(self, global_batch: int) -> str:
+        """The end-of-run line."""
+        if not self.measurable:
+            return self.not_measurable_reason()
+        return (f"gradient noise scale B_simple = {self.value:,.0f} ± {self.stderr:,.0f} "
+                f"(standard error over about {self.effective_steps:.0f} steps): the estimated "
+                f"critical batch size (McCandlish et al. 2018); this run's global batch is "
+                f"{global_batch}")
 
     def state_dict(self) -> dict:
-        return {"grad_sq": self.grad_sq, "trace": self.trace, "steps": self.steps}
+        return {"grad_sq": self.grad_sq, "trace": self.trace, "steps": self.steps,
+                "grad_sq_sq": self.grad_sq_sq, "trace_sq": self.trace_sq, "cross": self.cross,
+                "weight": self.weight, "weight_sq": self.weight_sq}
 
     def load_state_dict(self, state: dict) -> None:
         self.grad_sq = state.get("grad_sq", 0.0)
         self.trace = state.get("trace", 0.0)
         self.steps = state.get("steps", 0)
+        self.grad_sq_sq = state.get("grad_sq_sq", 0.0)
+        self.trace_sq = state.get("trace_sq", 0.0)
+        self.cross = state.get("cross", 0.0)
+        # A checkpoint from before the uncertainty was kept: its weights follow from the steps.
+        d, n = self.decay, self.steps
+        self.weight = state.get("weight", 1 - d**n)
+        self.weight_sq = state.get("weight_sq", (1 - d) ** 2 * (1 - d ** (2 * n)) / (1 - d * d))
+
+
+class MicroBatchNorms:
+    """The squared norm of each backward pass's own gradient, on this worker.
+
+    A tensor hook on each trainable parameter sees that parameter's gradient of the current
+    backward before it is accumulated into ``.grad``, hence before DDP's reducer or Horovod's
+    hook (both run after accumulation) all-reduce it: a micro-batch's own, local gradient on
+    any backend. The hooks run on the autograd thread, in order, and cost one reduction per
+    parameter. (A DDP comm hook could do the same per bucket, but a Python comm hook turns a
+    dead peer into an abort instead of a clean error.)
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.handles: list = []
+        self.parts: list[torch.Tensor] = []
+        self.norms: list[torch.Tensor] = []
+        self.watch()
+
+    def watch(self) -> None:
+        """Hook the parameters that train now (again after trainer.stages changes them)."""
+        for handle in self.handles:
+            handle.remove()
+        self.handles = [p.register_hook(self._record)
+                        for p in self.model.parameters() if p.requires_grad]
+
+    def _record(self, grad: torch.Tensor) -> None:
+        self.parts.append(torch.linalg.vector_norm(grad, dtype=torch.float64).square())
+
+    def end_backward(self) -> None:
+        """Close one backward pass: its squared norm joins this step's list."""
+        self.norms.append(torch.stack(self.parts).sum() if self.parts
+                          else torch.zeros((), dtype=torch.float64))
+        self.parts = []
+
+    def take(self) -> list[torch.Tensor]:
+        """This step's per-backward squared norms (device tensors); starts the next step."""
+        norms, self.norms = self.norms, []
+        return norms
 
 
 def squared_norm(params) -> torch.Tensor:
-    """Sum of squared gradient entries over ``params``, in float32, on their device."""
+    """Sum of squared gradient entries over ``params``, in float64, on their device."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
-        return torch.zeros(())
-    return torch.stack([g.detach().float().pow(2).sum() for g in grads]).sum()
+        return torch.zeros((), dtype=torch.float64)
+    return torch.stack([torch.linalg.vector_norm(g.detach(), dtype=torch.float64).square()
+                        for g in grads]).sum()

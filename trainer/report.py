@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,25 @@ def _target_text(target: float, accuracy: bool) -> str:
     return f"{100 * target:.2f}%" if accuracy else f"{target:.4g}"
 
 
+def b_simple_text(job: Job) -> str:
+    """The B_simple cell: the value with its standard error, or why there is none."""
+    m = job.metrics
+    if m.get("b_simple") is not None:
+        se = m.get("b_simple_stderr")
+        return f"{m['b_simple']:,.0f}" + (f" ± {se:,.0f}" if se is not None else "")
+    note = m.get("b_simple_note") or ""
+    return "not measured" if note.startswith("not measured") else (
+        "not measurable" if note else "—")
+
+
+def b_simple_empty_reason(jobs: list[Job]) -> str | None:
+    """Why no job has a B_simple (None when some job has one)."""
+    if any(j.metrics.get("b_simple") is not None for j in jobs):
+        return None
+    notes = sorted({j.metrics.get("b_simple_note") or "no B_simple recorded" for j in jobs})
+    return notes[0] if len(notes) == 1 else "; ".join(notes[:3])
+
+
 def table(jobs: list[Job], metric: str, target: float) -> str:
     accuracy = metric == "eval/accuracy"
     head = "test accuracy (%)" if accuracy else "test loss"
@@ -94,7 +114,7 @@ def table(jobs: list[Job], metric: str, target: float) -> str:
             f"{_fmt(m.get('epochs'), '.1f')} | {m.get('steps', '—')} | "
             f"{_fmt(m.get('train_time_s'), '.3g')} | "
             f"{_fmt(time_to_target(j, metric, target), '.3g')} | "
-            f"{_fmt(m.get('samples_per_sec'), ',.0f')} | {_fmt(m.get('b_simple'), ',.0f')} | "
+            f"{_fmt(m.get('samples_per_sec'), ',.0f')} | {b_simple_text(j)} | "
             f"{j.name} |"
         )
     return "\n".join(lines) + "\n"
@@ -127,6 +147,9 @@ def plot(jobs: list[Job], metric: str, target: float, out: Path) -> None:
             ax.plot(batches, batches, linestyle="--", color="gray", label="batch size")
             ax.legend()
             ax.set_yscale("log")
+        elif label.startswith("B_simple"):
+            ax.text(0.5, 0.5, textwrap.fill(b_simple_empty_reason(jobs), 48), ha="center",
+                    va="center", transform=ax.transAxes, fontsize=8, color="dimgray")
         ax.set_xscale("log", base=2)
         ax.set_xlim(min(batches) / 1.4, max(batches) * 1.4)  # the same x-axis in every panel
         ax.set_xlabel("global batch size")
@@ -153,7 +176,8 @@ def write_report(root: Path, target: float | None = None) -> tuple[Path, Path]:
         f"# Batch-size sweep: {root}\n\n{table(jobs, metric, target)}\n"
         f"Target: {metric} {'>=' if metric == 'eval/accuracy' else '<='} {target:.4g}; times "
         "are training seconds (evaluation and checkpoints excluded), read at evaluations.\n\n"
-        f"![sweep]({png.name})\n"
+        + (f"B_simple: {why}.\n\n" if (why := b_simple_empty_reason(jobs)) else "")
+        + f"![sweep]({png.name})\n"
     )
     plot(jobs, metric, target, png)
     return md, png

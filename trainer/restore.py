@@ -44,7 +44,8 @@ def restore(run: Run) -> None:
         run.logger.warning(
             f"checkpoint was written by {len(per_rank)} workers, this run has "
             f"{run.backend.world_size}: every worker continues from rank 0's random state, so "
-            "dropout and other random draws will not match the original run"
+            "draws from the workers' own RNGs (per_rank dropout, random layers) will not match "
+            "the original run (the data order, augmentation and per-sample dropout masks do)"
         )
     set_rng_state(per_rank[run.backend.rank if len(per_rank) == run.backend.world_size else 0])
     run.resume_state = None  # free the copy

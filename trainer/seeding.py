@@ -19,6 +19,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+def worker_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s own RNG stream once the model is built.
+
+    Every rank builds the model from ``seed`` (identical initial weights), then draws from its
+    own stream: with one shared seed, sample j of every worker's shard got the same dropout
+    mask (correlated noise across workers). Rank 0 of a one-worker run gets a stream of its
+    own too, so no world size is special.
+    """
+    state = np.random.SeedSequence([seed, rank, 0x72616E6B]).generate_state(2, dtype=np.uint32)
+    return int(state[0]) << 31 | int(state[1]) >> 1  # below 2^63: fits torch.manual_seed
+
+
 def rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state: dict[str, Any] = {

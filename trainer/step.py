@@ -1,5 +1,5 @@
-"""One optimizer step: forward, backward (in micro-batches when accumulating), the
-backend's gradient averaging, gradient noise and the B_simple measurement, the update.
+"""One optimizer step: forward, backward (in micro-batches when accumulating), the backend's
+gradient averaging, gradient noise and the B_simple measurement, the update.
 
 This is the hot path: it does no host synchronisation; the loss and the number of correct
 predictions come back as device tensors for the loop to read in batches.
@@ -20,15 +20,19 @@ def train_step(run: Run, inputs: torch.Tensor, targets: torch.Tensor, step: int,
     """One optimizer step over this worker's share of the global batch; (loss, correct)."""
     k = micro_batches
     model, task, precision, noise = run.train_model, run.task, run.precision, run.noise
-    first_sq = None
     weights = noise.sample_weights(step, run.loader.global_batch_size, run.backend.rank,
                                    run.backend.world_size)
+    # This worker's rows start here in the global batch (per-sample dropout masks use it).
+    first = run.backend.rank * run.loader.batch_size
     run.optimizer.zero_grad()  # set_to_none (torch >= 2.0 default; Horovod takes no args)
     if k == 1:
+        run.batch_position.set(step, first, len(inputs))
         with precision.autocast():
             logits = model(inputs)
             loss = task.loss(logits, targets, weights)
         precision.backward(loss)
+        if run.micro_norms is not None:
+            run.micro_norms.end_backward()
         loss, correct = loss.detach(), task.count_correct(logits, targets)
     else:
         # k equal micro-batches, each loss scaled by 1/k: the summed gradient is the
@@ -38,19 +42,20 @@ def train_step(run: Run, inputs: torch.Tensor, targets: torch.Tensor, step: int,
         micro = zip(inputs.chunk(k), targets.chunk(k), micro_weights, strict=True)
         for i, (x, y, w) in enumerate(micro):
             sync = contextlib.nullcontext() if i == k - 1 else run.backend.no_sync(model)
+            run.batch_position.set(step, first + i * len(x), len(x))
             with sync:
                 with precision.autocast():
                     logits = model(x)
                     part = task.loss(logits, y, w) / k
                 precision.backward(part)
-            if i == 0 and run.noise_scale is not None:
-                # The first micro-batch's own gradient (its loss carried a 1/k).
-                first_sq = squared_norm(run.model.parameters()) * (k * k)
+            if run.micro_norms is not None:
+                run.micro_norms.end_backward()
             loss = loss + part.detach()
             correct = correct + task.count_correct(logits, y)
+    run.batch_position.clear()
     with run.backend.step_context(run.optimizer):  # gradients are averaged from here on
         if run.noise_scale is not None:
-            _record_noise_scale(run, first_sq, k)
+            _record_noise_scale(run, k)
         if noise.active:
             precision.unscale(run.optimizer)
             noise.perturb(run.model.parameters(), step)
@@ -58,14 +63,16 @@ def train_step(run: Run, inputs: torch.Tensor, targets: torch.Tensor, step: int,
     return loss, correct
 
 
-def _record_noise_scale(run: Run, first_sq: torch.Tensor | None, micro_batches: int) -> None:
-    """This step's small- and large-batch squared gradient norms, for B_simple."""
+def _record_noise_scale(run: Run, micro_batches: int) -> None:
+    """This step's small- and large-batch squared gradient norms, for B_simple.
+
+    Small: the mean over this worker's micro-batches of each one's own gradient (its loss
+    carried a 1/k, hence the k^2); the loop averages it over workers. Large: the averaged
+    gradient of the whole global batch.
+    """
+    k = micro_batches
     scale_sq = run.precision.loss_scale() ** 2  # fp16 gradients still carry the loss scale
-    if first_sq is None:  # measured by the backend around its all-reduce
-        small, big = run.backend.take_gradient_norms()
-        b_small = run.loader.batch_size
-    else:
-        small, big = first_sq, squared_norm(run.model.parameters())
-        b_small = run.loader.batch_size // micro_batches
-    run.noise_scale.record(small / scale_sq, big / scale_sq, b_small,
+    small = torch.stack(run.micro_norms.take()).mean() * (k * k)
+    big = squared_norm(run.model.parameters())
+    run.noise_scale.record(small / scale_sq, big / scale_sq, run.loader.batch_size // k,
                            run.loader.global_batch_size)

@@ -37,13 +37,8 @@ class Backend:
     def is_primary(self) -> bool:
         return self.identity.is_primary
 
-    def wrap_model(self, model: torch.nn.Module, probe_norms: bool = False) -> torch.nn.Module:
-        """Return the module whose backward averages gradients across workers.
-
-        With ``probe_norms`` (only where :attr:`sees_local_gradients`), the backend measures
-        each step's squared gradient norm before and after averaging; see
-        :meth:`take_gradient_norms`. Probing needs one backward per step (no accumulation).
-        """
+    def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Return the module whose backward averages gradients across workers."""
         return model
 
     def release(self, optimizer: torch.optim.Optimizer) -> None:
@@ -51,18 +46,9 @@ class Backend:
         they are called again for another set of trainable parameters (``trainer.stages``)."""
 
     @property
-    def sees_local_gradients(self) -> bool:
-        """Whether the backend can measure a worker's own gradient while it communicates."""
-        return False
-
-    @property
     def can_split_steps(self) -> bool:
         """Whether a step may take more micro-batches than the backend was built for."""
         return True
-
-    def take_gradient_norms(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """This step's (worker's own, averaged) squared gradient norms, as device tensors."""
-        raise NotImplementedError(f"the {self.name} backend does not probe gradient norms")
 
     def wrap_optimizer(self, optimizer: torch.optim.Optimizer,
                        model: torch.nn.Module) -> torch.optim.Optimizer:

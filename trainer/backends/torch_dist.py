@@ -24,7 +24,6 @@ from trainer.backends.base import Backend
 from trainer.backends.rendezvous import rendezvous
 from trainer.errors import UserError
 from trainer.identity import Identity
-from trainer.noise_scale import squared_norm
 
 # What Gloo and NCCL say when a peer died or a collective ran past dist.timeout.
 _PEER_LOST = re.compile(
@@ -41,34 +40,6 @@ def _buffer_sync(sync: bool) -> dict[str, bool]:
             False}
 
 
-class _NormProbe:
-    """Squared norm of this worker's own gradient, read before DDP averages it.
-
-    A tensor hook on each parameter sees that parameter's gradient before it is accumulated
-    into ``.grad``, hence before DDP's reducer (a hook that runs after accumulation) copies it
-    into a bucket for the all-reduce. The hooks run on the autograd thread, in order, and cost
-    one reduction per parameter. (A DDP comm hook could do the same per bucket, but a Python
-    comm hook turns a dead peer into an abort instead of a clean error.)
-    """
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.local: list[torch.Tensor] = []
-        self.handles = [p.register_hook(self._record) for p in self.params]
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-
-    def _record(self, grad: torch.Tensor) -> None:
-        self.local.append(torch.linalg.vector_norm(grad, dtype=torch.float32).square())
-
-    def take(self) -> tuple[torch.Tensor, torch.Tensor]:
-        local = torch.stack(self.local).sum()
-        self.local = []
-        return local, squared_norm(self.params)
-
-
 class TorchDistributed(Backend):
     name = "torch"
 
@@ -78,7 +49,6 @@ class TorchDistributed(Backend):
             torch.cuda.set_device(device)
         super().__init__(device, ident)
         self.cfg = cfg
-        self.probe: _NormProbe | None = None
         addr, port = rendezvous(ident)
         timeout = datetime.timedelta(seconds=cfg.timeout)
         # Our own store, namespaced by torchrun's restart count: after a --max-restarts
@@ -100,7 +70,7 @@ class TorchDistributed(Backend):
             device_id=device if device.type == "cuda" else None,
         )
 
-    def wrap_model(self, model: torch.nn.Module, probe_norms: bool = False) -> torch.nn.Module:
+    def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
         # DDP broadcasts rank 0's parameters and buffers here, then overlaps the gradient
         # all-reduce (in buckets of bucket_cap_mb) with the backward pass.
         ddp = DistributedDataParallel(
@@ -121,25 +91,7 @@ class TorchDistributed(Backend):
         # bytes, at the price of rounding (runs no longer match one worker bit for bit).
         if hooks[self.cfg.compression] is not None:
             ddp.register_comm_hook(None, hooks[self.cfg.compression])
-        if probe_norms:
-            self.probe = _NormProbe(model)
         return ddp
-
-    def release(self, optimizer: torch.optim.Optimizer) -> None:
-        # The DDP wrapper's reducer takes its hooks with it when it is freed; the probe's
-        # tensor hooks stay on the parameters until removed.
-        if getattr(self, "probe", None) is not None:
-            self.probe.remove()
-            self.probe = None
-
-    @property
-    def sees_local_gradients(self) -> bool:
-        return self.world_size > 1
-
-    def take_gradient_norms(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.probe is None:
-            raise RuntimeError("wrap_model(probe_norms=True) was not called")
-        return self.probe.take()
 
     def no_sync(self, model: torch.nn.Module):
         return model.no_sync() if isinstance(model, DistributedDataParallel) else (

@@ -205,6 +205,13 @@ class LoopConfig:
     precision: str = "32"
     # torch.use_deterministic_algorithms; on the CPU runs are bit-reproducible either way.
     deterministic: bool = False
+    # float32 | float64: parameters, buffers, optimizer state, model input and the gradient
+    # all-reduce in this dtype. float64 is for checking numerics: N workers then match one
+    # worker to ~1e-12 on any CPU, where float32 sums round differently per batch split.
+    dtype: str = "float32"
+    # per_sample: each sample's dropout mask is drawn from (seed, step, its global index), so
+    # N workers reproduce one worker with dropout on; per_rank: each worker draws its own.
+    dropout_masks: str = "per_sample"
     # Gradient noise scale B_simple (McCandlish et al. 2018): auto measures it where it is
     # free (trainer.accumulate >= 2); always also measures it with one backward per step
     # (several torch.distributed workers: each worker's own gradient; one process: the step

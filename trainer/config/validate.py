@@ -64,6 +64,17 @@ def validate(cfg: DictConfig) -> None:
         loop.early_stop_min_delta >= 0, "trainer.early_stop_min_delta",
         loop.early_stop_min_delta, "use a value >= 0",
     )
+    _require(loop.dtype in ("float32", "float64"), "trainer.dtype", loop.dtype,
+             "use float32 or float64")
+    _require(
+        loop.dtype == "float32" or str(loop.precision) == "32", "trainer.precision",
+        loop.precision, "mixed precision (autocast to 16 bits) and trainer.dtype=float64 do not "
+        "combine; float64 is for checking numerics: use trainer.precision=32 with it",
+    )
+    _require(
+        loop.dropout_masks in ("per_sample", "per_rank"), "trainer.dropout_masks",
+        loop.dropout_masks, "use per_sample or per_rank",
+    )
     _require(
         loop.noise_scale in ("auto", "always", "never"), "trainer.noise_scale",
         loop.noise_scale, "use auto, always or never",
@@ -127,3 +138,6 @@ def _validate_quant(cfg: DictConfig) -> None:
         for key in ("ghost_batch_size", "sync_bn"):
             _require(not cfg.model.get(key), f"model.{key}", cfg.model.get(key),
                      "not supported with quant=qat (the quantizer knows plain BatchNorm only)")
+        _require(cfg.trainer.dtype == "float32", "trainer.dtype", cfg.trainer.dtype,
+                 "quant=qat trains through torchao's fused fake-quantize kernels, which take "
+                 "float32 only; use trainer.dtype=float32 (quant=ptq works from float64 runs)")
