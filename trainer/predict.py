@@ -18,22 +18,35 @@ from omegaconf import OmegaConf
 from trainer.backends.base import Backend
 from trainer.checkpoint import CheckpointError, open_checkpoint
 from trainer.errors import UserError
-from trainer.instantiate import check_target, safe_instantiate
+from trainer.instantiate import TRUST_VARIABLE, check_stored_config, check_target, safe_instantiate
 
 
-def load(checkpoint: Path) -> dict:
-    """The state of a checkpoint file or of a run directory's newest good checkpoint."""
+def load(checkpoint: Path, trust: list[str] | tuple[str, ...] = ()) -> dict:
+    """The state of a checkpoint file or of a run directory's newest good checkpoint, whose
+    stored config names only trusted classes (``trust``: packages the user trusts too)."""
     try:
-        return open_checkpoint(checkpoint)[1]
+        path, state = open_checkpoint(checkpoint)
     except CheckpointError as why:
         raise UserError(f"{why}; pass a checkpoint file or a run directory") from None
+    check_stored_config(state["config"], f"checkpoint {path}", trust)
+    return state
 
 
-def predict(checkpoint: Path, images: list[Path]) -> list[tuple[Path, str, float]]:
+def add_trust_option(parser: argparse.ArgumentParser) -> None:
+    """``--trust PKG`` for the commands that rebuild a model from a checkpoint's config."""
+    parser.add_argument(
+        "--trust", action="append", default=[], metavar="PKG",
+        help="a package whose classes the checkpoint's config may build (your own model's "
+             f"package; repeatable; also {TRUST_VARIABLE}=PKG,PKG)",
+    )
+
+
+def predict(checkpoint: Path, images: list[Path],
+            trust: list[str] | tuple[str, ...] = ()) -> list[tuple[Path, str, float]]:
     """(image, class name, probability) for each image."""
     from trainer.build import build_model
 
-    state = load(checkpoint)
+    state = load(checkpoint, trust)
     cfg = OmegaConf.create(state["config"])
     data_cls = check_target(cfg.data._target_, "data")
     if not hasattr(data_cls, "load_image"):
@@ -66,9 +79,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="trainer-predict", description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", type=Path, help="a checkpoint file or a run directory")
     parser.add_argument("images", type=Path, nargs="+", help="image files (any size, colour)")
+    add_trust_option(parser)
     args = parser.parse_args(argv)
     try:
-        results = predict(args.checkpoint, args.images)
+        results = predict(args.checkpoint, args.images, args.trust)
     except UserError as exc:
         print(f"trainer-predict: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -34,7 +34,8 @@ def _apply(cfg, overrides: list[str]) -> None:
             OmegaConf.update(cfg, key, OmegaConf.select(OmegaConf.from_dotlist([item]), key))
 
 
-def export_checkpoint(checkpoint: Path, overrides: list[str], out: Path | None = None) -> dict:
+def export_checkpoint(checkpoint: Path, overrides: list[str], out: Path | None = None,
+                      trust: list[str] | tuple[str, ...] = ()) -> dict:
     from trainer.backends.base import Backend
     from trainer.build import build_data, build_model
     from trainer.checkpoint import open_checkpoint
@@ -45,7 +46,7 @@ def export_checkpoint(checkpoint: Path, overrides: list[str], out: Path | None =
     from trainer.quant.qat import QATModel, example_batch
     from trainer.seeding import seed_everything
 
-    state = load(checkpoint)
+    state = load(checkpoint, trust)
     cfg = OmegaConf.create(state["config"])
     trained_with = cfg.quant.mode
     cfg.quant.mode = "qat" if trained_with == "qat" else "ptq"
@@ -82,9 +83,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", type=Path, help="a checkpoint file or a run directory")
     parser.add_argument("overrides", nargs="*", help="quant=qat|ptq, quant.KEY=VALUE")
     parser.add_argument("--out", type=Path, help="folder for the int8 model and the report")
+    from trainer.predict import add_trust_option
+
+    add_trust_option(parser)
     args = parser.parse_args(argv)
     try:
-        report = export_checkpoint(args.checkpoint, args.overrides, args.out)
+        report = export_checkpoint(args.checkpoint, args.overrides, args.out, args.trust)
     except UserError as exc:
         print(f"trainer-export: error: {exc}", file=sys.stderr)
         sys.exit(2)

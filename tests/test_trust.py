@@ -1,0 +1,123 @@
+"""A checkpoint's stored config cannot run code: every ``_target_`` in it, at any depth, must
+resolve to a trusted class before anything is built (trainer-predict, -generate, -export)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import train_in_process
+from trainer.errors import UserError
+from trainer.instantiate import check_stored_config
+
+# Spellings that passed the old first-word allow-list and ran `touch` from a checkpoint.
+BYPASSES = (
+    "trainer.backends.rendezvous.subprocess.Popen",
+    "torch.utils.cpp_extension.subprocess.Popen",
+    "torch.distributed.elastic.multiprocessing.subprocess_handler.SubprocessHandler",
+)
+
+
+def _payload(target: str, marker: Path) -> dict:
+    if target.endswith("SubprocessHandler"):
+        return {"_target_": target, "entrypoint": "touch", "args": [str(marker)], "env": {},
+                "stdout": None, "stderr": None, "local_rank_id": 0}
+    return {"_target_": target, "args": ["touch", str(marker)]}
+
+
+def _placements(payload: dict) -> dict[str, callable]:
+    """Where a payload can hide in a stored config."""
+    return {
+        "model": lambda c: c.update(model=payload),
+        "nested": lambda c: c.update(model={"_target_": "torch.nn.Identity", "x": payload}),
+        "list": lambda c: c.update(model={"_target_": "torch.nn.Sequential",
+                                          "_args_": [{"_target_": "torch.nn.Identity"},
+                                                     payload]}),
+        "data": lambda c: c["data"].update(payload),
+    }
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("ckpt")
+    train_in_process(folder, "trainer.max_steps=2", "logger.tensorboard=false")
+    return torch.load(folder / "checkpoints" / "last.pt", weights_only=True)
+
+
+def _tampered(state: dict, target: str, where: str, marker: Path, out: Path) -> Path:
+    import copy
+
+    evil = copy.deepcopy(state)
+    _placements(_payload(target, marker))[where](evil["config"])
+    torch.save(evil, out)
+    return out
+
+
+@pytest.mark.parametrize("target", BYPASSES)
+@pytest.mark.parametrize("where", ["model", "nested", "list", "data"])
+def test_every_bypass_is_refused_wherever_it_hides(checkpoint, tmp_path, target, where):
+    marker = tmp_path / "pwned"
+    config = _tampered(checkpoint, target, where, marker, tmp_path / "x.pt")
+    state = torch.load(config, weights_only=True)  # the checkpoint itself loads as data
+    with pytest.raises(UserError, match=rf"_target_={target} is refused: it is "):
+        check_stored_config(state["config"], "checkpoint x.pt")
+    assert not marker.exists()
+
+
+def test_a_class_outside_the_trusted_packages_is_not_even_imported(checkpoint):
+    config = {**checkpoint["config"], "model": {"_target_": "antigravity.Nothing"}}
+    with pytest.raises(UserError, match=r"antigravity.Nothing is not trusted.*--trust antigravity"):
+        check_stored_config(config, "checkpoint x.pt")
+    assert "antigravity" not in sys.modules  # importing it would have opened a browser
+
+
+def test_the_shipped_recipes_checkpoints_are_trusted(checkpoint):
+    check_stored_config(checkpoint["config"], "checkpoint x.pt")  # no error
+
+
+def _cli(module: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("module,args", [
+    ("trainer.predict", ["image.png"]),
+    ("recipes.headlines.generate", ["the"]),
+    ("trainer.quant.cli", ["quant=ptq"]),
+], ids=["trainer-predict", "trainer-generate", "trainer-export"])
+def test_the_commands_refuse_a_tampered_checkpoint_with_one_line(checkpoint, tmp_path, module,
+                                                                 args):
+    marker = tmp_path / "pwned"
+    path = _tampered(checkpoint, BYPASSES[2], "nested", marker, tmp_path / "evil.pt")
+    result = _cli(module, str(path), *args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert not marker.exists()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "SubprocessHandler is refused: it is " in lines[0]
+
+
+def test_a_users_own_model_trains_and_its_checkpoint_exports_once_trusted(tmp_path):
+    package = tmp_path / "src" / "mypkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "model.py").write_text(
+        "from recipes.mnist.model import MLP\n\n\nclass Net(MLP):\n    pass\n")
+    env = {"PYTHONPATH": f"{tmp_path / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    run_dir = tmp_path / "run"
+    trained = _cli("trainer", "model._target_=mypkg.model.Net", "trainer.max_steps=3",
+                   "logger.progress_bar=false", f"hydra.run.dir={run_dir}", env=env)
+    assert trained.returncode == 0, trained.stderr[-2000:]  # the training path runs user code
+    export = ("quant=ptq", "quant.calibration_batches=1", "quant.latency_repeats=1",
+              "--out", str(tmp_path / "int8"))
+    refused = _cli("trainer.quant.cli", str(run_dir), *export, env=env)
+    assert refused.returncode == 2
+    assert "mypkg.model.Net is not trusted" in refused.stderr
+    assert "add --trust mypkg (or set TRAINER_TRUSTED_PACKAGES=mypkg)" in refused.stderr
+    exported = _cli("trainer.quant.cli", str(run_dir), *export, "--trust", "mypkg", env=env)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert (tmp_path / "int8" / "model_int8.pt2").is_file()
