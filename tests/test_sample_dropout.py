@@ -87,11 +87,18 @@ def test_outside_a_training_step_the_layer_is_plain_dropout():
     assert 0.4 < float((y == 0).double().mean()) < 0.6
 
 
-def test_a_tensor_whose_first_dimension_is_not_the_batch_is_refused():
+def test_sequence_first_tensors_get_the_same_masks_as_batch_first(caplog):
     layer, position = _layer()
+    x = torch.ones(8, 5, 4)  # (N, L, H)
     position.set(0, 0, 8)
-    with pytest.raises(RuntimeError, match=r"first dimension is not the batch of 8.*per_rank"):
-        layer(torch.ones(5, 8, 4))  # sequence-first (L, N, H)
+    batch_first = layer(x) != 0
+    sequence_first = layer(x.transpose(0, 1)) != 0  # (L, N, H), nn.Transformer's default
+    assert torch.equal(sequence_first.transpose(0, 1), batch_first)
+    # No batch dimension at all: the worker's own masks, said once.
+    layer(torch.ones(40, 4))
+    layer(torch.ones(40, 4))
+    warnings = [r for r in caplog.records if "no batch dimension of 8" in r.getMessage()]
+    assert len(warnings) == 1 and "per-worker masks" in warnings[0].getMessage()
 
 
 def test_the_swap_finds_every_dropout_and_names_what_it_cannot_swap():

@@ -14,17 +14,21 @@ costs about what nn.Dropout's own mask draw costs (bench/dropout.py).
 
 ``apply_sample_dropout(model, seed, position)`` swaps every nn.Dropout / Dropout1d/2d/3d of any
 model in place; the training step tells ``position`` where its rows sit in the global batch
-before each forward. Dropout that is not a module (``F.dropout`` inside a forward, nn.LSTM's
-``dropout=``, attention's ``dropout_p``) still draws from the worker's RNG.
+before each forward. The batch is the first dimension, or the second (sequence-first
+tensors); a layer that sees neither, and dropout that is not a module (``F.dropout`` inside a
+forward, nn.LSTM's ``dropout=``, attention's ``dropout_p``), still draws from the worker's RNG.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 _M31 = (1 << 31) - 1
 _C1, _C2 = 0x5BD1E995 & _M31, 0x2C1B3C6D  # odd: multiplication mod 2^31 is a bijection
@@ -70,6 +74,7 @@ class SampleDropout(nn.Module):
             raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
         self.p, self.seed, self.layer, self.channels = p, seed, layer, channels
         self.position, self.name = position, name
+        self._warned = False
         self._element_keys: dict[tuple[int, torch.device], torch.Tensor] = {}
 
     def extra_repr(self) -> str:
@@ -81,18 +86,24 @@ class SampleDropout(nn.Module):
         where = self.position
         if where.step is None:  # a training-mode forward outside the training step
             return nn.functional.dropout(x, self.p, True)
-        if x.shape[0] != where.rows:
-            raise RuntimeError(
-                f"trainer.dropout_masks=per_sample: dropout layer '{self.name}' got a tensor "
-                f"of shape {tuple(x.shape)} whose first dimension is not the batch of "
-                f"{where.rows}; make the batch the first dimension there, or use "
-                "trainer.dropout_masks=per_rank"
-            )
-        keep = self.keep_mask(where.step, where.first, x.shape, x.device)
+        # The batch is dimension 0, or 1 for sequence-first tensors (nn.Transformer's default
+        # layout); anything else gets the worker's own masks, with a warning once.
+        dim = 0 if x.shape[0] == where.rows else 1 if (
+            x.dim() > 1 and x.shape[1] == where.rows and not self.channels) else None
+        if dim is None:
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "trainer.dropout_masks=per_sample: dropout layer '%s' got a tensor of "
+                    "shape %s with no batch dimension of %d first; it draws per-worker masks",
+                    self.name, tuple(x.shape), where.rows)
+            return nn.functional.dropout(x, self.p, True)
+        rows_first = x.movedim(dim, 0)
+        keep = self.keep_mask(where.step, where.first, rows_first.shape, x.device)
         if self.channels:
             keep = keep.view(*x.shape[:2], *([1] * (x.dim() - 2)))
         else:
-            keep = keep.view(x.shape)
+            keep = keep.view(rows_first.shape).movedim(0, dim)
         return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p)) if self.p < 1 else x * 0
 
     def keep_mask(self, step: int, first: int, shape: torch.Size,
