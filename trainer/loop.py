@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from trainer.build import Progress, Run
 from trainer.errors import UserError
 from trainer.evaluate import evaluate, log_sample_predictions
+from trainer.noise_scale import not_measured_reason
 from trainer.restore import restore
 from trainer.seeding import rng_state
 from trainer.stages import enter_stage, stage_of
@@ -348,7 +349,7 @@ class Loop:
             "b_simple": b_simple,
             "b_simple_stderr": noise_scale.stderr if noise_scale is not None else None,
             # Why b_simple is null: not measured, or not measurable (and what would fix it).
-            "b_simple_note": (noise_scale_off(run.cfg.trainer) if noise_scale is None
+            "b_simple_note": (not_measured_reason(run.cfg.trainer) if noise_scale is None
                               else None if b_simple is not None
                               else noise_scale.not_measurable_reason()),
             "stopped_early": bool(self.stop_reason),
@@ -359,13 +360,6 @@ class Loop:
                         if k not in ("eval/loss", "eval/accuracy")})
         logger.finish(metrics)
         return metrics
-
-
-def noise_scale_off(loop) -> str:
-    if loop.noise_scale == "never":
-        return "not measured: trainer.noise_scale=never"
-    return ("not measured: trainer.noise_scale=auto measures B_simple only where it is free "
-            "(trainer.accumulate >= 2); set trainer.noise_scale=always to measure it")
 
 
 def fit(run: Run) -> dict[str, Any]:

@@ -197,6 +197,14 @@ class NoiseScale:
         self.weight_sq = state.get("weight_sq", (1 - d) ** 2 * (1 - d ** (2 * n)) / (1 - d * d))
 
 
+def not_measured_reason(loop) -> str:
+    """Why a run with this ``trainer`` config has no B_simple estimate at all."""
+    if loop.noise_scale == "never":
+        return "not measured: trainer.noise_scale=never"
+    return ("not measured: trainer.noise_scale=auto measures B_simple only where it is free "
+            "(trainer.accumulate >= 2); set trainer.noise_scale=always to measure it")
+
+
 class MicroBatchNorms:
     """The squared norm of each backward pass's own gradient, on this worker.
 
