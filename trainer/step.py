@@ -23,7 +23,7 @@ def train_step(run: Run, inputs: torch.Tensor, targets: torch.Tensor, step: int,
     weights = noise.sample_weights(step, run.loader.global_batch_size, run.backend.rank,
                                    run.backend.world_size)
     # This worker's rows start here in the global batch (per-sample dropout masks use it).
-    first = run.backend.rank * run.loader.batch_size
+    first = run.loader.first_row
     run.optimizer.zero_grad()  # set_to_none (torch >= 2.0 default; Horovod takes no args)
     if k == 1:
         run.batch_position.set(step, first, len(inputs))

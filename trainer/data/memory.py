@@ -135,6 +135,11 @@ class InMemoryLoader:
     def __len__(self) -> int:
         return len(self.split) // self.global_batch_size
 
+    @property
+    def first_row(self) -> int:
+        """Where this rank's slice starts in each global batch (its rows follow in order)."""
+        return self.rank * self.batch_size
+
     def shard_indices(self, epoch: int) -> torch.Tensor:
         """This rank's sample indices for the epoch, in the order it will see them."""
         used = len(self) * self.global_batch_size
@@ -154,7 +159,7 @@ class InMemoryLoader:
             if self.augment is not None:
                 # Drawn per (seed, epoch, batch) for the global batch: see data/augment.py.
                 x = self.augment(x, _generator(self.seed, epoch, batch, 0x6175),
-                                 self.rank * self.batch_size, self.global_batch_size)
+                                 self.first_row, self.global_batch_size)
             yield x, targets.index_select(0, these)
 
 
