@@ -1,6 +1,7 @@
 # trainer for GPU clusters: CUDA with cuDNN and NCCL, torch/torchvision, this project with its
 # mpi and qat extras, OpenMPI, and Horovod built with NCCL + MPI + Gloo by the same script the
-# README's test command runs. A non-root user owns the project and its virtualenv.
+# README's test command runs. The project is installed as a package (not editable: the image
+# holds no checkout), in a virtualenv owned by a non-root user; jobs run from /home/trainer.
 #
 #   docker build -t trainer .
 #   docker run --gpus all --ipc=host trainer                                  # recipe=mnist
@@ -26,21 +27,24 @@ RUN apt-get update \
         libnccl2 libnccl-dev \
     && rm -rf /var/lib/apt/lists/*
 
-RUN useradd --create-home --uid 1000 --shell /bin/bash trainer
-WORKDIR /opt/trainer
-COPY --chown=trainer:trainer . /opt/trainer
+RUN useradd --create-home --uid 1000 --shell /bin/bash trainer \
+    && install -d -o trainer -g trainer /opt/venv /tmp/trainer-src
+COPY --chown=trainer:trainer . /tmp/trainer-src
 USER 1000
+WORKDIR /home/trainer
 
-ENV VIRTUAL_ENV=/opt/trainer/.venv \
-    PATH=/opt/trainer/.venv/bin:$PATH \
-    TRAINER_DATA_DIR=/opt/trainer/data
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    TRAINER_DATA_DIR=/home/trainer/data
 
-# The README's install, with the cluster's MPI instead of MPICH from PyPI: mpi4py compiled
-# against OpenMPI, Horovod with NCCL for the GPU collectives.
+# The README's install, as a package, with the cluster's MPI instead of MPICH from PyPI:
+# mpi4py compiled against OpenMPI, Horovod with NCCL for the GPU collectives (the packaged
+# launch/install_horovod.sh, through trainer-launch); then the source copy goes.
 RUN python3 -m venv "$VIRTUAL_ENV" \
-    && pip install --no-binary=mpi4py torch==2.14.1 torchvision==0.29.1 -e '.[mpi,qat]' \
-    && HOROVOD_GPU_OPERATIONS=NCCL \
-       PYTHON="$VIRTUAL_ENV/bin/python" bash launch/install_horovod.sh \
-    && horovodrun --check-build
+    && pip install --no-binary=mpi4py torch==2.14.1 torchvision==0.29.1 \
+       '/tmp/trainer-src[mpi,qat]' \
+    && HOROVOD_GPU_OPERATIONS=NCCL trainer-launch install-horovod \
+    && horovodrun --check-build \
+    && rm -rf /tmp/trainer-src
 
 CMD ["trainer", "recipe=mnist"]

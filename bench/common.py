@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from recipes.mnist.synthetic import write_fake_mnist
+from trainer_recipes.mnist.synthetic import write_fake_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,8 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import mnist_root, print_table  # noqa: E402
-from recipes.mnist.data import MNIST_FILES, MNISTData  # noqa: E402
 from trainer.data import InMemoryLoader  # noqa: E402
+from trainer_recipes.mnist.data import MNIST_FILES, MNISTData  # noqa: E402
 
 
 def in_memory_epoch(root: Path, batch: int, epoch: int) -> tuple[int, float]:

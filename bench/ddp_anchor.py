@@ -21,9 +21,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recipes.asl.model import ASLCNN  # noqa: E402
-from recipes.mnist.data import MNISTData  # noqa: E402
-from recipes.mnist.model import MLP  # noqa: E402
+from trainer_recipes.asl.model import ASLCNN  # noqa: E402
+from trainer_recipes.mnist.data import MNISTData  # noqa: E402
+from trainer_recipes.mnist.model import MLP  # noqa: E402
 
 
 def main() -> None:

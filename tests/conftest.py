@@ -11,8 +11,8 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from recipes.mnist.synthetic import write_fake_mnist
 from trainer.config import compose_config as compose
+from trainer_recipes.mnist.synthetic import write_fake_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TRAINER_DATA_DIR", ROOT.parent / "shared" / "data"))

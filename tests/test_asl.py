@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from recipes.asl.data import HEADER, LETTERS, read_csv, write_synthetic_csv
 from tests.conftest import SHARED_DATA, train_in_process
 from tests.test_distributed import run
 from trainer.data import InMemoryLoader, TensorSplit
 from trainer.data.augment import RandomAffine
 from trainer.errors import UserError
+from trainer_recipes.asl.data import HEADER, LETTERS, read_csv, write_synthetic_csv
 
 SYNTHETIC = ("recipe=asl_cnn", "data.synthetic=true", "logger.sample_predictions=4")
 

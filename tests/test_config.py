@@ -14,19 +14,19 @@ from trainer.build import build_model
 from trainer.errors import UserError
 from trainer.instantiate import check_target, safe_instantiate
 
-RECIPES = sorted(p.stem for p in (ROOT / "configs" / "recipe").glob("*.yaml"))
+RECIPES = sorted(p.stem for p in (ROOT / "trainer_recipes" / "conf" / "recipe").glob("*.yaml"))
 
 
 def test_default_is_the_offline_digits_recipe():
     cfg = compose_config()
-    assert cfg.data._target_ == "recipes.mnist.data.DigitsData"
+    assert cfg.data._target_ == "trainer_recipes.mnist.data.DigitsData"
     assert cfg.model.in_features == 64
     assert "NOT MNIST" in cfg.description or "not MNIST" in cfg.description
 
 
 def test_mnist_recipe_overrides_only_its_deltas():
     cfg = compose_config("recipe=mnist")
-    assert cfg.data._target_ == "recipes.mnist.data.MNISTData"
+    assert cfg.data._target_ == "trainer_recipes.mnist.data.MNISTData"
     assert cfg.model.in_features == 784 and list(cfg.model.hidden) == [512, 512]
     assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.optimizer.momentum == 0.9
     # Keys the recipe does not mention keep the group defaults.
@@ -116,5 +116,9 @@ def test_allowed_target_instantiates():
     assert sum(p.numel() for p in model.parameters()) == 64 * 512 + 512 + 512 * 512 + 512 + 5130
 
 
-def test_configs_dir_is_beside_the_packages():
-    assert (Path(ROOT) / "configs" / "train.yaml").is_file()
+def test_configs_ship_inside_the_packages():
+    import trainer.conf
+    import trainer_recipes.conf
+
+    assert (Path(trainer.conf.__file__).parent / "train.yaml").is_file()
+    assert (Path(trainer_recipes.conf.__file__).parent / "recipe" / "mnist.yaml").is_file()

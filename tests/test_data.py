@@ -7,11 +7,11 @@ import gzip
 import pytest
 import torch
 
-from recipes.mnist.data import DigitsData, MNISTData
 from tests.conftest import make_fake_mnist
 from trainer.data.idx import read_idx, write_idx
 from trainer.data.memory import InMemoryLoader, TensorSplit, epoch_permutation, eval_batches
 from trainer.errors import UserError
+from trainer_recipes.mnist.data import DigitsData, MNISTData
 
 
 @pytest.mark.parametrize("name", ["x-idx3-ubyte", "x-idx3-ubyte.gz"])

@@ -31,10 +31,22 @@ def commands() -> list[tuple[str, str]]:
     return found
 
 
+# docs/extending.md's commands use the example user project's config folder.
+PROJECT = ROOT / "examples" / "user_project"
+
+
 def overrides(rest: str) -> list[str]:
-    """The Hydra overrides of a command: a sweep's first value; Hydra's own keys left to Hydra."""
+    """The Hydra overrides of a command: a sweep's first value; Hydra's own keys left to Hydra,
+    but for the search path (``--config-dir DIR`` given as one, relative to the example)."""
     out = []
-    for token in shlex.split(rest):
+    tokens = shlex.split(rest)
+    for i, token in enumerate(tokens):
+        if token == "--config-dir":
+            out.append(f"hydra.searchpath=[file://{PROJECT / tokens[i + 1]}]")
+            continue
+        if token.startswith("hydra.searchpath="):
+            out.append(token)
+            continue
         if "=" not in token or token.startswith(("-", "hydra")):
             continue  # flags (--cfg job, -m) and Hydra's own settings
         key, _, value = token.partition("=")
@@ -49,5 +61,6 @@ def test_the_pages_have_commands_to_check():
 
 
 @pytest.mark.parametrize("page,command", commands())
-def test_every_documented_command_composes(page, command):
+def test_every_documented_command_composes(page, command, monkeypatch):
+    monkeypatch.syspath_prepend(str(PROJECT))  # the example project, as if installed
     compose_config(*overrides(command))

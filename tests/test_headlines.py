@@ -10,7 +10,10 @@ import sys
 import pytest
 import torch
 
-from recipes.headlines.data import (
+from tests.conftest import SHARED_DATA, train_in_process
+from tests.test_distributed import run
+from trainer.errors import UserError
+from trainer_recipes.headlines.data import (
     OOV,
     HeadlinesData,
     Tokenizer,
@@ -18,11 +21,8 @@ from recipes.headlines.data import (
     read_headlines,
     write_synthetic_articles,
 )
-from recipes.headlines.generate import beam_search, generate, next_log_probs
-from recipes.headlines.model import HeadlineLSTM
-from tests.conftest import SHARED_DATA, train_in_process
-from tests.test_distributed import run
-from trainer.errors import UserError
+from trainer_recipes.headlines.generate import beam_search, generate, next_log_probs
+from trainer_recipes.headlines.model import HeadlineLSTM
 
 SYNTHETIC = ("recipe=headlines", "data.synthetic=true")
 
@@ -116,7 +116,7 @@ def test_unknown_seed_text_warns_and_still_generates(trained, caplog):
 def test_generate_command_prints_seed_plus_words(trained):
     folder, _ = trained
     result = subprocess.run(
-        [sys.executable, "-m", "recipes.headlines.generate", str(folder / "run"), "voters",
+        [sys.executable, "-m", "trainer_recipes.headlines.generate", str(folder / "run"), "voters",
          "--words", "5", "--strategy", "beam", "--beam-width", "3"],
         capture_output=True, text=True,
     )

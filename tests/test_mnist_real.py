@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from recipes.mnist.data import MNISTData
 from tests.conftest import train_in_process
+from trainer_recipes.mnist.data import MNISTData
 
 
 @pytest.mark.slow

@@ -102,7 +102,7 @@ def test_sequence_first_tensors_get_the_same_masks_as_batch_first(caplog):
 
 
 def test_the_swap_finds_every_dropout_and_names_what_it_cannot_swap():
-    from recipes.asl.model import ASLCNN
+    from trainer_recipes.asl.model import ASLCNN
 
     model = ASLCNN()
     assert apply_sample_dropout(model, 0, BatchPosition()) == []

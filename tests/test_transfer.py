@@ -13,8 +13,6 @@ import pytest
 import torch
 from PIL import Image
 
-from recipes.transfer.data import ImageFolderData, write_synthetic_folder
-from recipes.transfer.model import VGG16Transfer
 from tests.conftest import SHARED_DATA, VGG_SMALL, train_in_process
 from tests.test_distributed import EXACT, FLOAT64, max_difference, run, weights
 from trainer.data import InMemoryLoader, TensorSplit
@@ -22,6 +20,8 @@ from trainer.data.memory import eval_batches
 from trainer.errors import UserError
 from trainer.stages import freeze
 from trainer.tasks import Binary
+from trainer_recipes.transfer.data import ImageFolderData, write_synthetic_folder
+from trainer_recipes.transfer.model import VGG16Transfer
 
 SMALL = ("recipe=vgg16_transfer", *VGG_SMALL)
 # 48 training images at batch 16: 3 steps per epoch; one epoch per stage.
@@ -45,7 +45,7 @@ def test_folder_classes_are_sorted_subfolders_and_images_arrive_as_uint8(folder)
     assert data.class_names == ["circle", "no_circle"]
     assert len(data.train) == 24 and len(data.test) == 8
     assert data.train.targets.tolist() == [0] * 12 + [1] * 12
-    image = data.train[0]
+    image = data.train[0][0]
     assert image.shape == (3, 40, 40) and image.dtype == torch.uint8
     # ImageNet normalisation: a mid-grey pixel becomes (0.5 - mean) / std per channel.
     grey = torch.full((1, 3, 2, 2), 128, dtype=torch.uint8)
@@ -63,8 +63,8 @@ def test_a_webp_named_jpg_decodes_and_a_broken_image_is_skipped_with_a_warning(
         data = ImageFolderData(str(root), image_size=32, augment=False, workers=0)
     assert len(data.train) == 9  # 8 + the WebP; the broken file is out
     assert str(broken) in caplog.text and "skipping" in caplog.text
-    webp = data.train.files.index(root / "train" / "circle" / "w.jpg")
-    assert data.train[webp][0].float().mean() > 150  # red channel of the red image
+    webp = data.train.dataset.files.index(root / "train" / "circle" / "w.jpg")
+    assert data.train[webp][0][0].float().mean() > 150  # red channel of the red image
 
 
 @pytest.mark.parametrize("case,message", [
@@ -104,7 +104,7 @@ def test_bad_image_folders_name_the_folder_and_the_fix(tmp_path, case, message):
 def test_file_backed_batches_equal_in_memory_batches_on_any_rank(folder):
     """Same order, same pixels: the file path is only another way to fetch rows."""
     data = ImageFolderData(str(folder), image_size=32, augment=True, workers=2)
-    held = TensorSplit(torch.stack([data.train[i] for i in range(len(data.train))]),
+    held = TensorSplit(torch.stack([data.train[i][0] for i in range(len(data.train))]),
                        data.train.targets)
     for rank in range(2):
         kwargs = dict(seed=3, rank=rank, world_size=2, transform=data.transform,
@@ -115,7 +115,7 @@ def test_file_backed_batches_equal_in_memory_batches_on_any_rank(folder):
         for (x, y), (x2, y2) in zip(from_files, in_memory, strict=True):
             assert torch.equal(x, x2) and torch.equal(y, y2)
     evaluated = torch.cat([x for x, _ in eval_batches(data.test, 3, transform=data.transform)])
-    assert torch.equal(evaluated, data.transform(torch.stack([data.test[i] for i in range(8)])))
+    assert torch.equal(evaluated, data.transform(torch.stack([data.test[i][0] for i in range(8)])))
 
 
 # --- the model and its weights ---------------------------------------------------------------

@@ -80,6 +80,24 @@ def test_the_shipped_recipes_checkpoints_are_trusted(checkpoint):
     check_stored_config(checkpoint["config"], "checkpoint x.pt")  # no error
 
 
+def test_a_checkpoint_from_before_the_recipes_rename_still_loads(checkpoint, tmp_path):
+    """Checkpoints written when the recipes were the top-level ``recipes`` package name
+    ``recipes.mnist...``: the commands read them as ``trainer_recipes...`` and trust them."""
+    import copy
+
+    from trainer.predict import load
+
+    old = copy.deepcopy(checkpoint)
+    for group in ("model", "data"):
+        target = old["config"][group]["_target_"]
+        old["config"][group]["_target_"] = target.replace("trainer_recipes.", "recipes.", 1)
+    assert old["config"]["model"]["_target_"] == "recipes.mnist.model.MLP"
+    torch.save(old, tmp_path / "old.pt")
+    state = load(tmp_path / "old.pt")
+    assert state["config"]["model"]["_target_"] == "trainer_recipes.mnist.model.MLP"
+    assert state["config"]["data"]["_target_"] == "trainer_recipes.mnist.data.DigitsData"
+
+
 def _cli(module: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
                           text=True, timeout=300, env={**os.environ, **(env or {})})
@@ -87,7 +105,7 @@ def _cli(module: str, *args: str, env: dict | None = None) -> subprocess.Complet
 
 @pytest.mark.parametrize("module,args", [
     ("trainer.predict", ["image.png"]),
-    ("recipes.headlines.generate", ["the"]),
+    ("trainer_recipes.headlines.generate", ["the"]),
     ("trainer.quant.cli", ["quant=ptq"]),
 ], ids=["trainer-predict", "trainer-generate", "trainer-export"])
 def test_the_commands_refuse_a_tampered_checkpoint_with_one_line(checkpoint, tmp_path, module,
@@ -106,7 +124,7 @@ def test_a_users_own_model_trains_and_its_checkpoint_exports_once_trusted(tmp_pa
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
     (package / "model.py").write_text(
-        "from recipes.mnist.model import MLP\n\n\nclass Net(MLP):\n    pass\n")
+        "from trainer_recipes.mnist.model import MLP\n\n\nclass Net(MLP):\n    pass\n")
     env = {"PYTHONPATH": f"{tmp_path / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     run_dir = tmp_path / "run"
     trained = _cli("trainer", "model._target_=mypkg.model.Net", "trainer.max_steps=3",

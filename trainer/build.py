@@ -16,8 +16,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from trainer.backends import Backend
+from trainer.callbacks import Callback, CallbackList
+from trainer.callbacks.early_stopping import EarlyStopping
 from trainer.checkpoint import Checkpointer, resolve_resume
 from trainer.config.flat import flatten
+from trainer.config.schema import framework_keys
 from trainer.data import InMemoryData, InMemoryLoader
 from trainer.errors import UserError
 from trainer.ghost_batchnorm import apply_ghost_batchnorm
@@ -33,12 +36,10 @@ from trainer.seeding import seed_everything, worker_seed
 from trainer.stages import freeze, stage_optimizer
 from trainer.sync_batchnorm import convert_sync_batchnorm
 
-# Keys of the data group that belong to the loop, not to the recipe's data class.
-_LOADER_KEYS = ("batch_size", "eval_batch_size", "device")
-# Keys of the model group that the framework applies to whatever model was built.
-_MODEL_FRAMEWORK_KEYS = ("sync_bn", "ghost_batch_size")
-# Keys of the optimizer group that the framework applies itself (lr is passed scaled).
-_OPTIMIZER_ONLY_KEYS = ("lr", "scale_lr", "base_batch_size", "exclude_bias_and_norm", "fused")
+# Keys of the data, model and optimizer groups that the framework applies itself.
+_LOADER_KEYS = framework_keys("data")
+_MODEL_FRAMEWORK_KEYS = framework_keys("model")
+_OPTIMIZER_ONLY_KEYS = framework_keys("optimizer")
 
 
 @dataclass
@@ -86,8 +87,28 @@ class Run:
     quant: QATSchedule | None  # quant=qat: when fake quantization, observers, BN switch
     # Where the current forward's rows sit in the global batch (per-sample dropout masks).
     batch_position: BatchPosition = field(default_factory=BatchPosition)
+    callbacks: CallbackList = field(default_factory=lambda: CallbackList({}))
     resumed_from: Path | None = None
     resume_state: dict | None = None
+    stop_reason: str = ""  # set by request_stop: the run ends after this step
+
+    @property
+    def rank(self) -> int:
+        return self.backend.rank
+
+    @property
+    def is_primary(self) -> bool:
+        return self.backend.is_primary
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps done."""
+        return self.progress.step
+
+    def request_stop(self, reason: str) -> None:
+        """End the run after the current step (at the next check), saying ``reason``. Ask on
+        every rank alike (from values every rank has), or the workers fall out of step."""
+        self.stop_reason = self.stop_reason or reason
 
 
 def pick_device(name: str) -> torch.device:
@@ -113,11 +134,17 @@ def shared_run_dir(backend: Backend, own: Path) -> Path:
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def build_data(cfg: DictConfig, backend: Backend, dtype: torch.dtype = torch.float32
-               ) -> InMemoryData:
-    data = backend.first_on_each_node(
+def build_data(cfg: DictConfig, backend: Backend, dtype: torch.dtype = torch.float32,
+               given: InMemoryData | None = None) -> InMemoryData:
+    """The configured data (or ``given``, built by the caller), on its device, in ``dtype``."""
+    data = given if given is not None else backend.first_on_each_node(
         lambda: safe_instantiate(cfg, "data", exclude=_LOADER_KEYS)
     )
+    if not isinstance(data, InMemoryData):
+        raise UserError(
+            f"data._target_ built a {type(data).__name__}, not a trainer data object: for torch "
+            "Datasets use _target_: trainer.data.Datasets with train: and test: under it"
+        )
     where = backend.device if cfg.device == "auto" else torch.device(cfg.device)
     data.train, data.test = data.train.to(where), data.test.to(where)
     # Model input in the run's dtype (trainer.dtype), wherever a batch is made: training,
@@ -132,9 +159,14 @@ def _typed(transform, dtype: torch.dtype, raw: torch.Tensor) -> torch.Tensor:
 
 
 def build_model(cfg: DictConfig, backend: Backend, dtype: torch.dtype = torch.float32,
-                **from_data: Any) -> torch.nn.Module:
-    """The configured model in ``dtype``; ``from_data``: sizes only the data knows."""
-    model = safe_instantiate(cfg, "model", exclude=_MODEL_FRAMEWORK_KEYS, **from_data)
+                given: torch.nn.Module | None = None, **from_data: Any) -> torch.nn.Module:
+    """The configured model (or ``given``, built by the caller: it is trained in place) in
+    ``dtype``, with the framework's model keys applied; ``from_data``: sizes only the data
+    knows."""
+    model = given if given is not None else safe_instantiate(
+        cfg, "model", exclude=_MODEL_FRAMEWORK_KEYS, **from_data)
+    if not isinstance(model, torch.nn.Module):
+        raise UserError(f"model._target_ built a {type(model).__name__}, not a torch.nn.Module")
     if cfg.ghost_batch_size and cfg.sync_bn:
         raise UserError(
             "model.ghost_batch_size and model.sync_bn both set: Ghost BN normalises small "
@@ -222,8 +254,37 @@ def check_ghost_batches(cfg: DictConfig, micro_batch: int) -> None:
         )
 
 
-def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
-    """Everything a run needs, built on every rank; ``backend`` is already initialised."""
+def build_callbacks(cfg: DictConfig, given=()) -> CallbackList:
+    """The config's callbacks by name (null entries removed), the framework's own that its
+    settings ask for, then ``given`` (instances from ``trainer.fit``)."""
+    named: dict[str, Callback] = {}
+    loop = cfg.trainer
+    if loop.early_stop:
+        named["early_stopping"] = EarlyStopping(loop.early_stop, loop.early_stop_metric,
+                                                loop.early_stop_mode, loop.early_stop_min_delta)
+    for name, node in cfg.callbacks.items():
+        if node is None:
+            continue
+        callback = safe_instantiate(node, f"callbacks.{name}")
+        if not isinstance(callback, Callback):
+            raise UserError(f"callbacks.{name}: {node._target_} is not a trainer.Callback "
+                            "subclass; subclass it and override the hooks you need")
+        named[str(name)] = callback
+    for i, callback in enumerate(given):
+        if not isinstance(callback, Callback):
+            raise UserError(f"callbacks[{i}] is a {type(callback).__name__}, not a "
+                            "trainer.Callback")
+        named[f"{type(callback).__name__}_{i}"] = callback
+    return CallbackList(named)
+
+
+def build_run(cfg: DictConfig, run_dir: Path, backend: Backend,
+              objects: dict[str, Any] | None = None) -> Run:
+    """Everything a run needs, built on every rank; ``backend`` is already initialised.
+
+    ``objects``: what the caller built itself (``trainer.fit``): ``model``, ``data``,
+    ``callbacks``; the config's own entries for those are not instantiated."""
+    objects = objects or {}
     loop = cfg.trainer
     if loop.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -242,7 +303,7 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
 
     seed_everything(loop.seed)
     dtype = DTYPES[loop.dtype]
-    data = build_data(cfg.data, backend, dtype)
+    data = build_data(cfg.data, backend, dtype, objects.get("data"))
     schedule = safe_instantiate(cfg.schedule, "schedule")
     epoch_batches = schedule.global_batches(cfg.data.batch_size, len(data.train), loop.epochs)
     try:
@@ -267,7 +328,7 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
             )
         check_ghost_batches(cfg, batch // micro_batches)
 
-    model = build_model(cfg.model, backend, dtype, **data.model_kwargs())
+    model = build_model(cfg.model, backend, dtype, objects.get("model"), **data.model_kwargs())
     if hasattr(model, "load_pretrained"):
         # Weights from outside the checkpoint (ImageNet); first on each node, so that a
         # download happens once per machine. A resumed run overwrites them below.
@@ -314,6 +375,7 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend) -> Run:
         checkpointer=checkpointer, progress=Progress(), total_steps=total_steps, noise=noise,
         micro_batches=micro_batches, noise_scale=noise_scale, epoch_batches=epoch_batches,
         epoch_steps=epoch_steps, micro_norms=micro_norms, quant=quant, batch_position=position,
+        callbacks=build_callbacks(cfg, objects.get("callbacks", ())),
     )
     if resumed is not None:
         run.resumed_from, run.resume_state = resumed

@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from trainer import identity
-from trainer.config import CONFIG_DIR, register_configs
+from trainer.config import PRIMARY_CONFIG, register_configs
 from trainer.errors import UserError, WorkerLost
 
 EXIT_USER_ERROR = 2
@@ -29,17 +29,21 @@ def fail(message: str) -> None:
     sys.exit(EXIT_USER_ERROR)
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict:
-    """Check the config, start the backend, build everything, fit; the final metrics."""
+def train(cfg: DictConfig, run_dir: Path, objects: dict | None = None) -> dict:
+    """Check the config, start the backend, build everything, fit; the final metrics.
+
+    ``objects``: what ``trainer.fit``'s caller built (model, data, callbacks)."""
     from trainer.backends import build_backend
     from trainer.build import build_run, pick_device, shared_run_dir
     from trainer.config.validate import validate
     from trainer.loop import fit
 
-    validate(cfg)  # before any process group exists: every rank fails alike, nothing hangs
+    objects = objects or {}
+    # Before any process group exists: every rank fails alike, nothing hangs.
+    validate(cfg, given=tuple(k for k in ("model", "data") if k in objects))
     backend = build_backend(cfg.dist, pick_device(cfg.trainer.device), cfg.trainer.accumulate)
     try:
-        run = build_run(cfg, shared_run_dir(backend, run_dir), backend)
+        run = build_run(cfg, shared_run_dir(backend, run_dir), backend, objects)
         try:
             metrics = fit(run)
             if cfg.quant.mode != "none" and cfg.quant.export:
@@ -66,7 +70,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         backend.close()
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path=PRIMARY_CONFIG, config_name="train")
 def _hydra_entry(cfg: DictConfig) -> float:
     # Rank 0 speaks for the job; the other ranks report only warnings and errors.
     level = logging.INFO if identity.from_environment().is_primary else logging.WARNING
@@ -106,18 +110,63 @@ def _check_output_dirs(argv: list[str]) -> None:
                  "choose a directory you can write to")
 
 
+def _group_options(argv: list[str]):
+    """``(overrides, options)``: the command line's overrides, and ``options(group)``: the
+    group's options as Hydra's own config repository sees them for this command line (the
+    framework's configs, installed packages' through the entry point, ``--config-dir``,
+    ``hydra.searchpath``). None where the command line is not one Hydra would compose."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path, get_args_parser
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.object_type import ObjectType
+
+    try:
+        args = get_args_parser().parse_args(argv)
+    except SystemExit:
+        return None  # Hydra's own parser reports the bad flag
+    if args.help or args.hydra_help or args.info or args.shell_completion:
+        return None
+    search_path = create_config_search_path(PRIMARY_CONFIG)
+    if args.config_dir is not None:  # as hydra.main adds it
+        if not os.path.isdir(args.config_dir):
+            fail(f"--config-dir {args.config_dir}: no such directory")
+        search_path.prepend(provider="command-line",
+                            path=f"file://{os.path.abspath(args.config_dir)}",
+                            anchor=SearchPathQuery(provider="schema"))
+    loader = ConfigLoaderImpl(config_search_path=search_path)
+    overrides = list(args.overrides)
+    name = args.config_name or "train"
+
+    def options(group: str) -> list[str]:
+        return loader.get_group_options(group, ObjectType.CONFIG, name, overrides)
+
+    return overrides, options
+
+
 def _check_group_choices(argv: list[str]) -> None:
     """One line for an unknown option (``recipe=nope``) instead of Hydra's search-path dump."""
-    configs = Path(CONFIG_DIR)
-    for arg in argv:
+    try:
+        found = _group_options(argv)
+    except Exception:  # noqa: BLE001 (Hydra internals moved: Hydra reports unknown options)
+        return
+    if found is None:
+        return
+    overrides, options = found
+    for arg in overrides:
         key, sep, value = arg.partition("=")
-        group = key.lstrip("+~")
-        if not sep or group.startswith("hydra") or not (configs / group).is_dir():
+        group = key.lstrip("+~").split("@", 1)[0]
+        if not sep or group.startswith("hydra") or "." in group:
             continue
-        known = sorted(p.stem for p in (configs / group).glob("*.yaml"))
+        try:
+            known = options(group)
+        except Exception:  # noqa: BLE001 (a bad search path: Hydra's own error says which)
+            return
+        if not known:
+            continue  # a value key, not a config group
         for choice in value.split(","):  # a multirun sweep lists several
             if choice and choice not in known and choice != "null":
-                fail(f"unknown {group} '{choice}'; choose one of: {', '.join(known)}")
+                fail(f"unknown {group} '{choice}'; choose one of: {', '.join(known)} (an "
+                     f"option of your own: --config-dir DIR with {group}/{choice}.yaml)")
 
 
 def main() -> None:

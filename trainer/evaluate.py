@@ -42,7 +42,7 @@ def log_sample_predictions(run: Run) -> None:
         run.model.train(was_training)
         if texts:
             run.logger.texts("eval/samples", texts, run.progress.step)
-    raw = next(run.data.test.stream([slice(0, count)]))
+    raw, targets = next(run.data.test.stream([slice(0, count)]))
     images = run.data.as_images(raw)
     if images is None:
         return
@@ -51,7 +51,9 @@ def log_sample_predictions(run: Run) -> None:
     predicted = run.task.predict(run.model(run.data.transform(raw))).tolist()
     run.model.train(was_training)
     names = run.data.class_names
-    actual = run.data.test.targets[:count].tolist()
-    run.logger.predictions(
-        images, [names[p] for p in predicted], [names[a] for a in actual], run.progress.step
-    )
+
+    def name(index: int) -> str:
+        return names[index] if 0 <= index < len(names) else str(index)
+
+    run.logger.predictions(images, [name(p) for p in predicted],
+                           [name(a) for a in targets.tolist()], run.progress.step)

@@ -18,7 +18,7 @@ Hydra's ``instantiate`` imports whatever a config names. Two kinds of config rea
      (``torch.distributed.elastic...SubprocessHandler``), is an ``nn.Module``, an optimizer,
      a learning-rate scheduler or a ``Dataset``.
 
-  Trusted: trainer, recipes, torch, torchvision, and the packages the user names with
+  Trusted: trainer, trainer_recipes, torch, torchvision, and the packages the user names with
   ``--trust PKG`` or ``TRAINER_TRUSTED_PACKAGES=PKG[,PKG]`` (whose classes are then trusted
   whole: it is the user's own code).
 """
@@ -35,7 +35,7 @@ from omegaconf import DictConfig, ListConfig
 
 from trainer.errors import UserError
 
-ALLOWED_PACKAGES = ("trainer", "recipes", "torch", "torchvision")
+ALLOWED_PACKAGES = ("trainer", "trainer_recipes", "torch", "torchvision")
 # Packages whose classes a checkpoint may name only when they are of these kinds.
 _BROAD_PACKAGES = ("torch", "torchvision")
 TRUST_VARIABLE = "TRAINER_TRUSTED_PACKAGES"
@@ -79,6 +79,65 @@ def _resolve(target: str, where: str) -> type:
     return obj
 
 
+# Keys Hydra's instantiate reads itself; never constructor arguments.
+_HYDRA_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
+
+
+def _target_nodes(node: Any, path: str) -> Iterator[tuple[str, DictConfig]]:
+    """Every node with a ``_target_`` at any depth of ``node`` (lists included)."""
+    if isinstance(node, DictConfig):
+        if "_target_" in node:
+            yield path, node
+        for key, value in node.items_ex(resolve=False):
+            yield from _target_nodes(value, f"{path}.{key}")
+    elif isinstance(node, ListConfig):
+        for i, value in enumerate(node):
+            yield from _target_nodes(value, f"{path}[{i}]")
+
+
+def accepted_arguments(cls: type) -> set[str] | None:
+    """The keyword arguments ``cls(...)`` takes; None when any is accepted (``**kwargs`` or no
+    readable signature). The framework's own classes forward ``**kwargs`` to their base class
+    (the schedules' warmup keys), so for them the bases' arguments are followed instead."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is object or "__init__" not in vars(klass):
+            continue
+        try:
+            params = inspect.signature(klass.__init__).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names - {"self"}
+        if _package(klass.__module__ or "") != "trainer":
+            return None
+    return names - {"self"}
+
+
+def check_arguments(node: DictConfig, where: str, framework: tuple[str, ...] = ()) -> None:
+    """Refuse, in one line, a key that the class a ``_target_`` names does not take, at every
+    depth of ``node``; ``framework``: keys of ``node`` itself that the framework consumes.
+
+    This is what makes a misspelt key in an option WITHOUT a schema (a user's model or data
+    set) fail at start rather than as a TypeError after the workers are up."""
+    for path, sub in _target_nodes(node, where):
+        cls = check_target(sub._target_, path)
+        accepted = accepted_arguments(cls)
+        if accepted is None:
+            continue
+        own = framework if sub is node else ()
+        for key in sub.keys():
+            if key in _HYDRA_KEYS or key in own or key in accepted:
+                continue
+            takes = ", ".join(sorted(accepted - {"params"})) or "no arguments"
+            extra = f"; the framework's own {where} keys: {', '.join(own)}" if own else ""
+            raise UserError(
+                f"{path}.{key} is not an argument of {sub._target_} (it takes: {takes}{extra}); "
+                "fix or remove the key in the option's YAML or on the command line"
+            )
+
+
 def trusted_packages(extra: Iterable[str] = ()) -> tuple[str, ...]:
     """The built-in trusted packages, the environment's, and ``extra`` (``--trust``)."""
     named = [p.strip() for p in os.environ.get(TRUST_VARIABLE, "").split(",") if p.strip()]
@@ -91,6 +150,28 @@ def _allowed_kinds() -> tuple[type, ...]:
 
     return (torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler,
             Dataset)
+
+
+# Packages renamed since checkpoints were first written: ``recipes`` became ``trainer_recipes``.
+_RENAMED = {"recipes.": "trainer_recipes."}
+
+
+def upgrade_stored_config(config: Any) -> Any:
+    """A checkpoint's stored config with renamed packages' ``_target_`` paths updated, so that
+    checkpoints written before the rename still rebuild (the trust check then runs on the new
+    names); every other value unchanged."""
+    if isinstance(config, dict):
+        out = {}
+        for key, value in config.items():
+            if key == "_target_" and isinstance(value, str):
+                for old, new in _RENAMED.items():
+                    if value.startswith(old):
+                        value = new + value[len(old):]
+            out[key] = upgrade_stored_config(value)
+        return out
+    if isinstance(config, list):
+        return [upgrade_stored_config(v) for v in config]
+    return config
 
 
 def check_stored_config(config: Any, source: str, trust: Iterable[str] = ()) -> None:

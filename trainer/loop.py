@@ -54,16 +54,12 @@ class Loop:
         # Plain values: reading a DictConfig attribute costs tens of microseconds.
         self.log_every, self.eval_every = loop.log_every, loop.eval_every
         self.checkpoint_every, self.accumulate = loop.checkpoint_every, run.micro_batches
-        self.early_stop, self.early_stop_metric = loop.early_stop, loop.early_stop_metric
-        self.maximise = loop.early_stop_mode == "max"
-        self.min_delta = loop.early_stop_min_delta
         self.pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
         self.clock = Stopwatch()
         self.last_eval: dict[str, float] = {}
         self.last_train: dict[str, float] = {}
         self.evaluated_step = self.saved_step = -1
         self.saved_clock = 0.0  # clock.total already added to progress.train_time_s
-        self.stop_reason = ""
         self.epoch_seconds = 0.0
         self.announced_stage = -1
 
@@ -152,13 +148,15 @@ class Loop:
             "precision": run.precision.state_dict(),
             "noise_scale": run.noise_scale.state_dict() if run.noise_scale else {},
             "data": run.data.state_dict(),
+            "callbacks": run.callbacks.state_dict(),
             "model_kwargs": run.data.model_kwargs(),  # to rebuild the model without the data
             "progress": asdict(p),
             "rng": run.backend.all_gather_object(rng_state()),  # one per rank
             "config": OmegaConf.to_container(run.cfg, resolve=True),
         }
-        run.checkpointer.save(state, p.step)
+        path = run.checkpointer.save(state, p.step)
         self.saved_step = p.step
+        run.callbacks.on_checkpoint(run, path)
 
     def evaluate(self) -> None:
         p, logger = self.progress, self.run.logger
@@ -174,27 +172,7 @@ class Loop:
             f"step {p.step} (epoch {self.run.schedule.epoch_at(p.step):.2f}): "
             + ", ".join(f"{k} {v:.4f}" for k, v in self.last_eval.items())
         )
-        if self.early_stop:
-            self._update_early_stop()
-
-    def _update_early_stop(self) -> None:
-        p = self.progress
-        value = self.last_eval.get(self.early_stop_metric)
-        if value is None:
-            raise UserError(
-                f"trainer.early_stop_metric={self.early_stop_metric} is not an eval metric; "
-                f"use one of {', '.join(self.last_eval)}"
-            )
-        d = self.min_delta
-        better = p.best is None or (
-            value > p.best + d if self.maximise else value < p.best - d
-        )
-        p.best, p.bad_evals = (value, 0) if better else (p.best, p.bad_evals + 1)
-        if p.bad_evals >= self.early_stop:
-            self.stop_reason = (
-                f"early stop: {self.early_stop_metric} has not improved for {p.bad_evals} "
-                f"evaluations (best {p.best:.4f})"
-            )
+        self.run.callbacks.on_eval_end(self.run, dict(self.last_eval))
 
     def log_window(self, lr: float, window: tuple[int, float]) -> tuple[int, float]:
         """Log the steps since ``window`` = (samples, train seconds); return the new window."""
@@ -202,9 +180,9 @@ class Loop:
         mean_loss = self.flush()
         seconds = self.clock.stop() - window[1]
         sps = (p.samples - window[0]) / max(seconds, 1e-9)
-        logger.scalars(
-            {"train/loss": mean_loss, "train/lr": lr, "train/samples_per_sec": sps}, p.step
-        )
+        logged = {"train/loss": mean_loss, "train/lr": lr, "train/samples_per_sec": sps}
+        logger.scalars(logged, p.step)
+        self.run.callbacks.on_log(self.run, logged)
         noise_scale = self.run.noise_scale
         b_simple = noise_scale.value if noise_scale is not None else None
         if noise_scale is not None and noise_scale.steps:
@@ -274,6 +252,7 @@ class Loop:
             p.step += 1
             p.batch += 1
             p.samples += run.loader.global_batch_size
+            run.callbacks.on_step_end(run)
             if p.step % self.log_every == 0 or p.step == self.total_steps:
                 window = self.log_window(lr, window)
             else:
@@ -287,7 +266,7 @@ class Loop:
                 if save_now:
                     self.save()
                 clock.start()
-            if p.step >= self.total_steps or self.stop_reason:
+            if p.step >= self.total_steps or run.stop_reason:
                 break
         clock.stop()
 
@@ -309,17 +288,18 @@ class Loop:
         if run.resumed_from is not None:
             self.saved_step = p.step
         logger.start(run.data.description, run.resumed_from, p.step)
+        run.callbacks.on_fit_start(run)
         logger.open_progress(self.total_steps, p.step)
         run.train_model.train()
-        while p.step < self.total_steps and not self.stop_reason:
+        while p.step < self.total_steps and not run.stop_reason:
             before = self.clock.total
             self.train_epoch()
             self.epoch_seconds = self.clock.total - before
             if p.batch >= len(run.loader):
                 self.end_epoch()
         logger.close_progress()
-        if self.stop_reason:
-            logger.info(self.stop_reason)
+        if run.stop_reason:
+            logger.info(run.stop_reason)
         self.flush()
         noise_scale = run.noise_scale
         b_simple = noise_scale.value if noise_scale is not None else None
@@ -352,13 +332,14 @@ class Loop:
             "b_simple_note": (not_measured_reason(run.cfg.trainer) if noise_scale is None
                               else None if b_simple is not None
                               else noise_scale.not_measurable_reason()),
-            "stopped_early": bool(self.stop_reason),
+            "stopped_early": bool(run.stop_reason),
             "resumed_from": str(run.resumed_from) if run.resumed_from else None,
         }
         # Task-specific eval metrics beyond loss and accuracy (perplexity) as test_<name>.
         metrics.update({f"test_{k[5:]}": v for k, v in self.last_eval.items()
                         if k not in ("eval/loss", "eval/accuracy")})
         logger.finish(metrics)
+        run.callbacks.on_fit_end(run, metrics)
         return metrics
 
 

@@ -18,7 +18,13 @@ from omegaconf import OmegaConf
 from trainer.backends.base import Backend
 from trainer.checkpoint import CheckpointError, open_checkpoint
 from trainer.errors import UserError
-from trainer.instantiate import TRUST_VARIABLE, check_stored_config, check_target, safe_instantiate
+from trainer.instantiate import (
+    TRUST_VARIABLE,
+    check_stored_config,
+    check_target,
+    safe_instantiate,
+    upgrade_stored_config,
+)
 
 
 def load(checkpoint: Path, trust: list[str] | tuple[str, ...] = ()) -> dict:
@@ -28,6 +34,7 @@ def load(checkpoint: Path, trust: list[str] | tuple[str, ...] = ()) -> dict:
         path, state = open_checkpoint(checkpoint)
     except CheckpointError as why:
         raise UserError(f"{why}; pass a checkpoint file or a run directory") from None
+    state["config"] = upgrade_stored_config(state["config"])
     check_stored_config(state["config"], f"checkpoint {path}", trust)
     return state
 

@@ -39,6 +39,7 @@ def restore(run: Run) -> None:
     if run.noise_scale is not None:
         run.noise_scale.load_state_dict(state.get("noise_scale", {}))
     run.progress = Progress(**state["progress"])
+    run.callbacks.load_state_dict(state.get("callbacks", {}))
     per_rank = state["rng"]
     if len(per_rank) != run.backend.world_size:
         run.logger.warning(

@@ -25,10 +25,12 @@ import bisect
 import gc
 import itertools
 import types
+from dataclasses import fields
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from trainer.config.schema import OptimizerKeys
 from trainer.errors import UserError
 
 
@@ -88,7 +90,7 @@ def stage_optimizer(base: DictConfig, stage) -> DictConfig:
                 f"stage '{stage.name}' switches the optimizer to {override['_target_']} but "
                 "gives no lr; add trainer.stages.N.optimizer.lr"
             )
-        keep = ("_partial_", "scale_lr", "base_batch_size", "exclude_bias_and_norm")
+        keep = [f.name for f in fields(OptimizerKeys)]
         own = {k: own[k] for k in keep if k in own}
     return OmegaConf.create({**own, **override})
 

@@ -40,6 +40,11 @@ def _buffer_sync(sync: bool) -> dict[str, bool]:
             False}
 
 
+# One TCP store per rendezvous address for the life of the process, and the runs started on it.
+_STORES: dict[tuple, Any] = {}
+_RUNS: dict[tuple, int] = {}
+
+
 class TorchDistributed(Backend):
     name = "torch"
 
@@ -56,14 +61,21 @@ class TorchDistributed(Backend):
         # that read them fail with "connection refused". Under torchrun the agent serves the
         # store (every rank is a client); otherwise rank 0 serves it.
         agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-        store = dist.TCPStore(
-            addr, port, ident.world_size, is_master=not agent_store and ident.rank == 0,
-            timeout=timeout,
-        )
+        key = (addr, port, ident.world_size)
+        if key not in _STORES:
+            _STORES[key] = dist.TCPStore(
+                addr, port, ident.world_size, is_master=not agent_store and ident.rank == 0,
+                timeout=timeout,
+            )
+        store = _STORES[key]
+        # And by how many runs this process has started (trainer.fit called twice: every rank
+        # calls it alike): a second group must not read the first one's keys. The store stays
+        # open between them (rank 0 cannot serve a second one on the same port).
+        _RUNS[key] = _RUNS.get(key, 0) + 1
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         dist.init_process_group(
             backend="nccl" if device.type == "cuda" else "gloo",
-            store=dist.PrefixStore(f"trainer/attempt_{attempt}", store),
+            store=dist.PrefixStore(f"trainer/attempt_{attempt}/run_{_RUNS[key]}", store),
             rank=ident.rank,
             world_size=ident.world_size,
             timeout=timeout,

@@ -1,19 +1,28 @@
-"""Config schemas and their registration with Hydra's ConfigStore."""
+"""The config: where its YAML lives, its schemas, and composing it outside the CLI.
 
-from pathlib import Path
+The framework's groups ship inside the package (``trainer/conf``, the primary config
+``pkg://trainer.conf``). Options from other packages join through Hydra's search path: an
+installed package that declares a ``trainer.configs`` entry point (the shipped recipes do) is
+appended by the search-path plugin in ``hydra_plugins/trainer_configs``; a user's own folder
+comes with ``--config-dir DIR`` or ``hydra.searchpath=[pkg://mypkg.conf]``.
+"""
 
-from hydra import compose, initialize_config_dir
+from __future__ import annotations
+
+from hydra import compose, initialize_config_module
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from trainer.config import schema
 
-# configs/ sits beside the packages (installed with `pip install -e .`).
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+CONFIG_MODULE = "trainer.conf"
+PRIMARY_CONFIG = f"pkg://{CONFIG_MODULE}"
+# Entry-point group through which an installed package offers its config folder.
+ENTRY_POINT_GROUP = "trainer.configs"
 
 
 def register_configs() -> None:
-    """Store the top-level schema and every option schema (idempotent)."""
+    """Store the top-level schema and the framework's option schemas (idempotent)."""
     # ${len:${data.weights}}: a model's input width that follows its data's.
     OmegaConf.register_new_resolver("len", len, replace=True)
     # ${sum_epochs:${trainer.stages}}: a staged run's length follows its stages' epochs.
@@ -37,14 +46,18 @@ def register_configs() -> None:
     store.store(group="schema/noise", name="annealed", node=schema.AnnealedNoiseConfig)
     store.store(group="schema/noise", name="small_batch", node=schema.SmallBatchNoiseConfig)
 
-    from recipes import register_schemas
 
-    register_schemas(store)
+def offered_config_modules() -> list[str]:
+    """The config packages installed packages offer through the ``trainer.configs`` entry
+    point (``name = "mypkg.conf"``), in a stable order."""
+    from importlib.metadata import entry_points
+
+    return sorted({ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)})
 
 
 def compose_config(*overrides: str) -> DictConfig:
     """The composed training config for these command-line style overrides, without Hydra's
     run directory or logging: for tests, benchmarks and notebooks."""
     register_configs()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         return compose("train", overrides=list(overrides))

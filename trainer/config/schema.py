@@ -1,24 +1,25 @@
-"""Typed schemas for every config group.
+"""Typed schemas for the framework's config groups.
 
-Hydra merges each YAML option onto one of these dataclasses, so a misspelt key or a wrong type
-fails at start with OmegaConf naming the full key (``Key 'epochz' not in 'LoopConfig'``).
-Groups whose options take different keys (optimizer, model, data) get one schema per option,
-stored under ``schema/<group>/<option>`` and pulled into the option's YAML defaults list.
+Hydra merges each YAML option onto these dataclasses, so a misspelt key or a wrong type in the
+framework's own groups fails at start with OmegaConf naming the full key (``Key 'epochz' not in
+'LoopConfig'``). Built-in optimizer, schedule and noise options pull their schema from
+``schema/<group>/<option>`` in their defaults list. Model and data options (the recipes', and a
+user's) need none: their keys are checked against the ``_target_``'s signature instead.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict  # noqa: UP035
 
 from omegaconf import MISSING
 
 
 @dataclass
-class ModelConfig:
-    """Keys every model option has; options subclass this with their constructor's arguments."""
+class ModelKeys:
+    """The keys the framework itself reads from ANY model option, and applies to whatever model
+    was built; every other key of the option is an argument of its ``_target_``."""
 
-    _target_: str = MISSING
     # BatchNorm over the global batch in data-parallel runs (trainer.sync_batchnorm).
     sync_bn: bool = False
     # Ghost BatchNorm: normalise each slice of this many samples on its own (null: off).
@@ -26,11 +27,10 @@ class ModelConfig:
 
 
 @dataclass
-class DataConfig:
-    """Keys every data option has. ``batch_size`` is the GLOBAL batch over all workers."""
+class DataKeys:
+    """The keys the framework reads from ANY data option (the loader's). ``batch_size`` is the
+    GLOBAL batch over all workers."""
 
-    _target_: str = MISSING
-    root: str = MISSING
     batch_size: int = 128
     eval_batch_size: int = 1000
     # Where the data tensors live: "auto" keeps them on the training device (in-memory path).
@@ -38,28 +38,45 @@ class DataConfig:
 
 
 @dataclass
-class OfflineDataConfig(DataConfig):
-    """Data options of recipes that can run without their files: ``synthetic=true`` writes
-    small files in the real format (the run says so) and reads those instead of ``root``."""
+class OptimizerKeys:
+    """The keys the framework reads from ANY optimizer option (it passes ``lr`` itself,
+    scaled); every other key is an argument of the option's ``_target_``."""
 
-    synthetic: bool = False
-    # Where to write them (null: a fresh temporary folder).
-    synthetic_dir: str | None = None
-
-
-@dataclass
-class OptimizerConfig:
-    """Keys every optimizer option has. Options subclass this with their own hyper-parameters."""
-
-    _target_: str = MISSING
     _partial_: bool = True
-    lr: float = MISSING
-    weight_decay: float = 0.0
     # linear: lr x global batch / base_batch_size (Goyal et al. 2017); none: lr as given.
     scale_lr: str = "none"
     base_batch_size: int = 256
     # Biases and norm parameters in their own group: no weight decay, no layer-wise adaptation.
     exclude_bias_and_norm: bool = False
+
+
+# Per group, the keys the framework consumes (never passed to the option's constructor).
+FRAMEWORK_KEYS: dict[str, type] = {"model": ModelKeys, "data": DataKeys,
+                                   "optimizer": OptimizerKeys}
+
+
+def framework_keys(group: str) -> tuple[str, ...]:
+    """Keys of ``group`` the framework consumes: its ``*Keys`` fields, and for the optimizer
+    ``lr`` (passed scaled) and ``fused`` (LAMB's switch to apex). Hydra's own keys
+    (``_partial_``) are not among them: instantiate reads those."""
+    cls = FRAMEWORK_KEYS.get(group)
+    own = tuple(f.name for f in fields(cls) if not f.name.startswith("_")) if cls else ()
+    return (*own, "lr", "fused") if group == "optimizer" else own
+
+
+def _defaults(cls: type):
+    """A ``default_factory`` giving ``cls``'s fields as a plain dict: an OPEN group node that
+    starts with the framework's keys and takes any option's own keys on top."""
+    return field(default_factory=lambda: {f.name: f.default for f in fields(cls)})
+
+
+@dataclass
+class OptimizerConfig(OptimizerKeys):
+    """Schema base of the built-in optimizer options (a user's option needs none)."""
+
+    _target_: str = MISSING
+    lr: float = MISSING
+    weight_decay: float = 0.0
 
 
 @dataclass
@@ -277,17 +294,26 @@ class QuantConfig:
 
 @dataclass
 class TrainConfig:
-    """The composed config. Group defaults live in ``configs/train.yaml``."""
+    """The composed config. Group defaults live in ``trainer/conf/train.yaml``.
 
-    model: ModelConfig = MISSING
-    data: DataConfig = MISSING
-    optimizer: OptimizerConfig = MISSING
-    schedule: ScheduleConfig = MISSING
-    task: TaskConfig = MISSING
-    noise: NoiseConfig = MISSING
+    The groups that name a class (model, data, optimizer, schedule, task, noise) are open
+    nodes: an option brings its own keys, checked against its ``_target_``'s signature at start
+    (trainer.config.arguments), so a user's option needs no schema. The built-in optimizer,
+    schedule and noise options add a typed schema of their own through their defaults list.
+    The other groups are closed: a key they do not define is refused.
+    """
+
+    model: Dict[str, Any] = _defaults(ModelKeys)  # noqa: UP006 (OmegaConf wants typing's)
+    data: Dict[str, Any] = _defaults(DataKeys)  # noqa: UP006
+    optimizer: Dict[str, Any] = _defaults(OptimizerKeys)  # noqa: UP006
+    schedule: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
+    task: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
+    noise: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
     trainer: LoopConfig = field(default_factory=LoopConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
+    # name -> a trainer.Callback's config (_target_ and its arguments); null removes one.
+    callbacks: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
     # A one-line description the run prints first; recipes say honestly what they train on.
     description: str = ""

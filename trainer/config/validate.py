@@ -5,9 +5,20 @@ Each failure is one line naming the key, the bad value and what would be accepte
 
 from __future__ import annotations
 
+from dataclasses import fields
+from difflib import get_close_matches
+
 from omegaconf import DictConfig
 
+from trainer.config import schema
 from trainer.errors import UserError
+from trainer.instantiate import check_arguments
+
+# Groups with a fixed set of keys; anything else in them (``+trainer.no_such_key=1``) is refused.
+_CLOSED_GROUPS = {"trainer": schema.LoopConfig, "dist": schema.DistConfig,
+                  "logger": schema.LoggerConfig, "quant": schema.QuantConfig}
+# Groups that name a class: their keys are that class's arguments (plus the framework's own).
+_OPTION_GROUPS = ("model", "data", "optimizer", "schedule", "task", "noise")
 
 
 def _require(ok: bool, key: str, value, expected: str) -> None:
@@ -15,16 +26,76 @@ def _require(ok: bool, key: str, value, expected: str) -> None:
         raise UserError(f"{key}={value} is invalid: {expected}")
 
 
-def validate(cfg: DictConfig) -> None:
+def _unknown(key: str, known: set[str]) -> UserError:
+    group, _, name = key.rpartition(".")
+    close = get_close_matches(name, sorted(known), n=1)
+    hint = f"did you mean {(group + '.') if group else ''}{close[0]}? " if close else ""
+    where = f"the {group} group" if group else "the config"
+    return UserError(f"{key} is not a key of {where}; {hint}`trainer --cfg job` lists the keys")
+
+
+def _check_data_class(data: DictConfig) -> None:
+    """A torch Dataset named as the data itself gets told how to use it."""
+    from torch.utils.data import Dataset
+
+    from trainer.data import InMemoryData
+    from trainer.instantiate import check_target
+
+    cls = check_target(data._target_, "data")
+    if issubclass(cls, Dataset) and not issubclass(cls, InMemoryData):
+        raise UserError(
+            f"data._target_={data._target_} is a torch Dataset, not a trainer data object: use "
+            "data._target_=trainer.data.Datasets with train: and test: each a Dataset's config "
+            "(docs/extending.md)"
+        )
+
+
+def check_keys(cfg: DictConfig, given: tuple[str, ...] = ()) -> None:
+    """Every key is one something reads: closed groups against their schema, option groups
+    against their ``_target_``'s signature (with or without a schema of their own); ``given``:
+    groups whose object the caller built (``trainer.fit(model=...)``), not checked."""
+    from trainer.stages import stage_optimizer
+
+    top = {f.name for f in fields(schema.TrainConfig)}
+    for key in cfg:
+        if key not in top:
+            raise _unknown(str(key), top)
+    for group, cls in _CLOSED_GROUPS.items():
+        known = {f.name for f in fields(cls)}
+        for key in cfg[group]:
+            if key not in known:
+                raise _unknown(f"{group}.{key}", known)
+    for group in _OPTION_GROUPS:
+        if group in given:
+            continue
+        if "_target_" not in cfg[group]:
+            raise UserError(f"{group} has no _target_: choose an option ({group}=NAME) or set "
+                            f"{group}._target_=your.Class")
+        if group == "data":
+            _check_data_class(cfg.data)
+        check_arguments(cfg[group], group, schema.framework_keys(group))
+    for name, node in cfg.callbacks.items():
+        if node is not None:
+            check_arguments(node, f"callbacks.{name}")
+    for i, stage in enumerate(cfg.trainer.stages):
+        if stage.optimizer:
+            check_arguments(stage_optimizer(cfg.optimizer, stage),
+                            f"trainer.stages.{i}.optimizer", schema.framework_keys("optimizer"))
+
+
+def validate(cfg: DictConfig, given: tuple[str, ...] = ()) -> None:
+    check_keys(cfg, given)
     data, loop, opt = cfg.data, cfg.trainer, cfg.optimizer
     _require(data.batch_size > 0, "data.batch_size", data.batch_size, "use a positive integer")
     _require(
         data.eval_batch_size > 0, "data.eval_batch_size", data.eval_batch_size,
         "use a positive integer",
     )
+    _require("lr" in opt, "optimizer.lr", "(missing)", "every optimizer option sets lr")
     _require(opt.lr > 0, "optimizer.lr", opt.lr, "the learning rate must be > 0")
     _require(
-        opt.weight_decay >= 0, "optimizer.weight_decay", opt.weight_decay, "use a value >= 0"
+        opt.get("weight_decay", 0) >= 0, "optimizer.weight_decay", opt.get("weight_decay"),
+        "use a value >= 0",
     )
     if "momentum" in opt:
         _require(

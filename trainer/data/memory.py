@@ -8,7 +8,8 @@ N workers see exactly the samples one worker sees at the same global batch.
 
 The loader and the evaluation never touch a split's storage directly: they hand it batches of
 row indices and read back raw samples (``split.stream``), so a split may also live on disk and
-be decoded in worker processes (:class:`trainer.data.files.FileSplit`) with the same order.
+be any map-style Dataset read in DataLoader workers (:class:`trainer.data.datasets.DatasetSplit`)
+with the same order.
 """
 
 from __future__ import annotations
@@ -39,12 +40,14 @@ class TensorSplit:
     def to(self, device: torch.device) -> TensorSplit:
         return TensorSplit(self.inputs.to(device), self.targets.to(device))
 
-    def stream(self, batches) -> Iterator[torch.Tensor]:
-        """The raw samples of each batch of row indices (a tensor on the data's device) or
-        slice; a slice is a view, an index tensor one gather."""
+    def stream(self, batches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The raw ``(inputs, targets)`` of each batch of row indices (a tensor on the data's
+        device) or slice; a slice is a view, an index tensor one gather."""
         for rows in batches:
-            yield (self.inputs[rows] if isinstance(rows, slice)
-                   else self.inputs.index_select(0, rows))
+            if isinstance(rows, slice):
+                yield self.inputs[rows], self.targets[rows]
+            else:
+                yield self.inputs.index_select(0, rows), self.targets.index_select(0, rows)
 
 
 class InMemoryData:
@@ -148,19 +151,19 @@ class InMemoryLoader:
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield batches ``start, start+1, ...`` of the epoch (``start`` > 0 when resuming)."""
-        targets = self.split.targets
-        index = self.shard_indices(epoch)[start * self.batch_size :].to(targets.device)
+        index = self.shard_indices(epoch)[start * self.batch_size :]
+        if isinstance(self.split, TensorSplit):
+            index = index.to(self.split.inputs.device)  # gathered where the tensors live
         # A gather per batch from the sliced index: no per-sample Python, and no epoch-sized
         # copy of the data set (which costs more than it saves on the CPU).
         rows = list(index.split(self.batch_size))
-        fetched = zip(self.split.stream(rows), rows, strict=True)
-        for batch, (raw, these) in enumerate(fetched, start=start):
+        for batch, (raw, y) in enumerate(self.split.stream(rows), start=start):
             x = self.transform(raw)
             if self.augment is not None:
                 # Drawn per (seed, epoch, batch) for the global batch: see data/augment.py.
                 x = self.augment(x, _generator(self.seed, epoch, batch, 0x6175),
                                  self.first_row, self.global_batch_size)
-            yield x, targets.index_select(0, these)
+            yield x, y
 
 
 def eval_batches(
@@ -177,5 +180,5 @@ def eval_batches(
     lo_rank, hi_rank = int(bounds[rank]), int(bounds[rank + 1])
     slices = [slice(lo, min(lo + batch_size, hi_rank))
               for lo in range(lo_rank, hi_rank, batch_size)]
-    for rows, raw in zip(slices, split.stream(slices), strict=True):
-        yield transform(raw), split.targets[rows]
+    for raw, targets in split.stream(slices):
+        yield transform(raw), targets

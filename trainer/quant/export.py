@@ -134,14 +134,14 @@ def quantize_and_report(float_model: nn.Module, *, data, task, out_dir: Path, qu
     float_model = float_model.cpu().eval()
     n = min(quant_cfg.latency_batch_size, len(data.test))
     test = data.test.to(torch.device("cpu"))
-    batch = data.transform(next(test.stream([slice(0, n)])))
+    batch = data.transform(next(test.stream([slice(0, n)]))[0])
     example = batch[:2].clone()  # a view would save the whole batch with the program
     if qat_model is not None:
         qat_model = qat_model.cpu()
         int8 = convert_qat(qat_model)
         reference = copy.deepcopy(qat_model).eval()  # the fake-quant model it came from
     else:
-        cal = [data.transform(x) for x in data.train.to(torch.device("cpu")).stream(
+        cal = [data.transform(x) for x, _ in data.train.to(torch.device("cpu")).stream(
             [slice(i * n, (i + 1) * n) for i in range(quant_cfg.calibration_batches)
              if i * n < len(data.train)])]
         int8 = post_training_quantize(copy.deepcopy(float_model), example, cal)

@@ -1,0 +1,188 @@
+"""A user's own package: its config folder, model, torch Datasets and callback, with no edit to
+the framework (examples/user_project, put on PYTHONPATH here; tests/test_package.py installs it
+as a wheel). Also trainer.fit and the key checks that hold for options without a schema."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, SHRINK, run_cli
+from tests.test_distributed import EXACT, FLOAT64, max_difference, weights
+
+PROJECT = ROOT / "examples" / "user_project"
+CONF = PROJECT / "shapes" / "conf"
+ENV = {"PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")])}
+SEARCHPATH = "hydra.searchpath=[pkg://shapes.conf]"
+# The shapes recipe, small: 2 epochs of 16 steps (512 / 32), float64 for exact comparisons,
+# SyncBN so that 2 workers normalise like 1, DataLoader workers reading the Dataset. SGD, not
+# the recipe's Adam: Adam divides by sqrt(v) + eps, so a gradient component near 0 turns
+# float64 rounding (1e-17) into update differences of lr/eps x 1e-17 = 1e-11 a step (measured:
+# 1.7e-10 after 2 steps, 1.8e-8 after 32; SGD: 1.1e-16) - Adam's conditioning, not a bug.
+SHAPES = ("recipe=shapes", "optimizer=sgd", "trainer.epochs=2", "logger.sample_predictions=0",
+          FLOAT64, "model.sync_bn=true", "data.workers=2")
+
+
+def trainer(*args: str, cwd: Path, launcher: list[str] | None = None, timeout: float = 300):
+    command = [*(launcher or [sys.executable]), "-m", "trainer", *args, *SHRINK]
+    return subprocess.run(command, cwd=cwd, env={**os.environ, **ENV}, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def torchrun(n: int) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={n}"]
+
+
+def one_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def shapes_one(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("shapes1")
+    result = trainer("--config-dir", str(CONF), *SHAPES, f"hydra.run.dir={folder}/run",
+                     cwd=folder)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder / "run"
+
+
+def test_config_dir_recipe_trains_the_users_model_data_and_callback(shapes_one):
+    metrics = json.loads((shapes_one / "metrics.json").read_text())
+    assert metrics["steps"] == 32 and metrics["test_accuracy"] > 0.6
+    best = json.loads((shapes_one / "best.json").read_text())  # the user's callback
+    assert best["metric"] == "eval/accuracy" and best["best"] >= metrics["test_accuracy"]
+    saved = torch.load(shapes_one / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["callbacks"]["best"]["best"] == best["best"]
+    assert saved["config"]["model"]["_target_"] == "shapes.model.SmallCNN"
+
+
+def test_two_workers_on_torch_datasets_reproduce_one_worker(tmp_path, shapes_one):
+    """Disjoint equal shards of a Dataset read in DataLoader workers, in float64."""
+    result = trainer(SEARCHPATH, *SHAPES, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path,
+                     launcher=torchrun(2))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert max_difference(weights(shapes_one), weights(tmp_path / "run")) < EXACT
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["world_size"] == 2
+
+
+def test_resume_mid_epoch_on_torch_datasets_is_exact(tmp_path, shapes_one):
+    """From the step-8 checkpoint (half way through epoch 1) to the end, in a new directory."""
+    first = trainer("--config-dir", str(CONF), *SHAPES, "trainer.checkpoint_every=8",
+                    "trainer.keep_last=10", f"hydra.run.dir={tmp_path}/a", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    middle = tmp_path / "a" / "checkpoints" / "step-00000008.pt"
+    result = trainer("--config-dir", str(CONF), *SHAPES, f"trainer.resume={middle}",
+                     f"hydra.run.dir={tmp_path}/b", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resuming from {middle}" in result.stdout
+    resumed, straight = weights(tmp_path / "b"), weights(shapes_one)
+    assert all(torch.equal(resumed[k], straight[k]) for k in straight)
+
+
+def test_searchpath_options_are_known_and_typos_still_one_line(tmp_path):
+    line = one_line(trainer(SEARCHPATH, "recipe=shape", cwd=tmp_path))
+    assert "unknown recipe 'shape'" in line and "shapes" in line and "mnist" in line
+    line = one_line(trainer(SEARCHPATH, "recipe=shapes", "model=small_cnnn", cwd=tmp_path))
+    assert "unknown model 'small_cnnn'" in line and "small_cnn" in line
+
+
+@pytest.mark.parametrize("override,needles", [
+    ("+model.widht=3", ["model.widht is not an argument of shapes.model.SmallCNN", "width"]),
+    ("+data.train.lenght=3", ["data.train.lenght", "ShapesDataset", "length"]),
+    ("+callbacks.best.metirc=x", ["callbacks.best.metirc", "BestAccuracy", "metric"]),
+    ("+trainer.no_such_key=1", ["trainer.no_such_key is not a key of the trainer group"]),
+    ("+trainer.epoch=1", ["did you mean trainer.epochs"]),
+    ("+no_such_group=1", ["no_such_group is not a key of the config"]),
+])
+def test_misspelt_keys_without_a_schema_fail_at_start_in_one_line(tmp_path, override, needles):
+    result = trainer(SEARCHPATH, "recipe=shapes", override, f"hydra.run.dir={tmp_path}/r",
+                     cwd=tmp_path)
+    line = one_line(result)
+    assert all(n in line for n in needles), line
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_torchvision_fakedata_through_trainer_data_datasets(tmp_path):
+    conf = tmp_path / "conf" / "data"
+    conf.mkdir(parents=True)
+    (conf / "fake.yaml").write_text(
+        "_target_: trainer.data.Datasets\n"
+        "train: {_target_: torchvision.datasets.FakeData, size: 64, image_size: [1, 28, 28],\n"
+        "        num_classes: 10, transform: {_target_: torchvision.transforms.ToTensor}}\n"
+        "test: {_target_: torchvision.datasets.FakeData, size: 32, image_size: [1, 28, 28],\n"
+        "       num_classes: 10, random_offset: 1000,\n"
+        "       transform: {_target_: torchvision.transforms.ToTensor}}\n")
+    result = run_cli("--config-dir", str(tmp_path / "conf"), "recipe=mnist", "data=fake",
+                     "data.batch_size=16", "trainer.epochs=1", f"hydra.run.dir={tmp_path}/run",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "data: FakeData (64 samples) / FakeData (32 samples)" in result.stdout
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 4
+
+
+def test_a_data_target_that_is_not_trainer_data_says_what_to_use(tmp_path):
+    result = run_cli("data._target_=torchvision.datasets.FakeData", "+data.size=10",
+                     f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
+    line = one_line(result)
+    assert "is a torch Dataset, not a trainer data object" in line
+    assert "trainer.data.Datasets with train: and test:" in line
+
+
+FIT_SCRIPT = '''
+import json, sys, torch, trainer
+from shapes.callbacks import BestAccuracy
+from shapes.data import ShapesDataset
+from shapes.model import SmallCNN
+
+torch.manual_seed(0)
+overrides = ["recipe=shapes", "optimizer=sgd", "trainer.epochs=2", "logger.sample_predictions=0",
+             "trainer.dtype=float64", "model.sync_bn=true", "logger.progress_bar=false",
+             "dist.threads_per_worker=1", "hydra.searchpath=[pkg://shapes.conf]"]
+best = BestAccuracy(filename="fit_best.json")
+metrics = trainer.fit(overrides, model=SmallCNN(width=8),
+                      data=(ShapesDataset(512, seed=0), ShapesDataset(128, seed=1)),
+                      callbacks=[best], run_dir=sys.argv[1])
+try:
+    trainer.fit(["trainer.epochz=1"])
+except trainer.UserError as exc:
+    error = str(exc)
+again = trainer.fit(["trainer.max_steps=3", "logger.progress_bar=false"],
+                    run_dir=sys.argv[1] + "_again")
+print("RESULT", json.dumps({"steps": metrics["steps"], "acc": metrics["test_accuracy"],
+                            "best": best.best, "error": error, "again": again["steps"]}))
+'''
+
+
+def test_fit_api_trains_objects_twice_in_one_process_and_on_two_workers(tmp_path, shapes_one):
+    """trainer.fit(model=, data=(train, test), callbacks=[...]) equals the config-driven run
+    (same seed, same model), raises UserError instead of exiting, runs again, and the same
+    script under torchrun equals it in float64."""
+    script = tmp_path / "fit_script.py"
+    script.write_text(FIT_SCRIPT)
+    env = {**os.environ, **ENV}
+    outputs = {}
+    for n, launcher in ((1, [sys.executable]), (2, torchrun(2))):
+        out = subprocess.run([*launcher, str(script), str(tmp_path / f"fit{n}")], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        outputs[n] = json.loads(out.stdout.split("RESULT", 1)[1].splitlines()[0])
+    one = outputs[1]
+    assert one["steps"] == 32 and one["again"] == 3 and one["best"] >= one["acc"]
+    assert "trainer.epochz" in one["error"]
+    assert (tmp_path / "fit1" / "fit_best.json").exists()
+    reference = weights(shapes_one)
+    assert max_difference(reference, weights(tmp_path / "fit1")) < EXACT
+    assert max_difference(reference, weights(tmp_path / "fit2")) < EXACT
+    saved = torch.load(tmp_path / "fit1" / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["config"]["model"]["_target_"] == "shapes.model.SmallCNN"
+    assert saved["config"]["data"]["_target_"] == "trainer.data.datasets.Datasets"

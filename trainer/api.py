@@ -1,0 +1,99 @@
+"""``trainer.fit``: the run of the ``trainer`` command, called from Python.
+
+    import trainer
+    metrics = trainer.fit(["recipe=mnist", "trainer.epochs=2"], model=MyNet(),
+                          data=(train_set, test_set), callbacks=[MyCallback()])
+
+The same script runs on N workers unchanged (``torchrun --nproc-per-node 4 train.py``,
+``mpirun``, ``srun``): the backend comes from the launcher's environment, as for the CLI.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from trainer.callbacks import Callback
+from trainer.config.schema import framework_keys
+
+
+def _as_data(data: Any):
+    from trainer.data import Datasets, InMemoryData
+
+    if data is None or isinstance(data, InMemoryData):
+        return data
+    if isinstance(data, tuple | list) and len(data) == 2:
+        return Datasets(*data)
+    from trainer.errors import UserError
+
+    raise UserError(f"data= takes a trainer data object or a (train_dataset, test_dataset) "
+                    f"pair, not a {type(data).__name__}")
+
+
+def _record(cfg: DictConfig, group: str, obj: Any) -> None:
+    """Put what the caller built in the config's place, for the run's record (config.yaml,
+    checkpoints): the framework's keys stay, the option's own arguments go, ``_target_`` names
+    the object's class."""
+    node = cfg[group]
+    kept = {k: node[k] for k in framework_keys(group) if k in node}
+    with open_dict(cfg):
+        cfg[group] = {"_target_": f"{type(obj).__module__}.{type(obj).__qualname__}", **kept}
+
+
+def fit(overrides: Sequence[str] | DictConfig = (), *, model=None, data=None,
+        callbacks: Iterable[Callback] = (), run_dir: str | Path | None = None) -> dict:
+    """Train and return the final metrics (what ``metrics.json`` holds).
+
+    Args:
+        overrides: command-line style overrides (``["recipe=mnist", "data.batch_size=256"]``)
+            composed onto the default config, or a composed config.
+        model: an ``nn.Module`` to train instead of the config's model (trained in place; the
+            framework's model keys such as ``model.sync_bn`` still apply). Build it the same
+            way on every rank; rank 0's weights are broadcast before the first step.
+        data: a trainer data object (``trainer.data.InMemoryData``, ``trainer.data.Datasets``)
+            or a ``(train_dataset, test_dataset)`` pair of map-style Datasets of
+            ``(input, target)``, instead of the config's data.
+        callbacks: ``trainer.Callback`` instances, run after the config's own.
+        run_dir: where the run writes (default ``outputs/fit/<time>``); a directory with
+            checkpoints resumes (``trainer.resume=auto``).
+
+    Raises:
+        trainer.UserError: bad input, one line naming the problem and the fix (never exits
+            the interpreter).
+    """
+    from trainer.cli import train
+    from trainer.config import compose_config
+    from trainer.errors import UserError
+
+    if isinstance(overrides, DictConfig):
+        cfg = OmegaConf.create(OmegaConf.to_container(overrides))
+    else:
+        if isinstance(overrides, str):
+            overrides = [overrides]
+        try:
+            cfg = compose_config(*overrides)
+        except HydraException as exc:  # a misspelt key, an unknown option: one line
+            text = str(exc).split("Config search path")[0]
+            raise UserError(" ".join(ln.strip() for ln in text.splitlines() if ln.strip())) \
+                from None
+    data = _as_data(data)
+    given: dict[str, Any] = {"callbacks": list(callbacks)}
+    for group, obj in (("model", model), ("data", data)):
+        if obj is not None:
+            _record(cfg, group, obj)
+            given[group] = obj
+    if model is not None or data is not None:
+        with open_dict(cfg):
+            cfg.description = "trainer.fit with " + ", ".join(
+                f"the given {group} ({type(obj).__name__})"
+                for group, obj in (("model", model), ("data", data)) if obj is not None)
+    if run_dir is None:
+        run_dir = Path("outputs") / "fit" / datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    run_dir = Path(run_dir).absolute()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return train(cfg, run_dir, objects=given)

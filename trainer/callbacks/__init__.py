@@ -1,0 +1,89 @@
+"""Callbacks: code of a recipe's or a user's that runs at fixed points of a run.
+
+A callback subclasses :class:`Callback` and overrides the hooks it needs; each hook gets the
+:class:`~trainer.build.Run` (``run.rank``, ``run.is_primary``, ``run.step``, the model, the
+optimizer, the logger...) and, where there are any, the metrics just computed. Callbacks run on
+EVERY rank, in the order the config lists them: work for rank 0 only (writing a file) checks
+``run.is_primary``; anything that changes training (stopping, changing the model) must happen
+alike on every rank, from values every rank has (the metrics are already reduced over workers).
+
+Configured by name, so recipes and users add or remove them without touching the others::
+
+    callbacks:
+      best_accuracy: {_target_: mypkg.callbacks.PrintBest, metric: eval/accuracy}
+
+``trainer callbacks.best_accuracy=null`` removes one; from Python,
+``trainer.fit(..., callbacks=[PrintBest()])`` adds instances.
+
+A callback that keeps state across a resume defines ``state_dict()`` / ``load_state_dict()``;
+its state is saved in every checkpoint under its name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Callback:
+    """No-op hooks; override the ones you need."""
+
+    def on_fit_start(self, run) -> None:
+        """The run is built and restored (``run.step`` > 0 when resumed); before the first step."""
+
+    def on_step_end(self, run) -> None:
+        """After each optimizer step. Keep it cheap: it runs every step, and the step's loss is
+        still on the device (reading it would stall the pipeline); see ``on_log``."""
+
+    def on_log(self, run, metrics: dict[str, float]) -> None:
+        """Every ``trainer.log_every`` steps, with the training loss / lr / samples per second
+        of the steps since the last log line (averaged over workers)."""
+
+    def on_eval_end(self, run, metrics: dict[str, float]) -> None:
+        """After each evaluation, with its metrics (``eval/loss``, ``eval/accuracy``...)."""
+
+    def on_checkpoint(self, run, path) -> None:
+        """After a checkpoint was written (``path`` on rank 0; None on the other ranks)."""
+
+    def on_fit_end(self, run, metrics: dict[str, Any]) -> None:
+        """At the end, with the run's final metrics (what ``trainer.fit`` returns)."""
+
+
+HOOKS = ("on_fit_start", "on_step_end", "on_log", "on_eval_end", "on_checkpoint", "on_fit_end")
+
+
+class CallbackList:
+    """The run's callbacks by name, called in order; also their saved state.
+
+    ``callbacks.on_eval_end(run, metrics)`` calls every callback's hook of that name. Only
+    callbacks that override a hook are called for it: the per-step hooks then cost one empty
+    loop when no callback uses them."""
+
+    def __init__(self, named: dict[str, Callback]) -> None:
+        self.named = dict(named)
+        for hook in HOOKS:
+            hooked = [getattr(cb, hook) for cb in self.named.values()
+                      if getattr(type(cb), hook, None) is not getattr(Callback, hook)]
+            setattr(self, hook, self._caller(hooked))
+
+    @staticmethod
+    def _caller(hooked: list):
+        def call(*args: Any) -> None:
+            for hook in hooked:
+                hook(*args)
+
+        return call
+
+    def __len__(self) -> int:
+        return len(self.named)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: cb.state_dict() for name, cb in self.named.items()
+                if hasattr(cb, "state_dict")}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, cb in self.named.items():
+            if name in state and hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(state[name])
+
+
+__all__ = ["Callback", "CallbackList", "HOOKS"]

@@ -1,0 +1,137 @@
+"""Any map-style ``torch.utils.data.Dataset`` as a split, and ``trainer.data.Datasets``: a
+train and a test Dataset as a run's data, from a config or from Python.
+
+The framework's loader decides which rows form each batch (one permutation per (seed, epoch),
+the global batch cut into one consecutive slice per rank: disjoint, equal shards, and N
+workers see exactly the samples one worker sees); a :class:`DatasetSplit` only fetches those
+rows, through a ``DataLoader`` whose ``batch_sampler`` is the list of row batches, so worker
+processes (``workers``) read and decode while the model trains. A resumed run asks for batch
+k of the epoch and gets it, whatever happened before.
+
+What stays the user's: randomness INSIDE a Dataset (a random crop in its transform) is drawn
+in whichever DataLoader worker reads the row, so it differs with the world size and the
+worker count; augment through the data's ``augmentation`` (drawn per global batch, the same
+for any split) where runs must match exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from trainer.data.memory import InMemoryData
+from trainer.errors import UserError
+
+
+class DatasetSplit:
+    """One split as a map-style Dataset whose items are ``(input, target)``.
+
+    Args:
+        dataset: any ``Dataset`` with ``__len__``; items are collated by torch's default
+            collate (tensors, numbers, numpy arrays), so inputs must be tensors or arrays.
+        workers: DataLoader worker processes (0: read in the training process).
+        device: where batches arrive (the training device).
+    """
+
+    def __init__(self, dataset: Dataset, workers: int = 0,
+                 device: torch.device | None = None) -> None:
+        if workers < 0:
+            raise ValueError(f"workers={workers} must be >= 0")
+        try:
+            len(dataset)
+        except TypeError:
+            raise UserError(
+                f"{type(dataset).__name__} has no len(): the framework needs a map-style "
+                "Dataset (__len__ and __getitem__), not an IterableDataset"
+            ) from None
+        self.dataset, self.workers = dataset, workers
+        self.device = device or torch.device("cpu")
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return self.dataset[index]
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """Every target, in order (read through the Dataset when it keeps no ``targets``)."""
+        known = getattr(self.dataset, "targets", None)
+        if known is None:
+            known = [self.dataset[i][1] for i in range(len(self))]
+        return torch.as_tensor(known).to(self.device)
+
+    def to(self, device: torch.device) -> DatasetSplit:
+        """Batches are read on the host and arrive on ``device``."""
+        return DatasetSplit(self.dataset, self.workers, device)
+
+    def stream(self, batches: Sequence[torch.Tensor | slice]
+               ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(inputs, targets)`` of each batch of row indices (or slice), in order."""
+        rows = [list(range(len(self))[b]) if isinstance(b, slice) else b.tolist() for b in batches]
+        if not rows:
+            return
+        pin = self.device.type == "cuda"
+        # Its own generator: a DataLoader otherwise draws its workers' base seed from the
+        # global RNG, and a resumed run (which opens the epoch's loader after restoring the
+        # RNG) would then draw different dropout masks from the original run.
+        loader = DataLoader(self.dataset, batch_sampler=rows,
+                            num_workers=min(self.workers, len(rows)), pin_memory=pin,
+                            generator=torch.Generator().manual_seed(0))
+        for item in loader:
+            if not isinstance(item, list | tuple) or len(item) != 2:
+                raise UserError(
+                    f"{type(self.dataset).__name__} items must be (input, target) pairs; got "
+                    f"a batch of {type(item).__name__}"
+                )
+            x, y = item
+            yield (x.to(self.device, non_blocking=pin),
+                   torch.as_tensor(y).to(self.device, non_blocking=pin))
+
+
+class Datasets(InMemoryData):
+    """A run's data from two map-style Datasets of ``(input, target)``.
+
+    In a config, ``data._target_: trainer.data.Datasets`` with ``train:`` and ``test:`` each a
+    nested ``_target_`` (``torchvision.datasets.FakeData``, ``ImageFolder``, your own class);
+    from Python, ``trainer.fit(..., data=(train, test))``.
+
+    Args:
+        train, test: the two splits.
+        class_names: one name per class, for logs and sample images (default: the train
+            set's ``classes`` attribute, as torchvision's data sets have, else "0", "1", ...).
+        workers: DataLoader worker processes per training process.
+        description: the line the run prints about its data (default: the classes and sizes).
+    """
+
+    def __init__(self, train: Dataset, test: Dataset, class_names: Sequence[str] | None = None,
+                 workers: int = 0, description: str | None = None) -> None:
+        if workers < 0:
+            raise UserError(f"data.workers={workers} must be 0 or more")
+        self.train, self.test = DatasetSplit(train, workers), DatasetSplit(test, workers)
+        names = class_names if class_names is not None else getattr(train, "classes", None)
+        self.class_names = [str(n) for n in names] if names is not None else []
+        self.description = description or (
+            f"{_name(train)} ({len(self.train):,} samples) / {_name(test)} "
+            f"({len(self.test):,} samples)"
+        )
+
+    def as_images(self, inputs: torch.Tensor) -> torch.Tensor | None:
+        """Image batches (N x 1|3 x H x W) for TensorBoard's sample predictions."""
+        if inputs.dim() != 4 or inputs.shape[1] not in (1, 3):
+            return None
+        if inputs.dtype == torch.uint8:
+            return inputs.float().div(255.0)
+        x = inputs.float()
+        lo, hi = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
+        return (x - lo) / (hi - lo).clamp_min(1e-12)  # normalised inputs back onto [0, 1]
+
+    def state_dict(self) -> dict:
+        return {"class_names": self.class_names} if self.class_names else {}
+
+
+def _name(dataset: Any) -> str:
+    return type(dataset).__name__
