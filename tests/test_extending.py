@@ -59,6 +59,10 @@ def shapes_one(tmp_path_factory) -> Path:
 def test_config_dir_recipe_trains_the_users_model_data_and_callback(shapes_one):
     metrics = json.loads((shapes_one / "metrics.json").read_text())
     assert metrics["steps"] == 32 and metrics["test_accuracy"] > 0.6
+    # The project's own task metrics, from sums the framework reduced (shapes/metrics.py).
+    p, r = metrics["test_precision"], metrics["test_recall"]
+    assert 0 < p <= 1 and 0 < r <= 1 and abs(metrics["test_f1"] - 2 * p * r / (p + r)) < 1e-12
+    assert 0 <= metrics["train_accuracy"] <= 1
     best = json.loads((shapes_one / "best.json").read_text())  # the user's callback
     assert best["metric"] == "eval/accuracy" and best["best"] >= metrics["test_accuracy"]
     saved = torch.load(shapes_one / "checkpoints" / "last.pt", weights_only=True)
@@ -72,7 +76,11 @@ def test_two_workers_on_torch_datasets_reproduce_one_worker(tmp_path, shapes_one
                      launcher=torchrun(2))
     assert result.returncode == 0, result.stderr[-3000:]
     assert max_difference(weights(shapes_one), weights(tmp_path / "run")) < EXACT
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["world_size"] == 2
+    two = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    one = json.loads((shapes_one / "metrics.json").read_text())
+    assert two["world_size"] == 2
+    for key in ("test_f1", "test_precision", "test_recall", "test_accuracy"):
+        assert abs(two[key] - one[key]) < 1e-12, key  # extra sums reduced over both workers
 
 
 def test_resume_mid_epoch_on_torch_datasets_is_exact(tmp_path, shapes_one):
@@ -110,6 +118,28 @@ def test_misspelt_keys_without_a_schema_fail_at_start_in_one_line(tmp_path, over
     line = one_line(result)
     assert all(n in line for n in needles), line
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_a_callback_is_removed_by_name_the_frameworks_own_included(tmp_path):
+    result = trainer(SEARCHPATH, "recipe=shapes", "trainer.max_steps=4", "callbacks.best=null",
+                     "+callbacks.noise_scale=null", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (tmp_path / "r" / "best.json").exists()
+    assert "b_simple" not in json.loads((tmp_path / "r" / "metrics.json").read_text())
+
+
+def test_a_task_whose_counts_do_not_match_its_extra_sums_is_named(monkeypatch):
+    monkeypatch.syspath_prepend(str(PROJECT))
+    from shapes.metrics import F1Classification
+
+    from trainer.errors import UserError
+    from trainer.tasks import batch_counts
+
+    class Broken(F1Classification):
+        extra_sums = ("true_pos",)
+
+    with pytest.raises(UserError, match=r"Broken.counts returned shape \(4,\); it must return"):
+        batch_counts(Broken(), torch.zeros(3, 2), torch.tensor([0, 1, 1]))
 
 
 def test_torchvision_fakedata_through_trainer_data_datasets(tmp_path):

@@ -18,6 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 from trainer.backends import Backend
 from trainer.callbacks import Callback, CallbackList
 from trainer.callbacks.early_stopping import EarlyStopping
+from trainer.callbacks.noise_scale_report import NoiseScaleReport
+from trainer.callbacks.qat_phases import QATPhases
+from trainer.callbacks.sample_predictions import SamplePredictions
+from trainer.callbacks.stage_switch import StageSwitch
 from trainer.checkpoint import Checkpointer, resolve_resume
 from trainer.config.flat import flatten
 from trainer.config.schema import framework_keys
@@ -254,16 +258,32 @@ def check_ghost_batches(cfg: DictConfig, micro_batch: int) -> None:
         )
 
 
-def build_callbacks(cfg: DictConfig, given=()) -> CallbackList:
-    """The config's callbacks by name (null entries removed), the framework's own that its
-    settings ask for, then ``given`` (instances from ``trainer.fit``)."""
-    named: dict[str, Callback] = {}
+def framework_callbacks(cfg: DictConfig) -> dict[str, Callback]:
+    """The framework's own features that run as callbacks, where the config asks for them: the
+    loop names none of them."""
     loop = cfg.trainer
+    named: dict[str, Callback] = {}
+    if loop.stages:
+        named["stage_switch"] = StageSwitch()
+    if cfg.quant.mode == "qat":
+        named["qat_phases"] = QATPhases()
+    # Always: it also says in metrics.json why B_simple was not measured.
+    named["noise_scale"] = NoiseScaleReport()
+    if cfg.logger.sample_predictions:
+        named["sample_predictions"] = SamplePredictions()
     if loop.early_stop:
         named["early_stopping"] = EarlyStopping(loop.early_stop, loop.early_stop_metric,
                                                 loop.early_stop_mode, loop.early_stop_min_delta)
+    return named
+
+
+def build_callbacks(cfg: DictConfig, given=()) -> CallbackList:
+    """The framework's callbacks, the config's by name (null entries removed), then ``given``
+    (instances from ``trainer.fit``), called in that order."""
+    named = framework_callbacks(cfg)
     for name, node in cfg.callbacks.items():
-        if node is None:
+        if node is None:  # callbacks.NAME=null: off, the framework's own included
+            named.pop(str(name), None)
             continue
         callback = safe_instantiate(node, f"callbacks.{name}")
         if not isinstance(callback, Callback):

@@ -1,9 +1,9 @@
-"""Who am I in the job: rank, world size, local rank, is-primary, barrier.
+"""Who am I in the job: rank, world size, local rank, is-primary, read from the launcher.
 
-Every rank question in the project goes through this module. Before a process group exists the
-answers come from the launcher's environment; once ``torch.distributed`` (or, later, Horovod)
-is initialised the live communicator is authoritative. A plain ``python``/``trainer`` run with
-no launcher is rank 0 of 1.
+Before a backend exists, these answers come from the launcher's environment (which rank
+logs, which backend to start); once it exists, the backend (``run.backend.rank`` ...) is the
+one source, and nothing else asks. A plain ``python``/``trainer`` run with no launcher is
+rank 0 of 1.
 
 Launchers and the variables they set, in the order they are consulted:
 
@@ -24,8 +24,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-import torch.distributed as torch_dist
 
 # (launcher, rank var, size var, local-rank var); None where a launcher has no such variable.
 _LAUNCHERS: tuple[tuple[str, str, str | None, str | None], ...] = (
@@ -62,38 +60,3 @@ def from_environment(env: Mapping[str, str] | None = None) -> Identity:
         local = int(env[local_var]) if local_var and local_var in env else 0
         return Identity(int(env[rank_var]), size, local, launcher)
     return Identity()
-
-
-def current() -> Identity:
-    """The live identity: the process group's once initialised, else the environment's."""
-    env_identity = from_environment()
-    if torch_dist.is_available() and torch_dist.is_initialized():
-        return Identity(
-            torch_dist.get_rank(),
-            torch_dist.get_world_size(),
-            env_identity.local_rank,
-            env_identity.launcher,
-        )
-    return env_identity
-
-
-def rank() -> int:
-    return current().rank
-
-
-def world_size() -> int:
-    return current().world_size
-
-
-def local_rank() -> int:
-    return current().local_rank
-
-
-def is_primary() -> bool:
-    return current().is_primary
-
-
-def barrier() -> None:
-    """Wait for every rank; a no-op in a single process."""
-    if torch_dist.is_available() and torch_dist.is_initialized():
-        torch_dist.barrier()

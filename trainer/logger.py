@@ -29,6 +29,7 @@ class Logger:
         self.cfg = cfg
         self._bar: tqdm | None = None
         self._writer = None
+        self._notes: list[str] = []
 
     def start(self, data_description: str, resumed_from: Path | None, step: int) -> None:
         """Open TensorBoard, write the resolved config and say what this run trains on."""
@@ -58,6 +59,15 @@ class Logger:
             self._bar.write(text, file=sys.stdout)
         else:
             print(text, flush=True)
+
+    def note(self, text: str) -> None:
+        """A short text for the next log line (a callback's live value, such as B_simple)."""
+        self._notes.append(text)
+
+    def take_notes(self) -> str:
+        """The notes since the last log line, each after a space; then forgets them."""
+        notes, self._notes = self._notes, []
+        return "".join(f" {n}" for n in notes)
 
     def warning(self, text: str) -> None:
         if self.enabled:

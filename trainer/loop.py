@@ -19,12 +19,11 @@ from omegaconf import OmegaConf
 
 from trainer.build import Progress, Run
 from trainer.errors import UserError
-from trainer.evaluate import evaluate, log_sample_predictions
-from trainer.noise_scale import not_measured_reason
+from trainer.evaluate import evaluate
 from trainer.restore import restore
 from trainer.seeding import rng_state
-from trainer.stages import enter_stage, stage_of
 from trainer.step import train_step
+from trainer.tasks import sum_width, task_metrics
 
 
 class Stopwatch:
@@ -61,7 +60,6 @@ class Loop:
         self.evaluated_step = self.saved_step = -1
         self.saved_clock = 0.0  # clock.total already added to progress.train_time_s
         self.epoch_seconds = 0.0
-        self.announced_stage = -1
 
     @property
     def progress(self) -> Progress:
@@ -96,21 +94,20 @@ class Loop:
         if len(parts) > 1:
             averaged = torch.stack([g for _, g, _, _ in noise_scale.pending]).double().cpu()
             noise_scale.update(reduced[len(self.pending):].tolist(), averaged.tolist())
-        correct = float(torch.stack([c for _, _, c in self.pending]).sum())
+        counts = torch.stack([c for _, _, c in self.pending]).double().sum(0).cpu().tolist()
         batch = self.run.loader.batch_size
-        sums = self.progress.train_sums or [0.0, 0.0, 0.0]
-        self.progress.train_sums = [
-            sums[0] + float(losses.sum()) * batch, sums[1] + correct,
-            sums[2] + len(self.pending) * batch,
-        ]
+        sums = self.progress.train_sums or [0.0] * sum_width(self.run.task)
+        added = [float(losses.sum()) * batch, counts[0], len(self.pending) * batch, *counts[1:]]
+        self.progress.train_sums = [a + b for a, b in zip(sums, added, strict=True)]
         self.pending.clear()
         return float(losses.mean())
 
     def train_metrics(self) -> dict[str, float]:
-        """This epoch's training loss and accuracy so far, over all workers."""
+        """This epoch's training metrics so far (the task's), over all workers."""
         self.flush()
-        sums = torch.tensor(self.progress.train_sums or [0.0, 0.0, 0.0], dtype=torch.float64)
-        return self.run.task.metrics(*self.run.backend.all_reduce_sum(sums).tolist())
+        width = sum_width(self.run.task)
+        sums = torch.tensor(self.progress.train_sums or [0.0] * width, dtype=torch.float64)
+        return task_metrics(self.run.task, self.run.backend.all_reduce_sum(sums).tolist())
 
     def check_replicas(self) -> None:
         """Every worker must hold the same weights; a drift means a rank-dependent update."""
@@ -167,7 +164,6 @@ class Loop:
             "train_time_s": self.train_seconds, **self.last_eval,
         })
         logger.scalars(self.last_eval, p.step)
-        log_sample_predictions(self.run)
         logger.info(
             f"step {p.step} (epoch {self.run.schedule.epoch_at(p.step):.2f}): "
             + ", ".join(f"{k} {v:.4f}" for k, v in self.last_eval.items())
@@ -183,72 +179,28 @@ class Loop:
         logged = {"train/loss": mean_loss, "train/lr": lr, "train/samples_per_sec": sps}
         logger.scalars(logged, p.step)
         self.run.callbacks.on_log(self.run, logged)
-        noise_scale = self.run.noise_scale
-        b_simple = noise_scale.value if noise_scale is not None else None
-        if noise_scale is not None and noise_scale.steps:
-            w = noise_scale.weight  # the EMAs' bias correction
-            logger.scalars({"noise_scale/grad_sq": noise_scale.grad_sq / w,
-                            "noise_scale/trace_sigma": noise_scale.trace / w}, p.step)
-        if b_simple is not None:  # only once measurable: never a negative "batch size"
-            logger.scalars({"noise_scale/b_simple": b_simple,
-                            "noise_scale/b_simple_stderr": noise_scale.stderr}, p.step)
+        notes = logger.take_notes()  # what the callbacks added to this line
         if not logger.shows_progress:
             logger.info(
                 f"step {p.step}/{self.total_steps} epoch {p.epoch} loss {mean_loss:.4f} "
-                f"lr {lr:.4g} {sps:,.0f} samples/s"
-                + (f" B_simple {b_simple:,.0f} ± {noise_scale.stderr:,.0f}"
-                   if b_simple is not None else "")
+                f"lr {lr:.4g} {sps:,.0f} samples/s{notes}"
             )
         logger.advance(p.epoch, mean_loss, sps)
         self.clock.start()
         return p.samples, self.clock.total
 
-    def enter_stage_of_epoch(self) -> None:
-        """At a stage's first epoch, freeze and unfreeze, and build its optimizer."""
-        run, p = self.run, self.progress
-        stages = run.cfg.trainer.stages
-        if not stages:
-            return
-        index = stage_of(stages, p.epoch)
-        if index != p.stage:
-            enter_stage(run, index)
-        elif index == self.announced_stage:
-            return
-        self.announced_stage = index
-        trainable = sum(t.numel() for t in run.model.parameters() if t.requires_grad)
-        run.logger.info(
-            f"stage {index + 1}/{len(stages)} '{stages[index].name}' from epoch {p.epoch}: "
-            f"{trainable:,} trainable parameters, {type(run.optimizer).__name__} "
-            f"lr {run.optimizer.param_groups[0]['lr']:.3g}"
-        )
-        run.logger.scalars({"train/stage": index}, p.step)
-
-    def quant_phase(self):
-        """Apply quant=qat's phase for this step; log a switch."""
-        run, step = self.run, self.progress.step
-        phase = run.quant.phase(step)
-        if phase != run.model.phase:
-            run.model.set_phase(phase)
-            run.logger.info(f"step {step}: quantization-aware training phase: {phase.describe()}")
-            run.logger.scalars({"quant/fake_quant": int(phase.fake_quant),
-                                "quant/observers": int(phase.observe),
-                                "quant/bn_frozen": int(phase.bn_frozen)}, step)
-        return phase
-
     def train_epoch(self) -> None:
         """Run the current epoch from its saved position to its end (or the last step)."""
         run, p, clock = self.run, self.progress, self.clock
-        self.enter_stage_of_epoch()
+        run.callbacks.on_epoch_start(run)
         run.loader.resize(run.epoch_batches[p.epoch])  # schedule=increase_batch grows it
         window = (p.samples, clock.total)
         clock.start()
         for inputs, targets in run.loader.epoch(p.epoch, start=p.batch):
             lr = run.schedule.apply(run.optimizer, p.step)
-            phase = self.quant_phase() if run.quant is not None else None
-            loss, correct = train_step(run, inputs, targets, p.step, self.accumulate)
-            self.pending.append((p.step + 1, loss, correct))
-            if phase is not None and phase.observe and run.backend.world_size > 1:
-                run.model.sync_observers(run.backend)
+            run.callbacks.on_step_start(run)
+            loss, counts = train_step(run, inputs, targets, p.step, self.accumulate)
+            self.pending.append((p.step + 1, loss, counts))
             p.step += 1
             p.batch += 1
             p.samples += run.loader.global_batch_size
@@ -301,10 +253,6 @@ class Loop:
         if run.stop_reason:
             logger.info(run.stop_reason)
         self.flush()
-        noise_scale = run.noise_scale
-        b_simple = noise_scale.value if noise_scale is not None else None
-        if noise_scale is not None:
-            logger.info(noise_scale.describe(run.loader.global_batch_size))
         if p.train_sums:  # the run ended mid-epoch
             self.last_train = self.train_metrics()
         if self.evaluated_step != p.step:
@@ -326,20 +274,14 @@ class Loop:
             "world_size": run.backend.world_size,
             "global_batch_size": run.cfg.data.batch_size,  # at the start
             "final_global_batch_size": run.loader.global_batch_size,
-            "b_simple": b_simple,
-            "b_simple_stderr": noise_scale.stderr if noise_scale is not None else None,
-            # Why b_simple is null: not measured, or not measurable (and what would fix it).
-            "b_simple_note": (not_measured_reason(run.cfg.trainer) if noise_scale is None
-                              else None if b_simple is not None
-                              else noise_scale.not_measurable_reason()),
             "stopped_early": bool(run.stop_reason),
             "resumed_from": str(run.resumed_from) if run.resumed_from else None,
         }
         # Task-specific eval metrics beyond loss and accuracy (perplexity) as test_<name>.
         metrics.update({f"test_{k[5:]}": v for k, v in self.last_eval.items()
                         if k not in ("eval/loss", "eval/accuracy")})
+        run.callbacks.on_fit_end(run, metrics)  # callbacks may add entries (B_simple)
         logger.finish(metrics)
-        run.callbacks.on_fit_end(run, metrics)
         return metrics
 
 

@@ -2,7 +2,8 @@
 gradient averaging, gradient noise and the B_simple measurement, the update.
 
 This is the hot path: it does no host synchronisation; the loss and the number of correct
-predictions come back as device tensors for the loop to read in batches.
+predictions (and a task's extra sums) come back as device tensors for the loop to read in
+batches.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import torch
 
 from trainer.build import Run
 from trainer.noise_scale import squared_norm
+from trainer.tasks import batch_counts
 
 
 def train_step(run: Run, inputs: torch.Tensor, targets: torch.Tensor, step: int,
                micro_batches: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step over this worker's share of the global batch; (loss, correct)."""
+    """One optimizer step over this worker's share of the global batch; (loss, the task's
+    counts ``[correct, *extra_sums]``), both still on the device."""
     k = micro_batches
     model, task, precision, noise = run.train_model, run.task, run.precision, run.noise
     weights = noise.sample_weights(step, run.loader.global_batch_size, run.backend.rank,
@@ -33,11 +36,11 @@ def train_step(run: Run, inputs: torch.Tensor, targets: torch.Tensor, step: int,
         precision.backward(loss)
         if run.micro_norms is not None:
             run.micro_norms.end_backward()
-        loss, correct = loss.detach(), task.count_correct(logits, targets)
+        loss, counts = loss.detach(), batch_counts(task, logits, targets)
     else:
         # k equal micro-batches, each loss scaled by 1/k: the summed gradient is the
         # gradient of the whole batch's mean loss. Only the last backward communicates.
-        loss, correct = 0.0, 0
+        loss, counts = 0.0, 0
         micro_weights = weights.chunk(k) if weights is not None else [None] * k
         micro = zip(inputs.chunk(k), targets.chunk(k), micro_weights, strict=True)
         for i, (x, y, w) in enumerate(micro):
@@ -51,7 +54,7 @@ def train_step(run: Run, inputs: torch.Tensor, targets: torch.Tensor, step: int,
             if run.micro_norms is not None:
                 run.micro_norms.end_backward()
             loss = loss + part.detach()
-            correct = correct + task.count_correct(logits, y)
+            counts = counts + batch_counts(task, logits, y)
     run.batch_position.clear()
     with run.backend.step_context(run.optimizer):  # gradients are averaged from here on
         if run.noise_scale is not None:
@@ -60,7 +63,7 @@ def train_step(run: Run, inputs: torch.Tensor, targets: torch.Tensor, step: int,
             precision.unscale(run.optimizer)
             noise.perturb(run.model.parameters(), step)
         precision.step(run.optimizer)
-    return loss, correct
+    return loss, counts
 
 
 def _record_noise_scale(run: Run, micro_batches: int) -> None:

@@ -1,9 +1,20 @@
-"""What a model's output means: the loss to train on and the counts behind each metric.
+"""What a model's output means: the loss to train on and the sums behind each metric.
 
-Metrics are kept as sums and counts, never as per-batch means, so they can be summed over
-batches and over workers and divided once (a mean of means is wrong for unequal shards).
-Every shipped task reduces to three numbers: the summed loss, the number of correct
-predictions, and the number of samples.
+Metrics are kept as sums, never as per-batch means, so they can be summed over batches and
+over workers and divided once (a mean of means is wrong for unequal shards). Every task has
+three: the summed loss, the number of correct predictions and the number of samples. A task
+may add its own, named in ``extra_sums`` and returned by ``counts`` after the correct count
+(true positives for an F1, top-5 hits): the framework sums them over batches and workers like
+the others and hands them to ``metrics`` by name, whose every entry is logged to TensorBoard
+(``train/epoch_<name>``, ``eval/<name>``) and to metrics.json (``test_<name>``).
+
+The protocol (a task need not subclass anything):
+
+- ``loss(outputs, targets, weights=None)``: the scalar to train on (weights: per-sample).
+- ``predict(outputs)``: predicted labels (sample images, trainer-predict, the int8 report).
+- ``counts(outputs, targets)``: 1-D tensor ``[correct, *extra_sums]`` for one batch, on the
+  batch's device (no host sync); default ``count_correct`` alone.
+- ``metrics(loss_sum, correct, count, **extra)``: the metric values from the summed counts.
 """
 
 from __future__ import annotations
@@ -18,6 +29,13 @@ from trainer.errors import UserError
 
 class Classification:
     """Cross-entropy over class logits; accuracy is the share of argmax hits."""
+
+    # Names of the sums ``counts`` returns after the correct count (none here).
+    extra_sums: tuple[str, ...] = ()
+
+    def counts(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``[correct, *extra_sums]`` of one batch."""
+        return self.count_correct(logits, targets).reshape(1)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor,
              weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -81,6 +99,11 @@ class NextToken(Classification):
 class Regression:
     """Mean squared error on one output per sample; the only metric is the MSE itself."""
 
+    extra_sums: tuple[str, ...] = ()
+
+    def counts(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.count_correct(outputs, targets).reshape(1)
+
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor,
              weights: torch.Tensor | None = None) -> torch.Tensor:
         per_sample = (outputs.reshape(targets.shape) - targets).square()
@@ -97,3 +120,30 @@ class Regression:
 
     def metrics(self, loss_sum: float, correct: float, count: float) -> dict[str, float]:
         return {"loss": loss_sum / max(count, 1.0)}
+
+
+def sum_width(task) -> int:
+    """How many sums a batch of this task adds up: loss, correct, count, then its extras."""
+    return 3 + len(getattr(task, "extra_sums", ()))
+
+
+def batch_counts(task, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``[correct, *extra_sums]`` for one batch (a task without ``counts``: its correct count),
+    checked against the task's declared width."""
+    counts = (task.counts(outputs, targets) if hasattr(task, "counts")
+              else task.count_correct(outputs, targets).reshape(1))
+    width = sum_width(task) - 2
+    if counts.shape != (width,):
+        raise UserError(
+            f"{type(task).__name__}.counts returned shape {tuple(counts.shape)}; it must return "
+            f"[correct, {', '.join(getattr(task, 'extra_sums', ())) or '(no extra sums)'}], "
+            f"{width} value(s), one per name in extra_sums after the correct count"
+        )
+    return counts
+
+
+def task_metrics(task, sums) -> dict[str, float]:
+    """The task's metrics from its summed values ``[loss_sum, correct, count, *extras]``."""
+    loss_sum, correct, count, *extra = (float(v) for v in sums)
+    names = getattr(task, "extra_sums", ())
+    return task.metrics(loss_sum, correct, count, **dict(zip(names, extra, strict=True)))

@@ -76,7 +76,7 @@ class Backend:
         return [obj]
 
     def barrier(self) -> None:
-        identity.barrier()
+        """Wait for every rank (one process: nothing to wait for)."""
 
     def on_primary(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on rank 0 only and hand its result, or its UserError, to every rank,

@@ -30,13 +30,21 @@ class Callback:
     def on_fit_start(self, run) -> None:
         """The run is built and restored (``run.step`` > 0 when resumed); before the first step."""
 
+    def on_epoch_start(self, run) -> None:
+        """Before the first step of each epoch (and of the resumed epoch, mid-way)."""
+
+    def on_step_start(self, run) -> None:
+        """Before each optimizer step (``run.step`` steps done). Keep it cheap."""
+
     def on_step_end(self, run) -> None:
         """After each optimizer step. Keep it cheap: it runs every step, and the step's loss is
         still on the device (reading it would stall the pipeline); see ``on_log``."""
 
     def on_log(self, run, metrics: dict[str, float]) -> None:
         """Every ``trainer.log_every`` steps, with the training loss / lr / samples per second
-        of the steps since the last log line (averaged over workers)."""
+        of the steps since the last log line (averaged over workers). Log values of your own
+        with ``run.logger.scalars(values, run.step)``; ``run.logger.note(text)`` appends a
+        short text to this log line on the console."""
 
     def on_eval_end(self, run, metrics: dict[str, float]) -> None:
         """After each evaluation, with its metrics (``eval/loss``, ``eval/accuracy``...)."""
@@ -45,10 +53,12 @@ class Callback:
         """After a checkpoint was written (``path`` on rank 0; None on the other ranks)."""
 
     def on_fit_end(self, run, metrics: dict[str, Any]) -> None:
-        """At the end, with the run's final metrics (what ``trainer.fit`` returns)."""
+        """At the end, with the run's final metrics (what ``trainer.fit`` returns); entries a
+        callback adds go into metrics.json too."""
 
 
-HOOKS = ("on_fit_start", "on_step_end", "on_log", "on_eval_end", "on_checkpoint", "on_fit_end")
+HOOKS = ("on_fit_start", "on_epoch_start", "on_step_start", "on_step_end", "on_log",
+         "on_eval_end", "on_checkpoint", "on_fit_end")
 
 
 class CallbackList:
