@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import SHARED_DATA, train_in_process
-from tests.test_distributed import run
+from tests.helpers import SHARED_DATA, run, train_in_process
 from trainer.data import InMemoryLoader, TensorSplit
 from trainer.data.augment import RandomAffine
 from trainer.errors import UserError

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import train_in_process
-from tests.test_distributed import EXACT, FLOAT64, max_difference, run, weights
+from tests.helpers import EXACT, FLOAT64, max_difference, run, train_in_process, weights
 from trainer.errors import UserError
 from trainer.schedule import IncreaseBatch
 

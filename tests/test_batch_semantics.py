@@ -8,8 +8,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import run_cli, train_in_process
-from tests.test_distributed import EXACT, FLOAT64, max_difference, run, weights
+from tests.helpers import EXACT, FLOAT64, max_difference, run, run_cli, train_in_process, weights
 
 # Dropout on: per-sample masks follow a sample into whichever micro-batch holds it.
 ARGS = ("data.batch_size=96", "trainer.max_steps=30", "logger.sample_predictions=0",

@@ -26,7 +26,7 @@ def _state(value: float = 1.0) -> dict:
 def test_save_links_last_and_keeps_only_the_newest(tmp_path):
     ckpt = Checkpointer(tmp_path / "checkpoints", keep_last=2, enabled=True)
     for step in (5, 10, 15):
-        ckpt.save(_state(step), step)
+        ckpt.write(_state(step), step)
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["last.pt", "step-00000010.pt", "step-00000015.pt"]  # no temp files left
     assert os.readlink(tmp_path / "checkpoints" / "last.pt") == "step-00000015.pt"
@@ -36,23 +36,23 @@ def test_save_links_last_and_keeps_only_the_newest(tmp_path):
 
 def test_non_primary_ranks_write_nothing(tmp_path):
     ckpt = Checkpointer(tmp_path / "checkpoints", keep_last=2, enabled=False)
-    assert ckpt.save(_state(), 1) is None
+    assert ckpt.write(_state(), 1) is None
     assert not (tmp_path / "checkpoints").exists()
 
 
 def test_non_finite_weights_are_never_saved(tmp_path):
     ckpt = Checkpointer(tmp_path / "c", keep_last=2, enabled=True)
-    ckpt.save(_state(1.0), 1)
+    ckpt.write(_state(1.0), 1)
     with pytest.raises(UserError, match="step 2: non-finite weights in w"):
-        ckpt.save(_state(float("nan")), 2)
+        ckpt.write(_state(float("nan")), 2)
     assert os.readlink(tmp_path / "c" / "last.pt") == "step-00000001.pt"
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "empty"])
 def test_corrupt_newest_falls_back_to_previous_with_a_warning(tmp_path, caplog, damage):
     ckpt = Checkpointer(tmp_path / "checkpoints", keep_last=3, enabled=True)
-    good = ckpt.save(_state(1.0), 1)
-    newest = ckpt.save(_state(2.0), 2)
+    good = ckpt.write(_state(1.0), 1)
+    newest = ckpt.write(_state(2.0), 2)
     data = bytearray(newest.read_bytes())
     if damage == "truncate":
         data = data[: len(data) // 2]
@@ -69,7 +69,7 @@ def test_corrupt_newest_falls_back_to_previous_with_a_warning(tmp_path, caplog, 
 
 
 def test_flipped_payload_byte_is_detected(tmp_path):
-    path = Checkpointer(tmp_path, keep_last=1, enabled=True).save(_state(3.0), 1)
+    path = Checkpointer(tmp_path, keep_last=1, enabled=True).write(_state(3.0), 1)
     data = bytearray(path.read_bytes())
     offset = data.index(torch.full((4, 4), 3.0).numpy().tobytes())
     data[offset + 5] ^= 0x01
@@ -107,3 +107,38 @@ def test_unwritable_checkpoint_dir_is_one_clear_error(tmp_path):
     (tmp_path / "checkpoints").write_text("a file where the folder should be")
     with pytest.raises(UserError, match="cannot write checkpoints to"):
         Checkpointer(tmp_path / "checkpoints", keep_last=1, enabled=True).check_writable()
+
+
+def test_every_component_is_registered_once_and_saved_under_its_name(tmp_path):
+    from tests.helpers import compose_config
+    from trainer.backends.base import Backend
+    from trainer.build import build_run
+
+    run = build_run(compose_config("trainer.noise_scale=always"), tmp_path,
+                    Backend(torch.device("cpu")))
+    assert list(run.checkpointer.components) == [
+        "progress", "model", "optimizer", "schedule", "precision", "noise_scale", "data",
+        "callbacks", "rng"]
+    with pytest.raises(ValueError, match="already registered"):
+        run.checkpointer.register("model", run.model)
+    path = run.checkpointer.save(0, config={"x": 1}, model_kwargs={})
+    saved = torch.load(path, weights_only=True)
+    assert set(saved) == {"format", *run.checkpointer.components, "config", "model_kwargs"}
+
+
+def test_a_checkpoint_from_before_callbacks_existed_resumes_exactly(tmp_path):
+    """Checkpoints written before a component existed (no "callbacks" entry, an empty
+    "noise_scale") resume: that component keeps its fresh state, the rest continue exactly."""
+    from tests.helpers import train_in_process
+
+    common = ("trainer.max_steps=10", "trainer.checkpoint_every=5", "trainer.keep_last=5",
+              "logger.tensorboard=false", "model.dropout=0.2")
+    train_in_process(tmp_path / "a", *common)
+    old = torch.load(tmp_path / "a" / "checkpoints" / "step-00000005.pt", weights_only=True)
+    del old["callbacks"]
+    old["noise_scale"] = {}
+    torch.save(old, tmp_path / "old.pt")
+    train_in_process(tmp_path / "b", *common, f"trainer.resume={tmp_path / 'old.pt'}")
+    a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

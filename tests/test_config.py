@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import ROOT, compose_config, run_cli
+from tests.helpers import ROOT, compose_config, run_cli
 from trainer.backends import Backend
 from trainer.build import build_model
 from trainer.errors import UserError

@@ -7,7 +7,7 @@ import gzip
 import pytest
 import torch
 
-from tests.conftest import make_fake_mnist
+from tests.helpers import make_fake_mnist
 from trainer.data.idx import read_idx, write_idx
 from trainer.data.memory import InMemoryLoader, TensorSplit, epoch_permutation, eval_batches
 from trainer.errors import UserError

@@ -6,64 +6,26 @@ Launched the way users launch: torchrun, and MPICH's mpiexec from the PyPI ``mpi
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import SHRINK
+from tests.helpers import (
+    EQUIVALENCE,
+    EXACT,
+    descendants,
+    launch,
+    max_difference,
+    needs_mpi,
+    run,
+    weights,
+)
 from trainer.backends.rendezvous import free_port
-
-BIN = Path(sys.executable).parent
-HAVE_MPI = importlib.util.find_spec("mpi4py") is not None and (BIN / "mpiexec").exists()
-needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="pip install -e '.[mpi,mpich]' for mpiexec")
-
-# Equivalence is checked in float64: in float32, batch B on one worker and B/2 on two reach
-# different matmul blockings, whose sums round differently (and differently again on AMD and
-# Intel CPUs); 50 steps amplify that to ~1e-4. In float64 the same runs agree to ~1e-16, so
-# any difference above EXACT is a real bug, on any CPU.
-FLOAT64 = "trainer.dtype=float64"
-EXACT = 1e-9
-# The digits MLP with dropout (per-sample masks, the default), 50 steps at global batch 96
-# (about 3.5 epochs), float64.
-EQUIVALENCE = ("data.batch_size=96", "trainer.max_steps=50", "logger.sample_predictions=0",
-               "model.dropout=0.2", FLOAT64)
-
-
-def launch(launcher: str, n: int, *args: str, cwd: Path, timeout: float = 240, **popen):
-    """Start ``trainer ARGS`` on n workers; returns the Popen (output captured as text)."""
-    trainer = [sys.executable, "-m", "trainer", *args, *SHRINK]
-    if launcher == "torchrun":
-        command = [str(BIN / "torchrun"), "--standalone", f"--nproc-per-node={n}",
-                   "-m", "trainer", *args, *SHRINK]
-    elif launcher == "mpiexec":
-        command = [str(BIN / "mpiexec"), "-n", str(n), *trainer]
-    else:
-        command = trainer
-    return subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **popen)
-
-
-def run(launcher: str, n: int, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    proc = launch(launcher, n, *args, cwd=cwd)
-    out, err = proc.communicate(timeout=240)
-    assert proc.returncode == 0, err[-3000:]
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
-def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
-
-
-def max_difference(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
 @pytest.fixture(scope="module")
@@ -103,22 +65,6 @@ def test_batch_that_does_not_split_over_workers_fails_on_every_rank(tmp_path):
     assert "data.batch_size=64: global batch 64 does not split over 3 workers" in err
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def _kill_all_after_checkpoint(proc: subprocess.Popen, folder: Path, step: int) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -127,7 +73,7 @@ def _kill_all_after_checkpoint(proc: subprocess.Popen, folder: Path, step: int) 
         ):
             # The launcher and every worker at once (torchrun puts its workers in their own
             # sessions, so a process-group kill would miss them).
-            for pid in [proc.pid, *_descendants(proc.pid)]:
+            for pid in [proc.pid, *descendants(proc.pid)]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             proc.communicate()

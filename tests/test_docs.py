@@ -7,7 +7,7 @@ import shlex
 
 import pytest
 
-from tests.conftest import ROOT, compose_config
+from tests.helpers import ROOT, compose_config
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # A line that starts the trainer: `trainer ...`, `python -m trainer ...` (after any launcher),

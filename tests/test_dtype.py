@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 import torch
 
-from tests.conftest import compose_config, train_in_process
+from tests.helpers import compose_config, train_in_process
 from trainer.backends.base import Backend
 from trainer.build import build_run
 from trainer.errors import UserError

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import run_cli, train_in_process
+from tests.helpers import run_cli, train_in_process
 from trainer.ghost_batchnorm import GhostBatchNorm, apply_ghost_batchnorm
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import train_in_process
-from tests.test_distributed import EXACT, FLOAT64, max_difference, run, weights
+from tests.helpers import EXACT, FLOAT64, max_difference, run, train_in_process, weights
 from trainer.grad_noise import Annealed, SmallBatch
 
 NOISY = ("data.batch_size=96", "trainer.max_steps=20", "logger.sample_predictions=0", FLOAT64)

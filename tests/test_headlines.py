@@ -10,8 +10,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import SHARED_DATA, train_in_process
-from tests.test_distributed import run
+from tests.helpers import SHARED_DATA, run, train_in_process
 from trainer.errors import UserError
 from trainer_recipes.headlines.data import (
     OOV,

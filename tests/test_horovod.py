@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FROZEN, ROOT, SHRINK
-from tests.test_distributed import (
+from tests.helpers import (
     EQUIVALENCE,
     EXACT,
     FLOAT64,
+    FROZEN,
     HAVE_MPI,
+    ROOT,
+    SHRINK,
     max_difference,
     run,
     weights,

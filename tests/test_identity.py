@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 from trainer.backends import choose
 from trainer.errors import UserError
 from trainer.identity import Identity, from_environment

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SHRINK
-from tests.test_distributed import (
+from tests.helpers import (
     EQUIVALENCE,
     EXACT,
     HAVE_MPI,
-    _descendants,
+    ROOT,
+    SHRINK,
+    descendants,
     max_difference,
     run,
     weights,
@@ -45,7 +46,7 @@ def test_torchrun_script_restarts_failed_workers_which_resume_exactly(tmp_path):
         assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[1][-2000:]
         time.sleep(0.005)
     workers = [
-        pid for pid in _descendants(proc.pid)
+        pid for pid in descendants(proc.pid)
         if b"-m\x00trainer\x00" in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
     assert len(workers) == 2

@@ -8,7 +8,7 @@ import statistics
 import pytest
 import torch
 
-from tests.conftest import train_in_process
+from tests.helpers import train_in_process
 
 
 def test_linreg_learns_the_true_line_and_stops_when_converged(tmp_path, capsys):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import train_in_process
+from tests.helpers import train_in_process
 from trainer_recipes.mnist.data import MNISTData
 
 

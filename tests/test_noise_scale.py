@@ -9,8 +9,7 @@ import statistics
 import pytest
 import torch
 
-from tests.conftest import FROZEN, train_in_process
-from tests.test_distributed import run
+from tests.helpers import FROZEN, run, train_in_process
 from trainer.noise_scale import NoiseScale
 
 # The live estimate after FROZEN's 300 steps (EMA decay 0.99) must be this close to the truth.

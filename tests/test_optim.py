@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import train_in_process
+from tests.helpers import train_in_process
 from trainer.optim import LAMB, LARC, LARS, split_bias_and_norm
 
 
@@ -142,7 +142,7 @@ def test_large_batch_optimizers_train_through_the_config(tmp_path, optimizer):
 
 
 def test_fused_lamb_without_apex_or_cuda_says_what_is_missing(tmp_path):
-    from tests.conftest import train_in_process
+    from tests.helpers import train_in_process
     from trainer.errors import UserError
 
     with pytest.raises(UserError, match=r"optimizer.fused=true needs NVIDIA apex .* use "

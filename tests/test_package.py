@@ -21,9 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import ROOT, SHARED_DATA, SHRINK, make_fake_mnist
-from tests.test_distributed import EXACT, max_difference, weights
-from tests.test_extending import FIT_SCRIPT, SHAPES
+from tests.helpers import EXACT, ROOT, SHARED_DATA, SHRINK, make_fake_mnist, max_difference, weights
+from tests.helpers.user_project import FIT_SCRIPT, SHAPES
 
 pytestmark = pytest.mark.slow
 SOURCES = ("trainer", "trainer_recipes", "hydra_plugins", "pyproject.toml", "README.md")

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import train_in_process
-from tests.test_distributed import run
+from tests.helpers import run, train_in_process
 from trainer.errors import UserError
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("torchao") is None,

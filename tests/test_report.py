@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 
 def test_sweep_config_runs_a_multirun_and_the_report_tabulates_it(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import SHRINK, make_fake_mnist, run_cli
+from tests.helpers import SHRINK, make_fake_mnist, run_cli
 
 # Dropout on, so the restored RNG state matters; mid-epoch checkpoints, so the position
 # inside the epoch matters; momentum, so the optimizer state matters.

@@ -13,7 +13,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from tests.conftest import ROOT, run_cli, train_in_process
+from tests.helpers import ROOT, run_cli, train_in_process
 from tests.test_config import RECIPES
 
 METRIC_KEYS = {

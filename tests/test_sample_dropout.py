@@ -7,8 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import train_in_process
-from tests.test_distributed import EQUIVALENCE, EXACT, max_difference, run, weights
+from tests.helpers import EQUIVALENCE, EXACT, max_difference, run, train_in_process, weights
 from trainer.sample_dropout import BatchPosition, SampleDropout, apply_sample_dropout
 
 

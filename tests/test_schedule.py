@@ -8,7 +8,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import train_in_process
+from tests.helpers import train_in_process
 from trainer.errors import UserError
 from trainer.schedule import Constant, Cosine, Poly, Schedule, Step
 

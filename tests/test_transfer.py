@@ -13,8 +13,16 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import SHARED_DATA, VGG_SMALL, train_in_process
-from tests.test_distributed import EXACT, FLOAT64, max_difference, run, weights
+from tests.helpers import (
+    EXACT,
+    FLOAT64,
+    SHARED_DATA,
+    VGG_SMALL,
+    max_difference,
+    run,
+    train_in_process,
+    weights,
+)
 from trainer.data import InMemoryLoader, TensorSplit
 from trainer.data.memory import eval_batches
 from trainer.errors import UserError

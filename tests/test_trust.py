@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import train_in_process
+from tests.helpers import train_in_process
 from trainer.errors import UserError
 from trainer.instantiate import check_stored_config
 

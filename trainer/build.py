@@ -31,37 +31,20 @@ from trainer.ghost_batchnorm import apply_ghost_batchnorm
 from trainer.instantiate import safe_instantiate
 from trainer.logger import Logger
 from trainer.noise_scale import MicroBatchNorms, NoiseScale
-from trainer.optim import split_bias_and_norm
+from trainer.optim.factory import build_optimizer
 from trainer.precision import Precision
+from trainer.progress import Progress
 from trainer.quant.qat import QATModel, QATSchedule, example_batch
 from trainer.sample_dropout import BatchPosition, apply_sample_dropout
 from trainer.schedule import Schedule
 from trainer.seeding import seed_everything, worker_seed
 from trainer.stages import freeze, stage_optimizer
+from trainer.state import ModelState, OptimizerState, ProgressState, RNGState
 from trainer.sync_batchnorm import convert_sync_batchnorm
 
 # Keys of the data, model and optimizer groups that the framework applies itself.
 _LOADER_KEYS = framework_keys("data")
 _MODEL_FRAMEWORK_KEYS = framework_keys("model")
-_OPTIMIZER_ONLY_KEYS = framework_keys("optimizer")
-
-
-@dataclass
-class Progress:
-    """Where a run is; saved in every checkpoint so that a resume continues mid-epoch."""
-
-    step: int = 0  # optimizer steps done
-    epoch: int = 0  # current epoch, 0-based
-    batch: int = 0  # batches of the current epoch already consumed
-    best: float | None = None  # best early-stop metric so far
-    bad_evals: int = 0  # evaluations since it last improved
-    train_sums: list[float] = field(default_factory=list)  # task metric sums of this epoch
-    stage: int = 0  # index in trainer.stages whose model and optimizer are live
-    train_time_s: float = 0.0  # training seconds before this process (resumed runs)
-    samples: int = 0  # training samples consumed (global), for samples/s and the report
-    # One entry per evaluation: step, samples seen, training seconds, and the eval metrics;
-    # the batch-size report reads time-to-target from it.
-    history: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -183,43 +166,6 @@ def build_model(cfg: DictConfig, backend: Backend, dtype: torch.dtype = torch.fl
     # Weights are initialised in float32 either way, so float64 runs start from the same
     # values (optimizer state follows the parameters' dtype).
     return model.to(device=backend.device, dtype=dtype)
-
-
-def scaled_lr(cfg: DictConfig, global_batch: int) -> float:
-    """``optimizer.lr``, times global batch / base batch under the linear scaling rule."""
-    if cfg.scale_lr == "linear":
-        return cfg.lr * global_batch / cfg.base_batch_size
-    return cfg.lr
-
-
-def fused_lamb(cfg: DictConfig, device: torch.device):
-    """apex's FusedLAMB with this config's hyper-parameters (optimizer.fused=true)."""
-    try:
-        from apex.optimizers import FusedLAMB
-    except ImportError:
-        FusedLAMB = None  # noqa: N806
-    if FusedLAMB is None or device.type != "cuda":
-        raise UserError(
-            "optimizer.fused=true needs NVIDIA apex (built from source; it has no wheels) and a "
-            f"CUDA device (apex {'found' if FusedLAMB else 'not installed'}, device {device}); "
-            "use optimizer.fused=false, the same LAMB rule in PyTorch"
-        )
-    # max_grad_norm=0: no global gradient clipping, which our LAMB does not do either;
-    # use_nvlamb=False: no trust ratio where weight decay is 0 (our excluded groups).
-    return lambda params, lr: FusedLAMB(params, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                                        weight_decay=cfg.weight_decay, max_grad_norm=0.0)
-
-
-def build_optimizer(
-    cfg: DictConfig, model: torch.nn.Module, global_batch: int
-) -> torch.optim.Optimizer:
-    if cfg.get("fused"):
-        factory = fused_lamb(cfg, next(model.parameters()).device)
-    else:
-        factory = safe_instantiate(cfg, "optimizer", exclude=_OPTIMIZER_ONLY_KEYS)
-    params = (split_bias_and_norm(model) if cfg.exclude_bias_and_norm
-              else [p for p in model.parameters() if p.requires_grad])
-    return factory(params, lr=scaled_lr(cfg, global_batch))
 
 
 def plan_noise_scale(loop: DictConfig, backend: Backend) -> tuple[NoiseScale | None, int]:
@@ -397,9 +343,27 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend,
         epoch_steps=epoch_steps, micro_norms=micro_norms, quant=quant, batch_position=position,
         callbacks=build_callbacks(cfg, objects.get("callbacks", ())),
     )
+    register_state(run)
     if resumed is not None:
         run.resumed_from, run.resume_state = resumed
     return run
+
+
+def register_state(run: Run) -> None:
+    """Every stateful component, once, with the checkpointer (trainer.state). Order is load
+    order: the progress first (a later stage is re-entered, whose optimizer the saved state
+    fits), the RNGs last (nothing may draw after them)."""
+    register = run.checkpointer.register
+    register("progress", ProgressState(run))
+    register("model", ModelState(run))
+    register("optimizer", OptimizerState(run))
+    register("schedule", run.schedule)
+    register("precision", run.precision)
+    if run.noise_scale is not None:
+        register("noise_scale", run.noise_scale)
+    register("data", run.data)
+    register("callbacks", run.callbacks)
+    register("rng", RNGState(run))
 
 
 def config_changes(saved: dict, current: DictConfig) -> list[str]:

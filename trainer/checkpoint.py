@@ -91,12 +91,37 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 class Checkpointer:
-    """Writes checkpoints on the primary rank (``enabled``) and reads them on any rank."""
+    """Writes checkpoints on the primary rank (``enabled``) and reads them on any rank.
+
+    The run's stateful components are registered once (:meth:`register`, trainer.state);
+    :meth:`save` gathers their state on every rank and writes it, :meth:`load` hands a
+    checkpoint's state back to them, in registration order."""
 
     def __init__(self, directory: Path, keep_last: int, enabled: bool) -> None:
         self.directory = Path(directory)
         self.keep_last = keep_last
         self.enabled = enabled
+        self.components: dict[str, Any] = {}
+
+    def register(self, name: str, component: Any) -> None:
+        """Save and restore ``component`` (``state_dict`` / ``load_state_dict``) as ``name``."""
+        if name in self.components or name in ("format", "config", "model_kwargs"):
+            raise ValueError(f"checkpoint component {name!r} is already registered")
+        self.components[name] = component
+
+    def save(self, step: int, **metadata: Any) -> Path | None:
+        """Every component's state, plus ``metadata`` (the config...), as the checkpoint of
+        ``step``. Call it on every rank: a component's state may need all of them (the RNG
+        states are gathered); only the primary rank writes."""
+        state = {name: c.state_dict() for name, c in self.components.items()}
+        return self.write({**state, **metadata}, step)
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Give each component its part of ``state``; a component the checkpoint has no entry
+        for (written before it existed) keeps its fresh state."""
+        for name, component in self.components.items():
+            if name in state:
+                component.load_state_dict(state[name])
 
     def check_writable(self) -> None:
         """UserError now, rather than at the first save, if the folder cannot be written."""
@@ -122,7 +147,7 @@ class Checkpointer:
         ]
         return [p for _, p in sorted(found, reverse=True)]
 
-    def save(self, state: dict[str, Any], step: int) -> Path | None:
+    def write(self, state: dict[str, Any], step: int) -> Path | None:
         """Write ``state`` as the checkpoint of ``step``; no-op on non-primary ranks."""
         if not self.enabled:
             return None

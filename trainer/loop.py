@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict
 from typing import Any
 
 import torch
 from omegaconf import OmegaConf
 
-from trainer.build import Progress, Run
+from trainer.build import Run
 from trainer.errors import UserError
 from trainer.evaluate import evaluate
+from trainer.progress import Progress
 from trainer.restore import restore
-from trainer.seeding import rng_state
 from trainer.step import train_step
 from trainer.tasks import sum_width, task_metrics
 
@@ -138,20 +137,10 @@ class Loop:
         self.check_replicas()
         run = self.run
         p.train_time_s, self.saved_clock = self.train_seconds, self.clock.total
-        state = {
-            "model": run.model.state_dict(),
-            "optimizer": run.optimizer.state_dict(),
-            "schedule": run.schedule.state_dict(),
-            "precision": run.precision.state_dict(),
-            "noise_scale": run.noise_scale.state_dict() if run.noise_scale else {},
-            "data": run.data.state_dict(),
-            "callbacks": run.callbacks.state_dict(),
-            "model_kwargs": run.data.model_kwargs(),  # to rebuild the model without the data
-            "progress": asdict(p),
-            "rng": run.backend.all_gather_object(rng_state()),  # one per rank
-            "config": OmegaConf.to_container(run.cfg, resolve=True),
-        }
-        path = run.checkpointer.save(state, p.step)
+        # Every registered component (trainer.state), plus what rebuilding the model from the
+        # checkpoint alone needs (trainer-predict, -export): the config and the data's sizes.
+        path = run.checkpointer.save(p.step, config=OmegaConf.to_container(run.cfg, resolve=True),
+                                     model_kwargs=run.data.model_kwargs())
         self.saved_step = p.step
         run.callbacks.on_checkpoint(run, path)
 

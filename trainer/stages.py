@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainer.config.schema import OptimizerKeys
 from trainer.errors import UserError
+from trainer.optim.factory import build_optimizer
 
 
 def first_epochs(stages) -> list[int]:
@@ -97,8 +98,6 @@ def stage_optimizer(base: DictConfig, stage) -> DictConfig:
 
 def enter_stage(run, index: int) -> None:
     """Switch a built run (and its backend wrappers) to stage ``index``."""
-    from trainer.build import build_optimizer
-
     stage = run.cfg.trainer.stages[index]
     freeze(run.model, stage.freeze)
     run.backend.release(run.optimizer)

@@ -84,6 +84,10 @@ class InMemoryData:
         """What using a trained model needs from the data (a vocabulary); in checkpoints."""
         return {}
 
+    def load_state_dict(self, state: dict) -> None:
+        """Nothing to restore: a resumed run rebuilds its data from the config (the saved
+        state is for commands that use the model without the data: trainer-predict...)."""
+
     def sample_texts(self, model: torch.nn.Module) -> list[str]:
         """A few texts the model generates, for TensorBoard's text tab (text recipes)."""
         return []

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import re
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,58 +17,10 @@ import torch
 
 from trainer.data import InMemoryData, TensorSplit
 from trainer.errors import UserError
+from trainer_recipes.headlines.generate import generate
+from trainer_recipes.headlines.tokenizer import OOV, Tokenizer, words  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
-
-# Keras' Tokenizer default `filters`: these characters become word breaks.
-KERAS_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
-_BREAKS = re.compile("[" + re.escape(KERAS_FILTERS) + "]")
-OOV = "<oov>"
-
-
-def words(text: str) -> list[str]:
-    """Keras' text_to_word_sequence: lower-case, filter characters to spaces, split."""
-    return _BREAKS.sub(" ", text.lower()).split()
-
-
-class Tokenizer:
-    """Word index by descending frequency (ties: first seen first), 1-based; 0 pads.
-
-    Args:
-        max_words: keep this many most frequent words (null: all); the rest map to an OOV
-            token (index 1) when a cap is set.
-    """
-
-    def __init__(self, index: dict[str, int]) -> None:
-        self.index = index
-        self.words = [""] * (max(index.values(), default=0) + 1)
-        for word, i in index.items():
-            self.words[i] = word
-
-    @classmethod
-    def fit(cls, texts: list[str], max_words: int | None = None) -> Tokenizer:
-        counts = Counter()
-        for text in texts:
-            counts.update(words(text))
-        ranked = [w for w, _ in sorted(counts.items(), key=lambda kv: -kv[1])]  # stable
-        if not ranked:
-            raise UserError("the headlines give an empty vocabulary: no words after filtering")
-        if max_words is not None:
-            ranked = [OOV, *ranked[: max_words - 1]]
-        return cls({w: i + 1 for i, w in enumerate(ranked)})
-
-    def __len__(self) -> int:
-        """Vocabulary size including the padding index 0."""
-        return len(self.words)
-
-    def encode(self, text: str) -> list[int]:
-        oov = self.index.get(OOV)
-        ids = [self.index.get(w, oov) for w in words(text)]
-        return [i for i in ids if i is not None]
-
-    def decode(self, ids: list[int]) -> list[str]:
-        return [self.words[i] for i in ids]
-
 
 def read_headlines(root: Path) -> list[str]:
     files = sorted(root.glob("Articles*.csv"))
@@ -183,8 +133,6 @@ class HeadlinesData(InMemoryData):
         return {"vocab_size": len(self.tokenizer)}
 
     def sample_texts(self, model: torch.nn.Module) -> list[str]:
-        from trainer_recipes.headlines.generate import generate
-
         seeds = [self.tokenizer.words[i] for i in range(1, min(5, len(self.tokenizer)))]
         return [generate(model, self.tokenizer, self.max_len, seed, words=6,
                          strategy="greedy") for seed in seeds]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from trainer_recipes.headlines.data import OOV, Tokenizer
+from trainer_recipes.headlines.tokenizer import OOV, Tokenizer
 
 log = logging.getLogger(__name__)
 

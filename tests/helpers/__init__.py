@@ -1,0 +1,28 @@
+"""Shared test code: ``config`` (paths, the composed and shrunk config), ``runs`` (in-process,
+CLI and multi-process launches), ``compare`` (weights and the float64 equivalence settings),
+``user_project`` (the example outside project). Fixtures live in tests/conftest.py."""
+
+from tests.helpers.compare import EQUIVALENCE, EXACT, FLOAT64, max_difference, weights
+from tests.helpers.config import (
+    FROZEN,
+    ROOT,
+    SHARED_DATA,
+    SHRINK,
+    VGG_SMALL,
+    compose_config,
+)
+from tests.helpers.runs import (
+    BIN,
+    HAVE_MPI,
+    descendants,
+    launch,
+    make_fake_mnist,
+    needs_mpi,
+    run,
+    run_cli,
+    train_in_process,
+)
+
+__all__ = ["BIN", "EQUIVALENCE", "EXACT", "FLOAT64", "FROZEN", "HAVE_MPI", "ROOT", "SHARED_DATA",
+           "SHRINK", "VGG_SMALL", "compose_config", "descendants", "launch", "make_fake_mnist",
+           "max_difference", "needs_mpi", "run", "run_cli", "train_in_process", "weights"]

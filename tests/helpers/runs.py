@@ -1,0 +1,77 @@
+"""Running the trainer the ways a user does: in-process, as the CLI, under launchers."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.config import SHRINK, compose_config
+from trainer_recipes.mnist.synthetic import write_fake_mnist
+
+
+def train_in_process(run_dir: Path, *overrides: str) -> dict:
+    from trainer.cli import train
+
+    return train(compose_config(*overrides), run_dir)
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300):
+    """Run ``python -m trainer ARGS`` and return the CompletedProcess (text mode)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "trainer", *args, *SHRINK],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+make_fake_mnist = write_fake_mnist
+
+BIN = Path(sys.executable).parent
+HAVE_MPI = importlib.util.find_spec("mpi4py") is not None and (BIN / "mpiexec").exists()
+needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="pip install -e '.[mpi,mpich]' for mpiexec")
+
+
+def launch(launcher: str, n: int, *args: str, cwd: Path, timeout: float = 240, **popen):
+    """Start ``trainer ARGS`` on n workers; returns the Popen (output captured as text)."""
+    trainer = [sys.executable, "-m", "trainer", *args, *SHRINK]
+    if launcher == "torchrun":
+        command = [str(BIN / "torchrun"), "--standalone", f"--nproc-per-node={n}",
+                   "-m", "trainer", *args, *SHRINK]
+    elif launcher == "mpiexec":
+        command = [str(BIN / "mpiexec"), "-n", str(n), *trainer]
+    else:
+        command = trainer
+    return subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **popen)
+
+
+def run(launcher: str, n: int, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    proc = launch(launcher, n, *args, cwd=cwd)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
