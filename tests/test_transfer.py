@@ -52,7 +52,7 @@ def test_folder_classes_are_sorted_subfolders_and_images_arrive_as_uint8(folder)
     data = ImageFolderData(str(folder), image_size=40, augment=False, workers=0)
     assert data.class_names == ["circle", "no_circle"]
     assert len(data.train) == 24 and len(data.test) == 8
-    assert data.train.targets.tolist() == [0] * 12 + [1] * 12
+    assert data.train.dataset.targets.tolist() == [0] * 12 + [1] * 12
     image = data.train[0][0]
     assert image.shape == (3, 40, 40) and image.dtype == torch.uint8
     # ImageNet normalisation: a mid-grey pixel becomes (0.5 - mean) / std per channel.
@@ -113,7 +113,7 @@ def test_file_backed_batches_equal_in_memory_batches_on_any_rank(folder):
     """Same order, same pixels: the file path is only another way to fetch rows."""
     data = ImageFolderData(str(folder), image_size=32, augment=True, workers=2)
     held = TensorSplit(torch.stack([data.train[i][0] for i in range(len(data.train))]),
-                       data.train.targets)
+                       data.train.dataset.targets)
     for rank in range(2):
         kwargs = dict(seed=3, rank=rank, world_size=2, transform=data.transform,
                       augment=data.augmentation)

@@ -56,14 +56,6 @@ class DatasetSplit:
     def __getitem__(self, index: int):
         return self.dataset[index]
 
-    @property
-    def targets(self) -> torch.Tensor:
-        """Every target, in order (read through the Dataset when it keeps no ``targets``)."""
-        known = getattr(self.dataset, "targets", None)
-        if known is None:
-            known = [self.dataset[i][1] for i in range(len(self))]
-        return torch.as_tensor(known).to(self.device)
-
     def to(self, device: torch.device) -> DatasetSplit:
         """Batches are read on the host and arrive on ``device``."""
         return DatasetSplit(self.dataset, self.workers, device)
