@@ -27,10 +27,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import mnist_root, print_table, timing_args  # noqa: E402
-from trainer.backends.base import Backend  # noqa: E402
-from trainer.build import build_run  # noqa: E402
 from trainer.config import compose_config  # noqa: E402
-from trainer.loop import fit  # noqa: E402
+from trainer.engine.build import build_run  # noqa: E402
+from trainer.engine.loop import fit  # noqa: E402
+from trainer.parallel.backends.base import Backend  # noqa: E402
 
 
 def models(mnist: Path) -> dict[str, list[str]]:

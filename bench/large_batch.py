@@ -35,9 +35,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import mnist_root, print_table  # noqa: E402
-from trainer.cli import train  # noqa: E402
 from trainer.config import compose_config  # noqa: E402
 from trainer.errors import UserError  # noqa: E402
+from trainer.tools.train import train  # noqa: E402
 
 BIG = ("data.batch_size=8192", "schedule=cosine", "schedule.warmup_epochs=1")
 LARS = (*BIG, "optimizer=lars", "optimizer.lr=20.0")

@@ -35,8 +35,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import ROOT, mnist_root, print_table  # noqa: E402
-from trainer.cli import train  # noqa: E402
 from trainer.config import compose_config  # noqa: E402
+from trainer.tools.train import train  # noqa: E402
 
 COMMON = ("schedule=cosine", "trainer.resume=null", "trainer.log_every=1000",
           "logger.progress_bar=false", "logger.tensorboard=false", "logger.sample_predictions=0",

@@ -41,8 +41,8 @@ def recipe_data(fake_mnist):
 @pytest.fixture(scope="session")
 def true_b_simple() -> float:
     """tr(Sigma) / |G|^2 of the per-sample MSE gradients at w = 0, b = 0, over the train set."""
-    from trainer.backends.base import Backend
-    from trainer.build import build_data
+    from trainer.engine.build import build_data
+    from trainer.parallel.backends.base import Backend
 
     data = build_data(compose_config(*FROZEN).data, Backend(torch.device("cpu")))
     x, y = data.train.inputs.double(), data.train.targets.double()

@@ -66,9 +66,9 @@ def fit(overrides: Sequence[str] | DictConfig = (), *, model=None, data=None,
         trainer.UserError: bad input, one line naming the problem and the fix (never exits
             the interpreter).
     """
-    from trainer.cli import train
     from trainer.config import compose_config
     from trainer.errors import UserError
+    from trainer.tools.train import train
 
     if isinstance(overrides, DictConfig):
         cfg = OmegaConf.create(OmegaConf.to_container(overrides))

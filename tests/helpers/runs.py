@@ -15,7 +15,7 @@ from trainer_recipes.mnist.synthetic import write_fake_mnist
 
 
 def train_in_process(run_dir: Path, *overrides: str) -> dict:
-    from trainer.cli import train
+    from trainer.tools.train import train
 
     return train(compose_config(*overrides), run_dir)
 

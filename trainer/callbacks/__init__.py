@@ -1,7 +1,7 @@
 """Callbacks: code of a recipe's or a user's that runs at fixed points of a run.
 
 A callback subclasses :class:`Callback` and overrides the hooks it needs; each hook gets the
-:class:`~trainer.build.Run` (``run.rank``, ``run.is_primary``, ``run.step``, the model, the
+:class:`~trainer.engine.build.Run` (``run.rank``, ``run.is_primary``, ``run.step``, the model, the
 optimizer, the logger...) and, where there are any, the metrics just computed. Callbacks run on
 EVERY rank, in the order the config lists them: work for rank 0 only (writing a file) checks
 ``run.is_primary``; anything that changes training (stopping, changing the model) must happen

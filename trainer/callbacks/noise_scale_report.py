@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from trainer.callbacks import Callback
-from trainer.noise_scale import not_measured_reason
+from trainer.large_batch.noise_scale import not_measured_reason
 
 
 class NoiseScaleReport(Callback):

@@ -4,7 +4,7 @@ its submodules and build its optimizer (trainer.stages has the why); log the swi
 from __future__ import annotations
 
 from trainer.callbacks import Callback
-from trainer.stages import enter_stage, stage_of
+from trainer.engine.stages import enter_stage, stage_of
 
 
 class StageSwitch(Callback):

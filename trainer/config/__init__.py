@@ -14,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from trainer.config import schema
+from trainer.config.from_signature import schema_from_signature
 
 CONFIG_MODULE = "trainer.conf"
 PRIMARY_CONFIG = f"pkg://{CONFIG_MODULE}"
@@ -31,20 +32,34 @@ def register_configs() -> None:
     )
     store = ConfigStore.instance()
     store.store(name="train_schema", node=schema.TrainConfig)
-    store.store(group="schema/optimizer", name="sgd", node=schema.SGDConfig)
-    store.store(group="schema/optimizer", name="adam", node=schema.AdamConfig)
-    store.store(group="schema/optimizer", name="rmsprop", node=schema.RMSpropConfig)
-    store.store(group="schema/optimizer", name="lamb", node=schema.LAMBConfig)
-    store.store(group="schema/optimizer", name="lars", node=schema.LARSConfig)
-    store.store(group="schema/schedule", name="constant", node=schema.ScheduleConfig)
-    store.store(group="schema/schedule", name="step", node=schema.StepScheduleConfig)
-    store.store(group="schema/schedule", name="cosine", node=schema.CosineScheduleConfig)
-    store.store(group="schema/schedule", name="poly", node=schema.PolyScheduleConfig)
-    store.store(group="schema/schedule", name="increase_batch",
-                node=schema.IncreaseBatchScheduleConfig)
-    store.store(group="schema/noise", name="none", node=schema.NoiseConfig)
-    store.store(group="schema/noise", name="annealed", node=schema.AnnealedNoiseConfig)
-    store.store(group="schema/noise", name="small_batch", node=schema.SmallBatchNoiseConfig)
+    for group, options in _built_in_options().items():
+        base = schema.FRAMEWORK_KEYS.get(group)
+        for name, (cls, extra) in options.items():
+            node = schema_from_signature(cls, base, extra)
+            store.store(group=f"schema/{group}", name=name, node=node)
+
+
+def _built_in_options() -> dict[str, dict[str, tuple[type, dict]]]:
+    """The built-in options that take their schema (keys, types, defaults) from their class:
+    ``{group: {option: (class, extra keys)}}``."""
+    import torch
+
+    from trainer.large_batch import grad_noise
+    from trainer.optim import LAMB, LARS, schedule
+
+    return {
+        "optimizer": {
+            "sgd": (torch.optim.SGD, {}), "adam": (torch.optim.Adam, {}),
+            "rmsprop": (torch.optim.RMSprop, {}), "lars": (LARS, {}),
+            # fused: NVIDIA apex's FusedLAMB on CUDA when apex is installed (never required).
+            "lamb": (LAMB, {"fused": (bool, False)}),
+        },
+        "schedule": {"constant": (schedule.Constant, {}), "step": (schedule.Step, {}),
+                     "cosine": (schedule.Cosine, {}), "poly": (schedule.Poly, {}),
+                     "increase_batch": (schedule.IncreaseBatch, {})},
+        "noise": {"none": (grad_noise.NoNoise, {}), "annealed": (grad_noise.Annealed, {}),
+                  "small_batch": (grad_noise.SmallBatch, {})},
+    }
 
 
 def offered_config_modules() -> list[str]:

@@ -2,9 +2,12 @@
 
 Hydra merges each YAML option onto these dataclasses, so a misspelt key or a wrong type in the
 framework's own groups fails at start with OmegaConf naming the full key (``Key 'epochz' not in
-'LoopConfig'``). Built-in optimizer, schedule and noise options pull their schema from
-``schema/<group>/<option>`` in their defaults list. Model and data options (the recipes', and a
-user's) need none: their keys are checked against the ``_target_``'s signature instead.
+'LoopConfig'``). These dataclasses are the ONE place the closed groups' defaults live (their YAML
+options hold only comments or a mode). Built-in optimizer, schedule and noise options pull a
+schema generated from their class's signature (``schema/<group>/<option>`` in their defaults
+list; trainer.config.from_signature), so their defaults live in the class. Model and data
+options (the recipes', and a user's) need none: their keys are checked against the
+``_target_``'s signature instead.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ class ModelKeys:
     """The keys the framework itself reads from ANY model option, and applies to whatever model
     was built; every other key of the option is an argument of its ``_target_``."""
 
-    # BatchNorm over the global batch in data-parallel runs (trainer.sync_batchnorm).
+    # BatchNorm over the global batch in data-parallel runs (model.sync_bn).
     sync_bn: bool = False
     # Ghost BatchNorm: normalise each slice of this many samples on its own (null: off).
     ghost_batch_size: int | None = None
@@ -68,112 +71,6 @@ def _defaults(cls: type):
     """A ``default_factory`` giving ``cls``'s fields as a plain dict: an OPEN group node that
     starts with the framework's keys and takes any option's own keys on top."""
     return field(default_factory=lambda: {f.name: f.default for f in fields(cls)})
-
-
-@dataclass
-class OptimizerConfig(OptimizerKeys):
-    """Schema base of the built-in optimizer options (a user's option needs none)."""
-
-    _target_: str = MISSING
-    lr: float = MISSING
-    weight_decay: float = 0.0
-
-
-@dataclass
-class SGDConfig(OptimizerConfig):
-    momentum: float = 0.0
-    nesterov: bool = False
-
-
-@dataclass
-class AdamConfig(OptimizerConfig):
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-
-
-@dataclass
-class LAMBConfig(OptimizerConfig):
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-6
-    # NVIDIA apex's FusedLAMB on CUDA when apex is installed (never required).
-    fused: bool = False
-
-
-@dataclass
-class LARSConfig(OptimizerConfig):
-    momentum: float = 0.9
-    nesterov: bool = False
-    trust_coefficient: float = 0.001
-    eps: float = 0.0
-
-
-@dataclass
-class RMSpropConfig(OptimizerConfig):
-    alpha: float = 0.99
-    eps: float = 1e-8
-    momentum: float = 0.0
-    centered: bool = False
-
-
-@dataclass
-class ScheduleConfig:
-    """Per-step learning-rate schedule; ``_target_`` is a class in ``trainer.schedule``."""
-
-    _target_: str = MISSING
-    # Gradual linear warmup over this many steps, or epochs (set one of the two).
-    warmup_steps: int = 0
-    warmup_epochs: float = 0.0
-    # Factor the warmup starts from (0: from zero; 1/k: Goyal et al.'s small-batch rate).
-    warmup_start: float = 0.0
-
-
-@dataclass
-class StepScheduleConfig(ScheduleConfig):
-    milestones: list[float] = field(default_factory=list)  # epochs
-    gamma: float = 0.1
-
-
-@dataclass
-class CosineScheduleConfig(ScheduleConfig):
-    min_factor: float = 0.0
-
-
-@dataclass
-class PolyScheduleConfig(ScheduleConfig):
-    power: float = 2.0
-    min_factor: float = 0.0
-
-
-@dataclass
-class IncreaseBatchScheduleConfig(ScheduleConfig):
-    milestones: list[int] = field(default_factory=list)  # whole epochs
-    factor: int = 5
-    max_batch_size: int | None = None
-
-
-@dataclass
-class NoiseConfig:
-    """Gradient-noise injection; ``_target_`` is a class in ``trainer.grad_noise``."""
-
-    _target_: str = MISSING
-
-
-@dataclass
-class AnnealedNoiseConfig(NoiseConfig):
-    eta: float = 0.01
-    gamma: float = 0.55
-
-
-@dataclass
-class SmallBatchNoiseConfig(NoiseConfig):
-    small_batch: int = 128
-
-
-@dataclass
-class TaskConfig:
-    """Loss and metrics; ``_target_`` is a class in ``trainer.tasks``."""
-
-    _target_: str = MISSING
 
 
 @dataclass
@@ -298,8 +195,9 @@ class TrainConfig:
 
     The groups that name a class (model, data, optimizer, schedule, task, noise) are open
     nodes: an option brings its own keys, checked against its ``_target_``'s signature at start
-    (trainer.config.arguments), so a user's option needs no schema. The built-in optimizer,
-    schedule and noise options add a typed schema of their own through their defaults list.
+    (trainer.config.instantiate.check_arguments), so a user's option needs no schema. The
+    built-in optimizer, schedule and noise options add a typed schema generated from their
+    class's signature through their defaults list (trainer.config.from_signature).
     The other groups are closed: a key they do not define is refused.
     """
 

@@ -11,8 +11,8 @@ from difflib import get_close_matches
 from omegaconf import DictConfig
 
 from trainer.config import schema
+from trainer.config.instantiate import check_arguments
 from trainer.errors import UserError
-from trainer.instantiate import check_arguments
 
 # Groups with a fixed set of keys; anything else in them (``+trainer.no_such_key=1``) is refused.
 _CLOSED_GROUPS = {"trainer": schema.LoopConfig, "dist": schema.DistConfig,
@@ -38,8 +38,8 @@ def _check_data_class(data: DictConfig) -> None:
     """A torch Dataset named as the data itself gets told how to use it."""
     from torch.utils.data import Dataset
 
+    from trainer.config.instantiate import check_target
     from trainer.data import InMemoryData
-    from trainer.instantiate import check_target
 
     cls = check_target(data._target_, "data")
     if issubclass(cls, Dataset) and not issubclass(cls, InMemoryData):
@@ -54,7 +54,7 @@ def check_keys(cfg: DictConfig, given: tuple[str, ...] = ()) -> None:
     """Every key is one something reads: closed groups against their schema, option groups
     against their ``_target_``'s signature (with or without a schema of their own); ``given``:
     groups whose object the caller built (``trainer.fit(model=...)``), not checked."""
-    from trainer.stages import stage_optimizer
+    from trainer.engine.stages import stage_optimizer
 
     top = {f.name for f in fields(schema.TrainConfig)}
     for key in cfg:

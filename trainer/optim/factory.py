@@ -7,9 +7,9 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
+from trainer.config.instantiate import safe_instantiate
 from trainer.config.schema import framework_keys
 from trainer.errors import UserError
-from trainer.instantiate import safe_instantiate
 from trainer.optim.groups import split_bias_and_norm
 
 # Keys of the optimizer group that the framework applies itself (lr is passed scaled).

@@ -197,8 +197,8 @@ def markdown(report: dict) -> str:
 
 def float_twin(cfg, qat_model: QATModel, model_kwargs: dict) -> nn.Module:
     """The configured float network holding a QAT model's trained weights."""
-    from trainer.backends.base import Backend
-    from trainer.build import build_model
+    from trainer.engine.build import build_model
+    from trainer.parallel.backends.base import Backend
 
     model = build_model(cfg.model, Backend(torch.device("cpu")), **model_kwargs)
     model.load_state_dict(qat_model.float_state_dict())

@@ -85,10 +85,10 @@ def generate(model: torch.nn.Module, tokenizer: Tokenizer, max_len: int, seed_te
 def main(argv: list[str] | None = None) -> None:
     from omegaconf import OmegaConf
 
-    from trainer.backends.base import Backend
-    from trainer.build import build_model
+    from trainer.engine.build import build_model
     from trainer.errors import UserError
-    from trainer.predict import add_trust_option, load
+    from trainer.parallel.backends.base import Backend
+    from trainer.tools.predict import add_trust_option, load
 
     parser = argparse.ArgumentParser(prog="trainer-generate", description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", type=Path, help="a checkpoint file or a run directory")

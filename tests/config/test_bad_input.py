@@ -1,0 +1,143 @@
+"""Bad input: one line naming the problem and the fix, exit code 2, nothing saved is lost."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import run_cli
+from trainer.io.checkpoint import read_checkpoint
+
+
+def _one_line_error(result, *needles: str) -> str:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    # Warnings logged before the failure may precede it; the error itself is one line.
+    lines = [
+        line
+        for line in result.stderr.strip().splitlines()
+        if not line.startswith(("WARNING ", "INFO "))
+    ]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("trainer: error: ")
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args,needles",
+    [
+        (["recipe=nope"], ["unknown recipe 'nope'", "digits", "mnist"]),
+        (["optimizer=sgdw"], ["unknown optimizer 'sgdw'", "adam", "lamb", "lars", "sgd"]),
+        (["data.batch_size=0"], ["data.batch_size=0", "positive"]),
+        (["data.batch_size=-5"], ["data.batch_size=-5", "positive"]),
+        (["data.batch_size=100000"], ["data.batch_size=100000", "larger than the 1438"]),
+        (["optimizer.lr=0"], ["optimizer.lr=0", "> 0"]),
+        (["optimizer.lr=-0.1"], ["optimizer.lr=-0.1", "> 0"]),
+        (["trainer.keep_last=0"], ["trainer.keep_last=0"]),
+        (["optimizer.momentum=0", "optimizer.nesterov=true"], ["Nesterov", "momentum > 0"]),
+        (["model._target_=os.system"], ["model._target_=os.system is refused"]),
+        (["dist.backend=gloo"], ["dist.backend='gloo'", "auto"]),
+        (["trainer.dtype=float16"], ["trainer.dtype=float16", "float32 or float64"]),
+        (["trainer.dtype=float64", "trainer.precision=bf16"],
+         ["trainer.precision=bf16", "trainer.dtype=float64", "trainer.precision=32"]),
+        (["trainer.dropout_masks=shared"], ["trainer.dropout_masks=shared", "per_sample"]),
+        # The issue's example: 65 = 4 x 16 + 1 ended in a raw torch traceback.
+        (["model.norm=batch", "model.ghost_batch_size=16", "data.batch_size=65"],
+         ["model.ghost_batch_size=16 does not divide the per-worker micro-batch of 65"]),
+        (["model.norm=batch", "model.ghost_batch_size=16", "data.batch_size=64",
+          "trainer.accumulate=8"],
+         ["model.ghost_batch_size=16 does not divide the per-worker micro-batch of 8"]),
+    ],
+)
+def test_bad_values_fail_fast_with_one_line(tmp_path, args, needles):
+    result = run_cli(*args, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    _one_line_error(result, *needles)
+    assert not (tmp_path / "run" / "checkpoints").exists() or not any(
+        (tmp_path / "run" / "checkpoints").iterdir()
+    )
+
+
+def test_missing_data_directory_says_which_files_go_where(tmp_path):
+    missing = tmp_path / "nowhere"
+    result = run_cli(
+        "recipe=mnist",
+        f"data.root={missing}",
+        "data.download=false",
+        f"hydra.run.dir={tmp_path}/run",
+        cwd=tmp_path,
+    )
+    _one_line_error(
+        result, f"MNIST not found in {missing}", "train-images-idx3-ubyte.gz", "TRAINER_DATA_DIR"
+    )
+
+
+def test_unreadable_checkpoint(tmp_path):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"\x00" * 64)
+    result = run_cli(f"trainer.resume={bad}", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    _one_line_error(result, str(bad), "trainer.resume=null")
+
+
+def test_unwritable_output_directory(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = run_cli(f"hydra.run.dir={blocker}/run", cwd=tmp_path)
+    _one_line_error(result, "hydra.run.dir", "is a file, not a directory")
+
+
+def test_checkpoint_folder_that_cannot_be_created(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoints").write_text("in the way")
+    result = run_cli(f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    _one_line_error(result, "cannot write checkpoints", "hydra.run.dir")
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob("step-*.pt")}
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_good_checkpoints(tmp_path):
+    run_dir = tmp_path / "run"
+    ok = run_cli(
+        "trainer.max_steps=6",
+        "trainer.checkpoint_every=2",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    assert ok.returncode == 0, ok.stderr
+    before = _digests(run_dir / "checkpoints")
+
+    # Resume the same run with a learning rate that blows up: the error names the step, and
+    # the checkpoints written before it are still there, unchanged, and load.
+    result = run_cli(
+        "trainer.max_steps=60",
+        "trainer.checkpoint_every=1",
+        "optimizer.lr=1e5",
+        "trainer.log_every=1000",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    line = _one_line_error(result, "at step", "optimizer.lr")
+    bad_step = int(line.split("at step ")[1].split(";")[0])
+    assert bad_step > 6
+    after = _digests(run_dir / "checkpoints")
+    for name in set(before) & set(after):
+        assert before[name] == after[name]
+    for path in (run_dir / "checkpoints").glob("step-*.pt"):
+        assert int(path.stem.split("-")[1]) < bad_step
+        read_checkpoint(path)  # every file left is loadable and finite
+    assert (run_dir / "checkpoints" / "last.pt").resolve().exists()
+    assert not (run_dir / "metrics.json").read_text().count("NaN")
+
+
+def test_failed_resume_leaves_the_run_directory_untouched(tmp_path):
+    run_dir = tmp_path / "run"
+    assert run_cli("trainer.max_steps=4", f"hydra.run.dir={run_dir}", cwd=tmp_path).returncode == 0
+    before = _digests(run_dir / "checkpoints")
+    result = run_cli("model.hidden=[32]", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    _one_line_error(result, "does not fit this model", str(run_dir))
+    assert _digests(run_dir / "checkpoints") == before

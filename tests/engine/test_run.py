@@ -1,0 +1,209 @@
+"""Whole runs: run-directory files, TensorBoard contents, determinism, early stop, multirun."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+from tests.config.test_config import RECIPES
+from tests.helpers import ROOT, run_cli, train_in_process
+
+METRIC_KEYS = {
+    "test_accuracy",
+    "test_loss",
+    "train_loss",
+    "samples_per_sec",
+    "steps",
+    "epochs",
+    "wall_time_s",
+}
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+def test_default_run_writes_every_promised_file(tmp_path):
+    metrics = train_in_process(tmp_path, "trainer.epochs=2", "trainer.log_every=5")
+    assert METRIC_KEYS <= set(json.loads((tmp_path / "metrics.json").read_text()))
+    assert metrics["steps"] == 2 * (1438 // 64) and metrics["epochs"] == 2.0
+    assert 0.5 < metrics["test_accuracy"] <= 1.0 and metrics["samples_per_sec"] > 0
+    assert "in_features: 64" in (tmp_path / "config.yaml").read_text()
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert state["model"]["1.weight"].shape == (512, 64)
+    assert state["progress"]["step"] == metrics["steps"]
+
+
+def test_tensorboard_has_scalars_hparams_and_prediction_images(tmp_path):
+    train_in_process(tmp_path, "trainer.epochs=2", "trainer.log_every=5")
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    for tag in (
+        "train/loss",
+        "train/lr",
+        "train/samples_per_sec",
+        "eval/loss",
+        "eval/accuracy",
+        "train/epoch_loss",
+        "train/epoch_accuracy",
+        "time/epoch_s",
+        "hparam/test_accuracy",
+    ):
+        assert tag in scalars, tag
+    assert [e.step for e in events.Scalars("eval/accuracy")] == [22, 44]
+    assert events.Scalars("train/lr")[0].value == pytest.approx(0.05)
+    assert "eval/predictions" in events.Tags()["images"]
+    image = events.Images("eval/predictions")[-1]
+    assert image.width == 8 * 64 and image.height == 2 * (64 + 14)  # 16 captioned tiles
+
+
+def test_hparams_tab_lines_config_up_against_final_metrics(tmp_path):
+    train_in_process(tmp_path, "trainer.max_steps=5", "data.batch_size=32", "optimizer.lr=0.02")
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")
+    experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert "hparam/test_accuracy" in [m.name.tag for m in experiment.metric_infos]
+    start = HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    values = start.session_start_info.hparams
+    assert values["data.batch_size"].number_value == 32
+    assert values["optimizer.lr"].number_value == pytest.approx(0.02)
+    # Which class a group built is a hyper-parameter too (a sweep over optimizer=sgd,adam).
+    assert values["optimizer._target_"].string_value == "torch.optim.SGD"
+    final = json.loads((tmp_path / "metrics.json").read_text())["test_accuracy"]
+    assert events.Scalars("hparam/test_accuracy")[-1].value == pytest.approx(final)
+
+
+def test_resumed_run_shows_each_step_once_in_tensorboard(tmp_path):
+    train_in_process(tmp_path, "trainer.max_steps=10", "trainer.checkpoint_every=5",
+                     "trainer.log_every=1")
+    # As if killed after logging step 10 but before its checkpoint landed.
+    (tmp_path / "checkpoints" / "step-00000010.pt").unlink()
+    (tmp_path / "checkpoints" / "last.pt").unlink()
+    # TensorBoard reads event files in name order, and names start with the creation second;
+    # two writers of one process within a second would sort by a counter instead.
+    time.sleep(1.1)
+    train_in_process(tmp_path, "trainer.max_steps=10", "trainer.checkpoint_every=5",
+                     "trainer.log_every=1")
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 11))
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
+    args = ("trainer.max_steps=30",)
+    train_in_process(tmp_path / "a", *args)
+    train_in_process(tmp_path / "b", *args)
+    train_in_process(tmp_path / "c", *args, "trainer.seed=1")
+    a, b, c = (_weights(tmp_path / n) for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["1.weight"], c["1.weight"])
+
+
+def test_checkpoint_every_steps_and_keep_last(tmp_path):
+    train_in_process(
+        tmp_path, "trainer.max_steps=30", "trainer.checkpoint_every=4", "trainer.keep_last=2"
+    )
+    names = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*.pt"))
+    assert names == ["step-00000028.pt", "step-00000030.pt"]
+
+
+def test_early_stop_ends_the_run_after_patience(tmp_path):
+    metrics = train_in_process(
+        tmp_path,
+        "optimizer.lr=1e-9",
+        "trainer.eval_every=1",
+        "trainer.early_stop=2",
+        "trainer.max_steps=100",
+    )
+    # Step 1 sets the best; steps 2 and 3 do not beat it at lr 1e-9: stop after step 3.
+    assert metrics["stopped_early"] is True and metrics["steps"] == 3
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_recipe_runs_a_few_steps(tmp_path, recipe, recipe_data):
+    metrics = train_in_process(
+        tmp_path, f"recipe={recipe}", *recipe_data(recipe), "trainer.max_steps=3",
+        "trainer.checkpoint_every=2",
+    )
+    assert metrics["steps"] == 3 and metrics["test_loss"] > 0
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*.pt")) == [
+        "step-00000002.pt", "step-00000003.pt",
+    ]
+
+
+def test_mnist_recipe_runs_on_idx_files(tmp_path, fake_mnist):
+    metrics = train_in_process(
+        tmp_path,
+        "recipe=mnist",
+        f"data.root={fake_mnist}",
+        "data.download=false",
+        "trainer.epochs=3",
+        "data.batch_size=50",
+    )
+    assert metrics["steps"] == 3 * 24
+    assert metrics["test_accuracy"] > 0.9  # the toy classes are easy to separate
+
+
+def test_asl_cnn_model_trains_on_mnist_shaped_batches(tmp_path, fake_mnist):
+    metrics = train_in_process(
+        tmp_path, "recipe=mnist", "model=asl_cnn", "model.num_classes=10",
+        f"data.root={fake_mnist}", "data.download=false", "data.batch_size=50",
+        "trainer.epochs=2",
+    )
+    assert metrics["test_accuracy"] > 0.9
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert state["features.0.weight"].shape == (75, 1, 3, 3)
+    assert state["classifier.1.weight"].shape == (512, 25 * 4 * 4)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
+def test_every_optimizer_trains(tmp_path, optimizer):
+    metrics = train_in_process(tmp_path, f"optimizer={optimizer}", "trainer.epochs=3")
+    assert metrics["test_accuracy"] > 0.6
+
+
+def test_dropout_option_reaches_the_model(tmp_path):
+    train_in_process(tmp_path, "model.dropout=0.3", "trainer.max_steps=2")
+    config = (tmp_path / "config.yaml").read_text()
+    assert "dropout: 0.3" in config
+
+
+def test_console_script_and_module_both_run(tmp_path):
+    script = Path(sys.executable).with_name("trainer")
+    assert shutil.which(str(script)), "pip install -e . must install the trainer script"
+    result = run_cli("trainer.max_steps=3", f"hydra.run.dir={tmp_path}/m", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "NOT MNIST" in result.stdout  # the offline default says what it trains on
+    assert (tmp_path / "m" / "metrics.json").exists()
+
+
+def test_multirun_sweeps_batch_sizes_into_separate_directories(tmp_path):
+    result = run_cli(
+        "-m",
+        "data.batch_size=32,64",
+        "trainer.max_steps=3",
+        f"hydra.sweep.dir={tmp_path}/sw",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    found = sorted((tmp_path / "sw").glob("*/metrics.json"))
+    assert len(found) == 2
+    batches = sorted(json.loads(p.read_text())["global_batch_size"] for p in found)
+    assert batches == [32, 64]
+
+
+def test_readme_commands_are_the_ones_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    test_line = next(line for line in ci.splitlines() if "pytest" in line)
+    assert test_line.strip() in readme

@@ -1,0 +1,144 @@
+"""Checkpoint files: atomic writes, last.pt, pruning, corrupt-file fallback, safe loading."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+import torch
+
+from trainer.errors import UserError
+from trainer.io.checkpoint import Checkpointer, read_checkpoint, resolve_resume
+
+
+def _state(value: float = 1.0) -> dict:
+    return {
+        "model": {"w": torch.full((4, 4), value)},
+        "optimizer": {},
+        "schedule": {},
+        "progress": {"step": 0},
+        "rng": {},
+        "config": {},
+    }
+
+
+def test_save_links_last_and_keeps_only_the_newest(tmp_path):
+    ckpt = Checkpointer(tmp_path / "checkpoints", keep_last=2, enabled=True)
+    for step in (5, 10, 15):
+        ckpt.write(_state(step), step)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["last.pt", "step-00000010.pt", "step-00000015.pt"]  # no temp files left
+    assert os.readlink(tmp_path / "checkpoints" / "last.pt") == "step-00000015.pt"
+    loaded = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert torch.equal(loaded["model"]["w"], torch.full((4, 4), 15.0))
+
+
+def test_non_primary_ranks_write_nothing(tmp_path):
+    ckpt = Checkpointer(tmp_path / "checkpoints", keep_last=2, enabled=False)
+    assert ckpt.write(_state(), 1) is None
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    ckpt = Checkpointer(tmp_path / "c", keep_last=2, enabled=True)
+    ckpt.write(_state(1.0), 1)
+    with pytest.raises(UserError, match="step 2: non-finite weights in w"):
+        ckpt.write(_state(float("nan")), 2)
+    assert os.readlink(tmp_path / "c" / "last.pt") == "step-00000001.pt"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "empty"])
+def test_corrupt_newest_falls_back_to_previous_with_a_warning(tmp_path, caplog, damage):
+    ckpt = Checkpointer(tmp_path / "checkpoints", keep_last=3, enabled=True)
+    good = ckpt.write(_state(1.0), 1)
+    newest = ckpt.write(_state(2.0), 2)
+    data = bytearray(newest.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "flip":  # inside the tensor payload: only the CRC check can see it
+        data[data.index(torch.full((4, 4), 2.0).numpy().tobytes()) + 3] ^= 0xFF
+    else:
+        data = bytearray()
+    newest.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        path, state = resolve_resume("auto", tmp_path)
+    assert path == good and torch.equal(state["model"]["w"], torch.ones(4, 4))
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    assert str(newest) in warning and str(good) in warning
+
+
+def test_flipped_payload_byte_is_detected(tmp_path):
+    path = Checkpointer(tmp_path, keep_last=1, enabled=True).write(_state(3.0), 1)
+    data = bytearray(path.read_bytes())
+    offset = data.index(torch.full((4, 4), 3.0).numpy().tobytes())
+    data[offset + 5] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(Exception, match="checksum mismatch"):
+        read_checkpoint(path)
+
+
+def test_explicit_unreadable_checkpoint_is_one_clear_error(tmp_path):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError) as info:
+        resolve_resume(str(bad), tmp_path)
+    assert str(bad) in str(info.value) and "trainer.resume=null" in str(info.value)
+
+
+def test_checkpoints_cannot_run_code(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    path = tmp_path / "evil.pt"
+    torch.save({**_state(), "extra": Payload()}, path)
+    with pytest.raises(UserError, match="cannot be loaded"):
+        resolve_resume(str(path), tmp_path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_auto_without_checkpoints_starts_fresh(tmp_path):
+    assert resolve_resume("auto", tmp_path) is None
+    assert resolve_resume(None, tmp_path) is None
+
+
+def test_unwritable_checkpoint_dir_is_one_clear_error(tmp_path):
+    (tmp_path / "checkpoints").write_text("a file where the folder should be")
+    with pytest.raises(UserError, match="cannot write checkpoints to"):
+        Checkpointer(tmp_path / "checkpoints", keep_last=1, enabled=True).check_writable()
+
+
+def test_every_component_is_registered_once_and_saved_under_its_name(tmp_path):
+    from tests.helpers import compose_config
+    from trainer.engine.build import build_run
+    from trainer.parallel.backends.base import Backend
+
+    run = build_run(compose_config("trainer.noise_scale=always"), tmp_path,
+                    Backend(torch.device("cpu")))
+    assert list(run.checkpointer.components) == [
+        "progress", "model", "optimizer", "schedule", "precision", "noise_scale", "data",
+        "callbacks", "rng"]
+    with pytest.raises(ValueError, match="already registered"):
+        run.checkpointer.register("model", run.model)
+    path = run.checkpointer.save(0, config={"x": 1}, model_kwargs={})
+    saved = torch.load(path, weights_only=True)
+    assert set(saved) == {"format", *run.checkpointer.components, "config", "model_kwargs"}
+
+
+def test_a_checkpoint_from_before_callbacks_existed_resumes_exactly(tmp_path):
+    """Checkpoints written before a component existed (no "callbacks" entry, an empty
+    "noise_scale") resume: that component keeps its fresh state, the rest continue exactly."""
+    from tests.helpers import train_in_process
+
+    common = ("trainer.max_steps=10", "trainer.checkpoint_every=5", "trainer.keep_last=5",
+              "logger.tensorboard=false", "model.dropout=0.2")
+    train_in_process(tmp_path / "a", *common)
+    old = torch.load(tmp_path / "a" / "checkpoints" / "step-00000005.pt", weights_only=True)
+    del old["callbacks"]
+    old["noise_scale"] = {}
+    torch.save(old, tmp_path / "old.pt")
+    train_in_process(tmp_path / "b", *common, f"trainer.resume={tmp_path / 'old.pt'}")
+    a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

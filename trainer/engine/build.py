@@ -1,0 +1,376 @@
+"""Build every runtime object of a run from the composed config.
+
+Each builder takes the config node it needs plus the runtime objects it depends on, passed
+explicitly; nothing travels through the config but plain values.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from trainer.callbacks import Callback, CallbackList
+from trainer.callbacks.early_stopping import EarlyStopping
+from trainer.callbacks.noise_scale_report import NoiseScaleReport
+from trainer.callbacks.qat_phases import QATPhases
+from trainer.callbacks.sample_predictions import SamplePredictions
+from trainer.callbacks.stage_switch import StageSwitch
+from trainer.config.flat import flatten
+from trainer.config.instantiate import safe_instantiate
+from trainer.config.schema import framework_keys
+from trainer.data import InMemoryData, InMemoryLoader
+from trainer.engine.precision import Precision
+from trainer.engine.progress import Progress
+from trainer.engine.seeding import seed_everything, worker_seed
+from trainer.engine.stages import freeze, stage_optimizer
+from trainer.errors import UserError
+from trainer.io.checkpoint import Checkpointer, resolve_resume
+from trainer.io.logger import Logger
+from trainer.io.state import ModelState, OptimizerState, ProgressState, RNGState
+from trainer.large_batch.noise_scale import MicroBatchNorms, NoiseScale
+from trainer.norms.ghost import apply_ghost_batchnorm
+from trainer.norms.sync import convert_sync_batchnorm
+from trainer.optim.factory import build_optimizer
+from trainer.optim.schedule import Schedule
+from trainer.parallel.backends import Backend
+from trainer.parallel.sample_dropout import BatchPosition, apply_sample_dropout
+from trainer.quant.qat import QATModel, QATSchedule, example_batch
+
+# Keys of the data, model and optimizer groups that the framework applies itself.
+_LOADER_KEYS = framework_keys("data")
+_MODEL_FRAMEWORK_KEYS = framework_keys("model")
+
+
+@dataclass
+class Run:
+    cfg: DictConfig
+    run_dir: Path
+    device: torch.device
+    backend: Backend
+    data: InMemoryData
+    loader: InMemoryLoader
+    model: torch.nn.Module  # the bare model: what checkpoints hold
+    train_model: torch.nn.Module  # the backend's wrapper around it
+    task: Any
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    precision: Precision
+    logger: Logger
+    checkpointer: Checkpointer
+    progress: Progress
+    total_steps: int  # optimizer steps the whole run takes
+    epoch_batches: list[int]  # the global batch of each epoch (grown by schedule=increase_batch)
+    epoch_steps: list[int]  # optimizer steps of each epoch
+    noise: Any  # trainer.large_batch.grad_noise: NoNoise, Annealed or SmallBatch
+    micro_batches: int  # per optimizer step (trainer.accumulate, or 2 to measure B_simple)
+    noise_scale: NoiseScale | None  # the B_simple estimate, when measured
+    micro_norms: MicroBatchNorms | None  # each backward's own gradient norm (for B_simple)
+    quant: QATSchedule | None  # quant=qat: when fake quantization, observers, BN switch
+    # Where the current forward's rows sit in the global batch (per-sample dropout masks).
+    batch_position: BatchPosition = field(default_factory=BatchPosition)
+    callbacks: CallbackList = field(default_factory=lambda: CallbackList({}))
+    resumed_from: Path | None = None
+    resume_state: dict | None = None
+    stop_reason: str = ""  # set by request_stop: the run ends after this step
+
+    @property
+    def rank(self) -> int:
+        return self.backend.rank
+
+    @property
+    def is_primary(self) -> bool:
+        return self.backend.is_primary
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps done."""
+        return self.progress.step
+
+    def request_stop(self, reason: str) -> None:
+        """End the run after the current step (at the next check), saying ``reason``. Ask on
+        every rank alike (from values every rank has), or the workers fall out of step."""
+        self.stop_reason = self.stop_reason or reason
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"trainer.device={name} but no CUDA device is visible; use cpu or auto")
+    return device
+
+
+def shared_run_dir(backend: Backend, own: Path) -> Path:
+    """Rank 0's run directory, on every rank (Hydra timestamps each rank's own).
+
+    A rank whose own directory differs removes it if Hydra's record is all it holds.
+    """
+    shared = Path(backend.broadcast_object(str(own)))
+    if shared != own and own.is_dir() and {p.name for p in own.iterdir()} <= {".hydra"}:
+        shutil.rmtree(own, ignore_errors=True)
+    return shared
+
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def build_data(cfg: DictConfig, backend: Backend, dtype: torch.dtype = torch.float32,
+               given: InMemoryData | None = None) -> InMemoryData:
+    """The configured data (or ``given``, built by the caller), on its device, in ``dtype``."""
+    data = given if given is not None else backend.first_on_each_node(
+        lambda: safe_instantiate(cfg, "data", exclude=_LOADER_KEYS)
+    )
+    if not isinstance(data, InMemoryData):
+        raise UserError(
+            f"data._target_ built a {type(data).__name__}, not a trainer data object: for torch "
+            "Datasets use _target_: trainer.data.Datasets with train: and test: under it"
+        )
+    where = backend.device if cfg.device == "auto" else torch.device(cfg.device)
+    data.train, data.test = data.train.to(where), data.test.to(where)
+    # Model input in the run's dtype (trainer.dtype), wherever a batch is made: training,
+    # evaluation, sample predictions, QAT's example batch. Integer input (word indices) stays.
+    data.transform = functools.partial(_typed, data.transform, dtype)
+    return data
+
+
+def _typed(transform, dtype: torch.dtype, raw: torch.Tensor) -> torch.Tensor:
+    x = transform(raw)
+    return x.to(dtype) if x.is_floating_point() else x
+
+
+def build_model(cfg: DictConfig, backend: Backend, dtype: torch.dtype = torch.float32,
+                given: torch.nn.Module | None = None, **from_data: Any) -> torch.nn.Module:
+    """The configured model (or ``given``, built by the caller: it is trained in place) in
+    ``dtype``, with the framework's model keys applied; ``from_data``: sizes only the data
+    knows."""
+    model = given if given is not None else safe_instantiate(
+        cfg, "model", exclude=_MODEL_FRAMEWORK_KEYS, **from_data)
+    if not isinstance(model, torch.nn.Module):
+        raise UserError(f"model._target_ built a {type(model).__name__}, not a torch.nn.Module")
+    if cfg.ghost_batch_size and cfg.sync_bn:
+        raise UserError(
+            "model.ghost_batch_size and model.sync_bn both set: Ghost BN normalises small "
+            "slices of each worker's batch, SyncBN the whole global batch; choose one"
+        )
+    if cfg.ghost_batch_size:
+        model = apply_ghost_batchnorm(model, cfg.ghost_batch_size)
+    if cfg.sync_bn and backend.world_size > 1:
+        model = convert_sync_batchnorm(model, backend.all_reduce_sum)
+    # Weights are initialised in float32 either way, so float64 runs start from the same
+    # values (optimizer state follows the parameters' dtype).
+    return model.to(device=backend.device, dtype=dtype)
+
+
+def plan_noise_scale(loop: DictConfig, backend: Backend) -> tuple[NoiseScale | None, int]:
+    """Whether this run estimates B_simple, and how many micro-batches each step then takes."""
+    k = loop.accumulate
+    if loop.noise_scale == "never":
+        return None, k
+    # Free where the two batch sizes exist anyway: the micro-batches against the step.
+    if k >= 2:
+        return NoiseScale(loop.noise_scale_ema), k
+    if loop.noise_scale == "auto":
+        return None, k
+    # always: each worker's own gradient against the averaged one (parameter hooks:
+    # measurable on small models, see bench/scaling.py), or two micro-batches in one process.
+    if backend.world_size > 1:
+        return NoiseScale(loop.noise_scale_ema), k
+    if not backend.can_split_steps:
+        raise UserError(
+            "trainer.noise_scale=always with one Horovod worker needs two micro-batches per "
+            "step (Horovod all-reduces after trainer.accumulate backward passes): add "
+            "trainer.accumulate=2"
+        )
+    return NoiseScale(loop.noise_scale_ema), 2
+
+
+def check_ghost_batches(cfg: DictConfig, micro_batch: int) -> None:
+    """A ghost batch size that does not divide each forward's batch is refused at start: the
+    last ghost batch would be smaller (down to one sample, which BatchNorm cannot normalise)
+    yet weigh like the full ones in the running statistics."""
+    ghost = cfg.model.ghost_batch_size
+    if ghost and micro_batch % ghost:
+        raise UserError(
+            f"model.ghost_batch_size={ghost} does not divide the per-worker micro-batch of "
+            f"{micro_batch} samples into equal ghost batches; choose a ghost batch size that "
+            f"divides {micro_batch} (or change data.batch_size / trainer.accumulate)"
+        )
+
+
+def framework_callbacks(cfg: DictConfig) -> dict[str, Callback]:
+    """The framework's own features that run as callbacks, where the config asks for them: the
+    loop names none of them."""
+    loop = cfg.trainer
+    named: dict[str, Callback] = {}
+    if loop.stages:
+        named["stage_switch"] = StageSwitch()
+    if cfg.quant.mode == "qat":
+        named["qat_phases"] = QATPhases()
+    # Always: it also says in metrics.json why B_simple was not measured.
+    named["noise_scale"] = NoiseScaleReport()
+    if cfg.logger.sample_predictions:
+        named["sample_predictions"] = SamplePredictions()
+    if loop.early_stop:
+        named["early_stopping"] = EarlyStopping(loop.early_stop, loop.early_stop_metric,
+                                                loop.early_stop_mode, loop.early_stop_min_delta)
+    return named
+
+
+def build_callbacks(cfg: DictConfig, given=()) -> CallbackList:
+    """The framework's callbacks, the config's by name (null entries removed), then ``given``
+    (instances from ``trainer.fit``), called in that order."""
+    named = framework_callbacks(cfg)
+    for name, node in cfg.callbacks.items():
+        if node is None:  # callbacks.NAME=null: off, the framework's own included
+            named.pop(str(name), None)
+            continue
+        callback = safe_instantiate(node, f"callbacks.{name}")
+        if not isinstance(callback, Callback):
+            raise UserError(f"callbacks.{name}: {node._target_} is not a trainer.Callback "
+                            "subclass; subclass it and override the hooks you need")
+        named[str(name)] = callback
+    for i, callback in enumerate(given):
+        if not isinstance(callback, Callback):
+            raise UserError(f"callbacks[{i}] is a {type(callback).__name__}, not a "
+                            "trainer.Callback")
+        named[f"{type(callback).__name__}_{i}"] = callback
+    return CallbackList(named)
+
+
+def build_run(cfg: DictConfig, run_dir: Path, backend: Backend,
+              objects: dict[str, Any] | None = None) -> Run:
+    """Everything a run needs, built on every rank; ``backend`` is already initialised.
+
+    ``objects``: what the caller built itself (``trainer.fit``): ``model``, ``data``,
+    ``callbacks``; the config's own entries for those are not instantiated."""
+    objects = objects or {}
+    loop = cfg.trainer
+    if loop.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    device = backend.device
+    logger = Logger(run_dir, cfg, enabled=backend.is_primary)
+
+    checkpointer = Checkpointer(run_dir / "checkpoints", loop.keep_last, backend.is_primary)
+
+    def open_checkpoints():
+        checkpointer.check_writable()
+        return resolve_resume(loop.resume, run_dir)
+
+    # Rank 0 checks the folder can be written and reads the resume checkpoint; the others get
+    # its state (or its error) by broadcast, so they need no shared filesystem for resuming.
+    resumed = backend.on_primary(open_checkpoints)
+
+    seed_everything(loop.seed)
+    dtype = DTYPES[loop.dtype]
+    data = build_data(cfg.data, backend, dtype, objects.get("data"))
+    schedule = safe_instantiate(cfg.schedule, "schedule")
+    epoch_batches = schedule.global_batches(cfg.data.batch_size, len(data.train), loop.epochs)
+    try:
+        loader = InMemoryLoader(
+            data.train, cfg.data.batch_size, seed=loop.seed, rank=backend.rank,
+            world_size=backend.world_size, transform=data.transform,
+            augment=data.augmentation,
+        )
+    except ValueError as exc:
+        raise UserError(f"data.batch_size={cfg.data.batch_size}: {exc}; choose another") from None
+    noise_scale, micro_batches = plan_noise_scale(loop, backend)
+    for global_batch in sorted(set(epoch_batches)):  # schedule=increase_batch grows it
+        batch = global_batch // backend.world_size
+        if batch % micro_batches:
+            why = ("trainer.noise_scale=always (2 micro-batches per step)"
+                   if micro_batches != loop.accumulate
+                   else f"trainer.accumulate={loop.accumulate}")
+            raise UserError(
+                f"{why} does not divide the per-worker batch of {batch} "
+                f"(data.batch_size={global_batch} over {backend.world_size} workers) into "
+                "equal micro-batches; choose another batch size"
+            )
+        check_ghost_batches(cfg, batch // micro_batches)
+
+    model = build_model(cfg.model, backend, dtype, objects.get("model"), **data.model_kwargs())
+    if hasattr(model, "load_pretrained"):
+        # Weights from outside the checkpoint (ImageNet); first on each node, so that a
+        # download happens once per machine. A resumed run overwrites them below.
+        backend.first_on_each_node(model.load_pretrained)
+    quant = None
+    if cfg.quant.mode == "qat":
+        q = cfg.quant
+        quant = QATSchedule(q.start_step, q.freeze_observer_step, q.freeze_bn_step)
+        model = QATModel(model, example_batch(data))
+    position = BatchPosition()
+    if loop.dropout_masks == "per_sample" and quant is None:
+        # (A QAT graph has no dropout modules to swap: its dropout keeps per-worker masks.)
+        kept = apply_sample_dropout(model, loop.seed, position)
+        if kept:
+            logger.warning(
+                f"trainer.dropout_masks=per_sample: {', '.join(kept)} draw their own dropout "
+                "inside the module (RNN/attention dropout=), which keeps per-worker masks"
+            )
+    # From here on each rank draws from its own stream (dropout outside the swapped layers,
+    # anything random in the model): the weights above came from the shared seed.
+    seed_everything(worker_seed(loop.seed, backend.rank))
+    first_stage = loop.stages[0] if loop.stages else None
+    if first_stage is not None:
+        freeze(model, first_stage.freeze)
+    train_model = backend.wrap_model(model)
+    micro_norms = MicroBatchNorms(model) if noise_scale is not None else None
+    optimizer = backend.wrap_optimizer(
+        build_optimizer(stage_optimizer(cfg.optimizer, first_stage), model, cfg.data.batch_size),
+        model,
+    )
+    epoch_steps = [len(data.train) // batch for batch in epoch_batches]
+    total_steps = sum(epoch_steps)
+    if loop.max_steps is not None:
+        total_steps = min(total_steps, loop.max_steps)
+    schedule.attach(optimizer, steps_per_epoch=epoch_steps, total_steps=total_steps)
+    task = safe_instantiate(cfg.task, "task")
+    noise = safe_instantiate(cfg.noise, "noise")
+    noise.bind(loop.seed)
+
+    run = Run(
+        cfg=cfg, run_dir=run_dir, device=device, backend=backend, data=data, loader=loader,
+        model=model, train_model=train_model, task=task, optimizer=optimizer,
+        schedule=schedule, precision=Precision(loop.precision, device), logger=logger,
+        checkpointer=checkpointer, progress=Progress(), total_steps=total_steps, noise=noise,
+        micro_batches=micro_batches, noise_scale=noise_scale, epoch_batches=epoch_batches,
+        epoch_steps=epoch_steps, micro_norms=micro_norms, quant=quant, batch_position=position,
+        callbacks=build_callbacks(cfg, objects.get("callbacks", ())),
+    )
+    register_state(run)
+    if resumed is not None:
+        run.resumed_from, run.resume_state = resumed
+    return run
+
+
+def register_state(run: Run) -> None:
+    """Every stateful component, once, with the checkpointer (trainer.io.state). Order is load
+    order: the progress first (a later stage is re-entered, whose optimizer the saved state
+    fits), the RNGs last (nothing may draw after them)."""
+    register = run.checkpointer.register
+    register("progress", ProgressState(run))
+    register("model", ModelState(run))
+    register("optimizer", OptimizerState(run))
+    register("schedule", run.schedule)
+    register("precision", run.precision)
+    if run.noise_scale is not None:
+        register("noise_scale", run.noise_scale)
+    register("data", run.data)
+    register("callbacks", run.callbacks)
+    register("rng", RNGState(run))
+
+
+def config_changes(saved: dict, current: DictConfig) -> list[str]:
+    """Keys whose value differs from the checkpoint's config (loop length keys excluded)."""
+    ignore = ("trainer.resume", "trainer.epochs", "trainer.max_steps")
+    old = flatten(saved)
+    new = flatten(OmegaConf.to_container(current, resolve=True))
+    return sorted(
+        k for k in old.keys() | new.keys() if k not in ignore and old.get(k) != new.get(k)
+    )

@@ -1,0 +1,279 @@
+"""The run loop: train, evaluate, checkpoint, stop.
+
+The hot path (one optimizer step) does no host synchronisation: each step's loss and number of
+correct predictions stay on the device until the next log line (every ``trainer.log_every``
+steps), when they are read in one go, checked for NaN/Inf (naming the exact step that went
+bad) and added to the epoch's sums. They are also flushed before every checkpoint, so a
+checkpoint is never written after a non-finite loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from trainer.engine.build import Run
+from trainer.engine.evaluate import evaluate
+from trainer.engine.progress import Progress
+from trainer.engine.step import train_step
+from trainer.errors import UserError
+from trainer.io.restore import restore
+from trainer.tasks import sum_width, task_metrics
+
+
+class Stopwatch:
+    """Training time only: paused around evaluation and checkpointing."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._since: float | None = None
+
+    def start(self) -> None:
+        self._since = time.perf_counter()
+
+    def stop(self) -> float:
+        if self._since is not None:
+            self.total += time.perf_counter() - self._since
+            self._since = None
+        return self.total
+
+
+class Loop:
+    """One call of :meth:`fit` trains a built :class:`Run` to the end and returns its metrics."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        loop = run.cfg.trainer
+        self.total_steps = run.total_steps
+        # Plain values: reading a DictConfig attribute costs tens of microseconds.
+        self.log_every, self.eval_every = loop.log_every, loop.eval_every
+        self.checkpoint_every, self.accumulate = loop.checkpoint_every, run.micro_batches
+        self.pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+        self.clock = Stopwatch()
+        self.last_eval: dict[str, float] = {}
+        self.last_train: dict[str, float] = {}
+        self.evaluated_step = self.saved_step = -1
+        self.saved_clock = 0.0  # clock.total already added to progress.train_time_s
+        self.epoch_seconds = 0.0
+
+    @property
+    def progress(self) -> Progress:
+        return self.run.progress
+
+    @property
+    def train_seconds(self) -> float:
+        """Training time of the whole run so far, across resumes."""
+        return self.progress.train_time_s + self.clock.total - self.saved_clock
+
+    def flush(self) -> float | None:
+        """Read the pending steps' losses back; add them to the epoch sums; mean loss."""
+        if not self.pending:
+            return None
+        # Averaged over workers: the logged loss is the global batch's, and a NaN on any
+        # worker stops every worker at the same step.
+        backend, noise_scale = self.run.backend, self.run.noise_scale
+        parts = [torch.stack([loss for _, loss, _ in self.pending]).double()]
+        if noise_scale is not None and noise_scale.pending:
+            # Each worker's own gradient norm, averaged in the same all-reduce as the losses.
+            parts.append(torch.stack([s for s, _, _, _ in noise_scale.pending]).double())
+        reduced = (backend.all_reduce_sum(torch.cat(parts)) / backend.world_size).cpu()
+        losses = reduced[: len(self.pending)]
+        finite = torch.isfinite(losses)
+        if not bool(finite.all()):
+            step = self.pending[int((~finite).nonzero()[0])][0]
+            raise UserError(
+                f"loss is {losses[~finite][0].item()} at step {step}; training stopped and no "
+                "checkpoint was written after it. Lower optimizer.lr, check the data, or "
+                "resume from the last checkpoint"
+            )
+        if len(parts) > 1:
+            averaged = torch.stack([g for _, g, _, _ in noise_scale.pending]).double().cpu()
+            noise_scale.update(reduced[len(self.pending):].tolist(), averaged.tolist())
+        counts = torch.stack([c for _, _, c in self.pending]).double().sum(0).cpu().tolist()
+        batch = self.run.loader.batch_size
+        sums = self.progress.train_sums or [0.0] * sum_width(self.run.task)
+        added = [float(losses.sum()) * batch, counts[0], len(self.pending) * batch, *counts[1:]]
+        self.progress.train_sums = [a + b for a, b in zip(sums, added, strict=True)]
+        self.pending.clear()
+        return float(losses.mean())
+
+    def train_metrics(self) -> dict[str, float]:
+        """This epoch's training metrics so far (the task's), over all workers."""
+        self.flush()
+        width = sum_width(self.run.task)
+        sums = torch.tensor(self.progress.train_sums or [0.0] * width, dtype=torch.float64)
+        return task_metrics(self.run.task, self.run.backend.all_reduce_sum(sums).tolist())
+
+    def check_replicas(self) -> None:
+        """Every worker must hold the same weights; a drift means a rank-dependent update."""
+        run = self.run
+        if run.backend.world_size == 1:
+            return
+        # Plus buffers the model says must agree too (QAT's observers); BatchNorm statistics
+        # may differ between workers by design (DDP broadcasts rank 0's before each forward).
+        shared = getattr(run.model, "replicated_buffers", lambda: [])()
+        with torch.no_grad():
+            sums = [float(p.detach().double().sum())
+                    for p in [*run.model.parameters(), *shared]]
+        mine = hashlib.sha256(repr(sums).encode()).hexdigest()
+        digests = run.backend.all_gather_object(mine)
+        if len(set(digests)) > 1:
+            raise UserError(
+                f"replicas diverged by step {self.progress.step}: the workers' weights differ "
+                f"(ranks {[r for r, d in enumerate(digests) if d != digests[0]]} vs rank 0); "
+                "something in the update depends on the rank (noise, dropout outside the "
+                "model, a custom op) — report it with the config"
+            )
+
+    def save(self) -> None:
+        p = self.progress
+        if self.saved_step == p.step:
+            return
+        self.flush()
+        self.check_replicas()
+        run = self.run
+        p.train_time_s, self.saved_clock = self.train_seconds, self.clock.total
+        # Every registered component (trainer.io.state), plus what rebuilding the model from the
+        # checkpoint alone needs (trainer-predict, -export): the config and the data's sizes.
+        path = run.checkpointer.save(p.step, config=OmegaConf.to_container(run.cfg, resolve=True),
+                                     model_kwargs=run.data.model_kwargs())
+        self.saved_step = p.step
+        run.callbacks.on_checkpoint(run, path)
+
+    def evaluate(self) -> None:
+        p, logger = self.progress, self.run.logger
+        self.flush()
+        self.last_eval, self.evaluated_step = evaluate(self.run), p.step
+        p.history.append({
+            "step": p.step, "epoch": self.run.schedule.epoch_at(p.step), "samples": p.samples,
+            "train_time_s": self.train_seconds, **self.last_eval,
+        })
+        logger.scalars(self.last_eval, p.step)
+        logger.info(
+            f"step {p.step} (epoch {self.run.schedule.epoch_at(p.step):.2f}): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in self.last_eval.items())
+        )
+        self.run.callbacks.on_eval_end(self.run, dict(self.last_eval))
+
+    def log_window(self, lr: float, window: tuple[int, float]) -> tuple[int, float]:
+        """Log the steps since ``window`` = (samples, train seconds); return the new window."""
+        p, logger = self.progress, self.run.logger
+        mean_loss = self.flush()
+        seconds = self.clock.stop() - window[1]
+        sps = (p.samples - window[0]) / max(seconds, 1e-9)
+        logged = {"train/loss": mean_loss, "train/lr": lr, "train/samples_per_sec": sps}
+        logger.scalars(logged, p.step)
+        self.run.callbacks.on_log(self.run, logged)
+        notes = logger.take_notes()  # what the callbacks added to this line
+        if not logger.shows_progress:
+            logger.info(
+                f"step {p.step}/{self.total_steps} epoch {p.epoch} loss {mean_loss:.4f} "
+                f"lr {lr:.4g} {sps:,.0f} samples/s{notes}"
+            )
+        logger.advance(p.epoch, mean_loss, sps)
+        self.clock.start()
+        return p.samples, self.clock.total
+
+    def train_epoch(self) -> None:
+        """Run the current epoch from its saved position to its end (or the last step)."""
+        run, p, clock = self.run, self.progress, self.clock
+        run.callbacks.on_epoch_start(run)
+        run.loader.resize(run.epoch_batches[p.epoch])  # schedule=increase_batch grows it
+        window = (p.samples, clock.total)
+        clock.start()
+        for inputs, targets in run.loader.epoch(p.epoch, start=p.batch):
+            lr = run.schedule.apply(run.optimizer, p.step)
+            run.callbacks.on_step_start(run)
+            loss, counts = train_step(run, inputs, targets, p.step, self.accumulate)
+            self.pending.append((p.step + 1, loss, counts))
+            p.step += 1
+            p.batch += 1
+            p.samples += run.loader.global_batch_size
+            run.callbacks.on_step_end(run)
+            if p.step % self.log_every == 0 or p.step == self.total_steps:
+                window = self.log_window(lr, window)
+            else:
+                run.logger.advance(p.epoch, None, None)
+            eval_now = self.eval_every and p.step % self.eval_every == 0
+            save_now = self.checkpoint_every and p.step % self.checkpoint_every == 0
+            if eval_now or save_now:
+                clock.stop()
+                if eval_now:
+                    self.evaluate()
+                if save_now:
+                    self.save()
+                clock.start()
+            if p.step >= self.total_steps or run.stop_reason:
+                break
+        clock.stop()
+
+    def end_epoch(self) -> None:
+        p, logger = self.progress, self.run.logger
+        self.last_train = self.train_metrics()
+        logger.scalars({f"train/epoch_{k}": v for k, v in self.last_train.items()}, p.step)
+        logger.scalars({"time/epoch_s": self.epoch_seconds}, p.step)
+        p.epoch, p.batch, p.train_sums = p.epoch + 1, 0, []
+        if not self.eval_every:
+            self.evaluate()
+        self.save()
+
+    def fit(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        restore(self.run)
+        run, p, logger = self.run, self.progress, self.run.logger
+        first_samples = p.samples
+        if run.resumed_from is not None:
+            self.saved_step = p.step
+        logger.start(run.data.description, run.resumed_from, p.step)
+        run.callbacks.on_fit_start(run)
+        logger.open_progress(self.total_steps, p.step)
+        run.train_model.train()
+        while p.step < self.total_steps and not run.stop_reason:
+            before = self.clock.total
+            self.train_epoch()
+            self.epoch_seconds = self.clock.total - before
+            if p.batch >= len(run.loader):
+                self.end_epoch()
+        logger.close_progress()
+        if run.stop_reason:
+            logger.info(run.stop_reason)
+        self.flush()
+        if p.train_sums:  # the run ended mid-epoch
+            self.last_train = self.train_metrics()
+        if self.evaluated_step != p.step:
+            self.evaluate()
+        self.save()
+        # None (null in JSON) where the task has no such metric, e.g. accuracy in regression.
+        metrics = {
+            "test_accuracy": self.last_eval.get("eval/accuracy"),
+            "test_loss": self.last_eval.get("eval/loss"),
+            "train_loss": self.last_train.get("loss"),
+            "train_accuracy": self.last_train.get("accuracy"),
+            "samples_per_sec": (p.samples - first_samples) / max(self.clock.total, 1e-9),
+            "steps": p.step,
+            "epochs": run.schedule.epoch_at(p.step),
+            "epoch_time_s": self.epoch_seconds,
+            "wall_time_s": time.perf_counter() - started,
+            "train_time_s": self.train_seconds,
+            "history": p.history,
+            "world_size": run.backend.world_size,
+            "global_batch_size": run.cfg.data.batch_size,  # at the start
+            "final_global_batch_size": run.loader.global_batch_size,
+            "stopped_early": bool(run.stop_reason),
+            "resumed_from": str(run.resumed_from) if run.resumed_from else None,
+        }
+        # Task-specific eval metrics beyond loss and accuracy (perplexity) as test_<name>.
+        metrics.update({f"test_{k[5:]}": v for k, v in self.last_eval.items()
+                        if k not in ("eval/loss", "eval/accuracy")})
+        run.callbacks.on_fit_end(run, metrics)  # callbacks may add entries (B_simple)
+        logger.finish(metrics)
+        return metrics
+
+
+def fit(run: Run) -> dict[str, Any]:
+    """Train until ``trainer.epochs`` / ``trainer.max_steps`` or early stop; return metrics."""
+    return Loop(run).fit()

@@ -1,0 +1,232 @@
+"""Rank-0 checkpoint files: atomic writes, a ``last.pt`` link, pruning, and a safe read-back.
+
+Files are ``checkpoints/step-00001234.pt``; ``last.pt`` is a symbolic link to the newest one.
+A write goes to a temporary file that is flushed, fsynced and renamed, and only then does
+``last.pt`` move, so a crash at any instant leaves the previous good checkpoint in place.
+Reading first checks the CRC32 of every record in the file (torch writes them, but its own
+reader does not verify them, so a flipped byte would otherwise load as silently wrong weights),
+then loads with ``torch.load(weights_only=True)``: a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer.errors import UserError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format", "model", "optimizer", "schedule", "progress", "rng", "config")
+_STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
+LAST = "last.pt"
+
+
+class CheckpointError(Exception):
+    """A checkpoint file that cannot be used; the message says why."""
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unobserved_range(name: str) -> bool:
+    # A quantization observer (torch.ao / torchao naming) that has seen no data yet holds
+    # min = +inf, max = -inf by design; NaN there is still an error.
+    return ".activation_post_process." in name and name.endswith(("min_val", "max_val"))
+
+
+def non_finite_tensors(state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Names of floating-point entries holding NaN or Inf (observers' empty ranges aside)."""
+    def bad(name: str, value: torch.Tensor) -> bool:
+        if _unobserved_range(name):
+            return bool(value.isnan().any())
+        return not bool(value.isfinite().all())
+
+    return [name for name, value in state_dict.items()
+            if torch.is_tensor(value) and value.is_floating_point() and bad(name, value)]
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Load and sanity-check one checkpoint; raise CheckpointError saying what is wrong."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad_record = archive.testzip()
+    except FileNotFoundError:
+        raise CheckpointError("file not found") from None
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(f"is truncated or not a torch file ({exc})") from None
+    if bad_record is not None:
+        raise CheckpointError(f"is corrupt (checksum mismatch in record {bad_record})")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError("file not found") from None
+    except Exception as exc:  # torch raises several types for truncated or garbled zips
+        raise CheckpointError(f"cannot be loaded ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"holds a {type(state).__name__}, not a trainer checkpoint")
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"is not a trainer checkpoint (missing {', '.join(missing)})")
+    if state["format"] > FORMAT_VERSION:
+        raise CheckpointError(
+            f"was written by a newer trainer (format {state['format']} > {FORMAT_VERSION})"
+        )
+    bad = non_finite_tensors(state["model"])
+    if bad:
+        raise CheckpointError(f"holds non-finite weights in {', '.join(bad[:3])}")
+    return state
+
+
+class Checkpointer:
+    """Writes checkpoints on the primary rank (``enabled``) and reads them on any rank.
+
+    The run's stateful components are registered once (:meth:`register`, trainer.io.state);
+    :meth:`save` gathers their state on every rank and writes it, :meth:`load` hands a
+    checkpoint's state back to them, in registration order."""
+
+    def __init__(self, directory: Path, keep_last: int, enabled: bool) -> None:
+        self.directory = Path(directory)
+        self.keep_last = keep_last
+        self.enabled = enabled
+        self.components: dict[str, Any] = {}
+
+    def register(self, name: str, component: Any) -> None:
+        """Save and restore ``component`` (``state_dict`` / ``load_state_dict``) as ``name``."""
+        if name in self.components or name in ("format", "config", "model_kwargs"):
+            raise ValueError(f"checkpoint component {name!r} is already registered")
+        self.components[name] = component
+
+    def save(self, step: int, **metadata: Any) -> Path | None:
+        """Every component's state, plus ``metadata`` (the config...), as the checkpoint of
+        ``step``. Call it on every rank: a component's state may need all of them (the RNG
+        states are gathered); only the primary rank writes."""
+        state = {name: c.state_dict() for name, c in self.components.items()}
+        return self.write({**state, **metadata}, step)
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Give each component its part of ``state``; a component the checkpoint has no entry
+        for (written before it existed) keeps its fresh state."""
+        for name, component in self.components.items():
+            if name in state:
+                component.load_state_dict(state[name])
+
+    def check_writable(self) -> None:
+        """UserError now, rather than at the first save, if the folder cannot be written."""
+        probe = self.directory / ".write-test"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise UserError(
+                f"cannot write checkpoints to {self.directory} ({exc.strerror}); point "
+                "hydra.run.dir at a writable directory"
+            ) from None
+
+    def step_files(self) -> list[Path]:
+        """Checkpoint files in the directory, newest (highest step) first."""
+        if not self.directory.is_dir():
+            return []
+        found = [
+            (int(m.group(1)), p)
+            for p in self.directory.iterdir()
+            if (m := _STEP_FILE.match(p.name))
+        ]
+        return [p for _, p in sorted(found, reverse=True)]
+
+    def write(self, state: dict[str, Any], step: int) -> Path | None:
+        """Write ``state`` as the checkpoint of ``step``; no-op on non-primary ranks."""
+        if not self.enabled:
+            return None
+        bad = non_finite_tensors(state["model"])
+        if bad:
+            raise UserError(
+                f"refusing to save a checkpoint at step {step}: non-finite weights in "
+                f"{', '.join(bad[:3])}; lower optimizer.lr or check the data"
+            )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"step-{step:08d}.pt"
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as handle:
+            torch.save({"format": FORMAT_VERSION, **state}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        link_tmp = self.directory / f".{LAST}.tmp"
+        link_tmp.unlink(missing_ok=True)
+        link_tmp.symlink_to(path.name)
+        os.replace(link_tmp, self.directory / LAST)
+        _fsync_dir(self.directory)
+        self._prune()
+        return path
+
+    def _prune(self) -> None:
+        for old in self.step_files()[self.keep_last :]:
+            old.unlink(missing_ok=True)
+
+    def load_latest(self) -> tuple[Path, dict[str, Any]] | None:
+        """The newest checkpoint that loads, falling back past corrupt ones with a warning."""
+        candidates = []
+        last = self.directory / LAST
+        if last.is_symlink() or last.exists():
+            candidates.append(last.resolve())
+        candidates += [p for p in self.step_files() if p.resolve() not in candidates]
+        failed: list[tuple[Path, str]] = []
+        for path in candidates:
+            try:
+                state = read_checkpoint(path)
+            except CheckpointError as why:
+                failed.append((path, str(why)))
+                continue
+            for bad, why in failed:
+                log.warning("checkpoint %s %s; resuming from %s instead", bad, why, path)
+            return path, state
+        for bad, why in failed:
+            log.warning("checkpoint %s %s; no usable checkpoint left, starting fresh", bad, why)
+        return None
+
+
+def open_checkpoint(path: Path) -> tuple[Path, dict[str, Any]]:
+    """A checkpoint file, or the newest good one of a run directory (or its checkpoints/).
+
+    Raises CheckpointError saying what is wrong; callers add how to fix it.
+    """
+    if path.is_dir():
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        found = Checkpointer(folder, 1, enabled=False).load_latest()
+        if found is None:
+            raise CheckpointError(f"no usable checkpoint in {folder}")
+        return found
+    try:
+        return path, read_checkpoint(path)
+    except CheckpointError as why:
+        raise CheckpointError(f"the checkpoint {why}") from None
+
+
+def resolve_resume(resume: str | None, run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """Find the checkpoint ``trainer.resume`` asks for: ``auto``, a file, a run dir, or None."""
+    if resume is None or str(resume).lower() in ("null", "none", "false", ""):
+        return None
+    if resume == "auto":
+        return Checkpointer(run_dir / "checkpoints", 1, enabled=False).load_latest()
+    path = Path(resume).expanduser()
+    try:
+        return open_checkpoint(path)
+    except CheckpointError as why:
+        fix = ("point it at a checkpoint file or a run directory that has checkpoints/"
+               if path.is_dir() else "pass another checkpoint, or trainer.resume=null to start "
+               "fresh")
+        raise UserError(f"trainer.resume={resume}: {why}; {fix}") from None

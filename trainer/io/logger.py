@@ -1,0 +1,157 @@
+"""Everything a run reports: console lines, the progress bar, TensorBoard, and the run files.
+
+Only the primary rank writes; on every other rank each method is a no-op. This class is where
+that decision lives, so the loop never asks which rank it is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from trainer.config.flat import flatten
+from trainer.io.prediction_grid import draw_prediction_grid
+
+log = logging.getLogger("trainer")
+
+
+class Logger:
+    def __init__(self, run_dir: Path, cfg, enabled: bool) -> None:
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self.cfg = cfg
+        self._bar: tqdm | None = None
+        self._writer = None
+        self._notes: list[str] = []
+
+    def start(self, data_description: str, resumed_from: Path | None, step: int) -> None:
+        """Open TensorBoard, write the resolved config and say what this run trains on."""
+        if not self.enabled:
+            return
+        if self.cfg.logger.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # On resume, TensorBoard drops what the killed run logged after its checkpoint
+            # at `step` (purge_step: the first step this run logs again), so none shows twice.
+            self._writer = SummaryWriter(
+                log_dir=str(self.run_dir / "tb"), purge_step=step + 1 if resumed_from else None
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
+        if self.cfg.description:
+            self.info(f"recipe: {self.cfg.description}")
+        self.info(f"data: {data_description}")
+        self.info(f"run directory: {self.run_dir}")
+        if resumed_from is not None:
+            self.info(f"resuming from {resumed_from}")
+
+    def info(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stdout)
+        else:
+            print(text, flush=True)
+
+    def note(self, text: str) -> None:
+        """A short text for the next log line (a callback's live value, such as B_simple)."""
+        self._notes.append(text)
+
+    def take_notes(self) -> str:
+        """The notes since the last log line, each after a space; then forgets them."""
+        notes, self._notes = self._notes, []
+        return "".join(f" {n}" for n in notes)
+
+    def warning(self, text: str) -> None:
+        if self.enabled:
+            log.warning(text)
+
+    def open_progress(self, total_steps: int, done_steps: int) -> None:
+        if self.enabled and self.cfg.logger.progress_bar:
+            self._bar = tqdm(
+                total=total_steps, initial=done_steps, unit="step", dynamic_ncols=True,
+                mininterval=0.5, disable=None,  # None: hide the bar when stderr is no TTY
+            )
+            if self._bar.disable:
+                self._bar = None
+
+    def advance(self, epoch: int, loss: float | None, samples_per_sec: float | None) -> None:
+        """One optimizer step done; refreshes the bar's epoch, loss and samples/s."""
+        if self._bar is None:
+            return
+        self._bar.update(1)
+        if loss is not None:
+            self._bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", sps=f"{samples_per_sec:,.0f}",
+                                  refresh=False)
+
+    def close_progress(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    @property
+    def shows_progress(self) -> bool:
+        return self._bar is not None
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        if self._writer is None:
+            return
+        for tag, value in values.items():
+            self._writer.add_scalar(tag, value, step)
+
+    def texts(self, tag: str, texts: list[str], step: int) -> None:
+        """Lines of generated text, for TensorBoard's text tab."""
+        if self._writer is not None:
+            self._writer.add_text(tag, "\n\n".join(texts), step)
+
+    def predictions(
+        self, images: torch.Tensor, predicted: list[str], actual: list[str], step: int
+    ) -> None:
+        """A captioned grid of test images with the model's guesses (wrong ones in red)."""
+        if self._writer is None or len(images) == 0:
+            return
+        grid = draw_prediction_grid(images, predicted, actual)
+        self._writer.add_image("eval/predictions", grid, step)
+
+    def close(self) -> None:
+        """Close the bar and flush TensorBoard (safe to call twice, and after finish)."""
+        self.close_progress()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def finish(self, metrics: dict[str, Any]) -> None:
+        """Write metrics.json, the hparams summary, and close TensorBoard."""
+        self.close_progress()
+        if not self.enabled:
+            return
+        path = self.run_dir / "metrics.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
+        if self._writer is not None:
+            self._write_hparams(metrics)
+            self._writer.close()
+            self._writer = None
+
+    def _write_hparams(self, metrics: dict[str, Any]) -> None:
+        # Written into this run's own event file (SummaryWriter.add_hparams would open a new
+        # sub-run), so the HPARAMS tab lines sweep jobs up side by side.
+        from torch.utils.tensorboard.summary import hparams
+
+        config = OmegaConf.to_container(self.cfg, resolve=True)
+        params = flatten(config)
+        final = {
+            f"hparam/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)
+        }
+        for summary in hparams(params, final):
+            self._writer.file_writer.add_summary(summary)
+        for tag, value in final.items():
+            self._writer.add_scalar(tag, value, metrics.get("steps", 0))

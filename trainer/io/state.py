@@ -1,0 +1,119 @@
+"""One state protocol: every stateful part of a run saves and restores through it.
+
+A component is anything with ``state_dict()`` and ``load_state_dict(state)`` (``Stateful``):
+the model, the optimizer, the schedule, the precision's loss scaler, the noise-scale
+estimate, the data, the callbacks, the run's progress and the RNGs. Each is registered once,
+by name, with the run's :class:`~trainer.io.checkpoint.Checkpointer` (in ``build_run``), which
+writes all of them into one checkpoint and loads them back, in registration order, when the
+run resumes. The adapters below give that interface to the parts that need the run around
+them: the optimizer is rebuilt when a stage starts, the progress decides which stage's
+optimizer the saved state belongs to, the RNG state is one per rank.
+
+Checkpoint files keep the layout they always had (one top-level key per component), so
+checkpoints written before this module existed resume unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Protocol, runtime_checkable
+
+from trainer.engine.progress import Progress
+from trainer.engine.seeding import rng_state, set_rng_state
+from trainer.engine.stages import enter_stage
+from trainer.errors import UserError
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class ProgressState:
+    """Where the run is (step, epoch, position in it, best metric, history...). Loaded first:
+    a run resumed in a later stage re-enters that stage, whose optimizer the saved optimizer
+    state belongs to."""
+
+    def __init__(self, run) -> None:
+        self.run = run
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self.run.progress)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        stage = state.get("stage", 0)
+        if stage != self.run.progress.stage:
+            enter_stage(self.run, stage)
+        self.run.progress = Progress(**state)
+
+
+class ModelState:
+    """The bare model's weights (what predict/export rebuild), refused in one line when they do
+    not fit the configured model."""
+
+    def __init__(self, run) -> None:
+        self.run = run
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.run.model.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        try:
+            self.run.model.load_state_dict(state)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise _does_not_fit(self.run, exc) from None
+
+
+class OptimizerState:
+    """The live optimizer's state (momentum, moments). Hyper-parameters come from the config,
+    not the checkpoint: load_state_dict would otherwise bring back the saved lr, weight decay,
+    betas..."""
+
+    def __init__(self, run) -> None:
+        self.run = run
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.run.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        optimizer = self.run.optimizer
+        configured = [{k: v for k, v in group.items() if k != "params"}
+                      for group in optimizer.param_groups]
+        try:
+            optimizer.load_state_dict(state)
+            for group, values in zip(optimizer.param_groups, configured, strict=True):
+                group.update(values)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise _does_not_fit(self.run, exc) from None
+
+
+class RNGState:
+    """Every rank's Python, NumPy, torch (and CUDA) generators: gathered from all ranks on
+    save (a collective: every rank saves), each rank takes its own back on load."""
+
+    def __init__(self, run) -> None:
+        self.run = run
+
+    def state_dict(self) -> list[dict[str, Any]]:
+        return self.run.backend.all_gather_object(rng_state())  # one per rank
+
+    def load_state_dict(self, per_rank: list[dict[str, Any]]) -> None:
+        backend = self.run.backend
+        if len(per_rank) != backend.world_size:
+            self.run.logger.warning(
+                f"checkpoint was written by {len(per_rank)} workers, this run has "
+                f"{backend.world_size}: every worker continues from rank 0's random state, so "
+                "draws from the workers' own RNGs (per_rank dropout, random layers) will not "
+                "match the original run (the data order, augmentation and per-sample dropout "
+                "masks do)"
+            )
+        set_rng_state(per_rank[backend.rank if len(per_rank) == backend.world_size else 0])
+
+
+def _does_not_fit(run, exc: Exception) -> UserError:
+    return UserError(
+        f"checkpoint {run.resumed_from} does not fit this model/optimizer "
+        f"({str(exc).splitlines()[0]}); resume with the config it was trained with"
+    )

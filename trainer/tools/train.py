@@ -1,0 +1,176 @@
+"""The ``trainer`` command: compose the config, build the run, train, close.
+
+``trainer`` and ``python -m trainer`` both land in :func:`main`. A :class:`UserError` anywhere
+becomes one line on stderr and exit code 2; everything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from trainer.config import PRIMARY_CONFIG, register_configs
+from trainer.errors import UserError, WorkerLost
+from trainer.parallel import identity
+
+EXIT_USER_ERROR = 2
+
+
+def fail(message: str) -> None:
+    print(f"trainer: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def train(cfg: DictConfig, run_dir: Path, objects: dict | None = None) -> dict:
+    """Check the config, start the backend, build everything, fit; the final metrics.
+
+    ``objects``: what ``trainer.fit``'s caller built (model, data, callbacks)."""
+    from trainer.config.validate import validate
+    from trainer.engine.build import build_run, pick_device, shared_run_dir
+    from trainer.engine.loop import fit
+    from trainer.parallel.backends import build_backend
+
+    objects = objects or {}
+    # Before any process group exists: every rank fails alike, nothing hangs.
+    validate(cfg, given=tuple(k for k in ("model", "data") if k in objects))
+    backend = build_backend(cfg.dist, pick_device(cfg.trainer.device), cfg.trainer.accumulate)
+    try:
+        run = build_run(cfg, shared_run_dir(backend, run_dir), backend, objects)
+        try:
+            metrics = fit(run)
+            if cfg.quant.mode != "none" and cfg.quant.export:
+                from trainer.quant.export import export_run
+
+                metrics["quant"] = backend.on_primary(functools.partial(export_run, run))
+        finally:
+            run.logger.close()
+        # Free the model while the interpreter is fully alive: DDP holds the process group,
+        # and a Gloo group torn down only at interpreter exit can abort the process
+        # ("terminate called without an active exception"), failing a finished run.
+        del run
+        gc.collect()
+        backend.barrier()  # every rank done (rank 0 has written its files) before teardown
+        return metrics
+    except UserError:
+        raise
+    except Exception as exc:
+        reason = backend.explain_failure(exc)
+        if reason is None:
+            raise  # a bug: keep the traceback
+        raise WorkerLost(reason) from None
+    finally:
+        backend.close()
+
+
+@hydra.main(version_base="1.3", config_path=PRIMARY_CONFIG, config_name="train")
+def _hydra_entry(cfg: DictConfig) -> float:
+    # Rank 0 speaks for the job; the other ranks report only warnings and errors.
+    level = logging.INFO if identity.from_environment().is_primary else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        metrics = train(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except WorkerLost as exc:
+        print(f"trainer: error: {exc}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(EXIT_USER_ERROR)  # skip interpreter teardown of the broken process group
+    except UserError as exc:
+        fail(str(exc))
+    # Hydra sweepers (Optuna, Ax) maximise or minimise what the task function returns:
+    # the accuracy, or the loss for a task without one (regression).
+    accuracy = metrics["test_accuracy"]
+    return accuracy if accuracy is not None else metrics["test_loss"]
+
+
+def _check_output_dirs(argv: list[str]) -> None:
+    """Refuse an unwritable hydra.run.dir / hydra.sweep.dir before Hydra tries to create it."""
+    given = [a for a in argv if a.partition("=")[0].lstrip("+~") in ("hydra.run.dir",
+                                                                     "hydra.sweep.dir")]
+    # Without either, Hydra writes under outputs/ or multirun/ in the working directory.
+    for arg in given or [f"hydra.run.dir={Path.cwd()}"]:
+        key, _, value = arg.partition("=")
+        if not value:
+            continue
+        path = Path(value).expanduser().absolute()
+        existing = path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            fail(f"{key}={value} is not usable: {existing} is a file, not a directory; "
+                 "choose another directory")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            fail(f"{key}={value} is not writable (no write permission on {existing}); "
+                 "choose a directory you can write to")
+
+
+def _group_options(argv: list[str]):
+    """``(overrides, options)``: the command line's overrides, and ``options(group)``: the
+    group's options as Hydra's own config repository sees them for this command line (the
+    framework's configs, installed packages' through the entry point, ``--config-dir``,
+    ``hydra.searchpath``). None where the command line is not one Hydra would compose."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path, get_args_parser
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.object_type import ObjectType
+
+    try:
+        args = get_args_parser().parse_args(argv)
+    except SystemExit:
+        return None  # Hydra's own parser reports the bad flag
+    if args.help or args.hydra_help or args.info or args.shell_completion:
+        return None
+    search_path = create_config_search_path(PRIMARY_CONFIG)
+    if args.config_dir is not None:  # as hydra.main adds it
+        if not os.path.isdir(args.config_dir):
+            fail(f"--config-dir {args.config_dir}: no such directory")
+        search_path.prepend(provider="command-line",
+                            path=f"file://{os.path.abspath(args.config_dir)}",
+                            anchor=SearchPathQuery(provider="schema"))
+    loader = ConfigLoaderImpl(config_search_path=search_path)
+    overrides = list(args.overrides)
+    name = args.config_name or "train"
+
+    def options(group: str) -> list[str]:
+        return loader.get_group_options(group, ObjectType.CONFIG, name, overrides)
+
+    return overrides, options
+
+
+def _check_group_choices(argv: list[str]) -> None:
+    """One line for an unknown option (``recipe=nope``) instead of Hydra's search-path dump."""
+    try:
+        found = _group_options(argv)
+    except Exception:  # noqa: BLE001 (Hydra internals moved: Hydra reports unknown options)
+        return
+    if found is None:
+        return
+    overrides, options = found
+    for arg in overrides:
+        key, sep, value = arg.partition("=")
+        group = key.lstrip("+~").split("@", 1)[0]
+        if not sep or group.startswith("hydra") or "." in group:
+            continue
+        try:
+            known = options(group)
+        except Exception:  # noqa: BLE001 (a bad search path: Hydra's own error says which)
+            return
+        if not known:
+            continue  # a value key, not a config group
+        for choice in value.split(","):  # a multirun sweep lists several
+            if choice and choice not in known and choice != "null":
+                fail(f"unknown {group} '{choice}'; choose one of: {', '.join(known)} (an "
+                     f"option of your own: --config-dir DIR with {group}/{choice}.yaml)")
+
+
+def main() -> None:
+    _check_output_dirs(sys.argv[1:])
+    _check_group_choices(sys.argv[1:])
+    register_configs()
+    _hydra_entry()
