@@ -15,3 +15,20 @@ class WorkerLost(UserError):
     ("terminate called without an active exception"), turning a clean exit code into SIGABRT;
     by then every file that matters is closed (checkpoints are written atomically).
     """
+
+
+class Preempted(Exception):
+    """The run stopped on a signal (SIGTERM, SIGUSR1, SIGINT) after checkpointing the step it
+    was on; the ``trainer`` command exits with 128 + the signal's number, as a process killed
+    by that signal would, so schedulers see the usual code."""
+
+    def __init__(self, signum: int, step: int, checkpoint) -> None:
+        import signal
+
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint "
+                         f"{checkpoint}; resume with trainer.resume=auto")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

@@ -118,6 +118,27 @@ def test_slurm_script_generates_one_srun_of_the_trainer_per_allocation(tmp_path)
                    "hydra.run.dir=outputs/slurm/4242 recipe=mnist data.batch_size=4096")
 
 
+@pytest.mark.parametrize("code,requeued", [(138, True), (143, False), (0, False), (2, False)])
+def test_slurm_script_requeues_after_the_time_limit_checkpoint(tmp_path, code, requeued):
+    """SLURM's SIGUSR1 before the time limit makes the trainer checkpoint and exit 138; the
+    script then requeues the job (stand-in srun and scontrol record what they were asked)."""
+    text = (ROOT / "launch" / "slurm.sbatch").read_text()
+    assert "#SBATCH --signal=USR1@120" in text and "#SBATCH --requeue" in text
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text(f"#!/usr/bin/env bash\nexit {code}\n")
+    (fake / "scontrol").write_text(f'#!/usr/bin/env bash\necho "$*" >> {tmp_path}/scontrol\n')
+    for tool in ("srun", "scontrol"):
+        (fake / tool).chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
+           "SLURM_SUBMIT_DIR": str(ROOT), "PYTHON": "python3"}
+    done = subprocess.run(["bash", str(ROOT / "launch" / "slurm.sbatch")], env=env,
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == code
+    asked = (tmp_path / "scontrol").read_text() if (tmp_path / "scontrol").exists() else ""
+    assert asked == ("requeue 4242\n" if requeued else "")
+
+
 def test_hydra_submitit_launcher_config_composes():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
                         reason="pip install -e '.[slurm]'")

@@ -50,7 +50,7 @@ class Callback:
         """After each evaluation, with its metrics (``eval/loss``, ``eval/accuracy``...)."""
 
     def on_checkpoint(self, run, path) -> None:
-        """After a checkpoint was written (``path`` on rank 0; None on the other ranks)."""
+        """After a checkpoint was written (``path``, the file rank 0 wrote, on every rank)."""
 
     def on_fit_end(self, run, metrics: dict[str, Any]) -> None:
         """At the end, with the run's final metrics (what ``trainer.fit`` returns); entries a

@@ -100,6 +100,10 @@ class LoopConfig:
     eval_every: int = 0
     # Checkpoint every N steps (0: only at epoch ends); always at each epoch end.
     checkpoint_every: int = 0
+    # Also checkpoint when this many minutes passed since the last checkpoint (the primary
+    # rank's clock, agreed by every rank at one step), so that long steps or long epochs never
+    # lose more than that to a preemption; null: off.
+    checkpoint_every_minutes: float | None = None
     keep_last: int = 3
     # auto: newest good checkpoint in the run directory; a path: that file or run directory;
     # null: start fresh.

@@ -121,6 +121,9 @@ def validate(cfg: DictConfig, given: tuple[str, ...] = ()) -> None:
     )
     for key in ("eval_every", "checkpoint_every"):
         _require(loop[key] >= 0, f"trainer.{key}", loop[key], "use 0 (epoch ends) or a step count")
+    minutes = loop.checkpoint_every_minutes
+    _require(minutes is None or 0 < minutes < float("inf"), "trainer.checkpoint_every_minutes",
+             minutes, "use a positive number of minutes, or null for off")
     _require(loop.keep_last >= 1, "trainer.keep_last", loop.keep_last, "keep at least 1")
     _require(loop.log_every >= 1, "trainer.log_every", loop.log_every, "use at least 1")
     _require(

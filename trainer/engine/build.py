@@ -30,7 +30,7 @@ from trainer.engine.progress import Progress
 from trainer.engine.seeding import seed_everything, worker_seed
 from trainer.engine.stages import freeze, stage_optimizer
 from trainer.errors import UserError
-from trainer.io.checkpoint import Checkpointer, resolve_resume
+from trainer.io.checkpoint import Checkpointer
 from trainer.io.logger import Logger
 from trainer.io.state import ModelState, OptimizerState, ProgressState, RNGState
 from trainer.large_batch.noise_scale import MicroBatchNorms, NoiseScale
@@ -250,23 +250,29 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend,
 
     ``objects``: what the caller built itself (``trainer.fit``): ``model``, ``data``,
     ``callbacks``; the config's own entries for those are not instantiated."""
-    objects = objects or {}
+    checkpointer = Checkpointer(run_dir / "checkpoints", cfg.trainer.keep_last,
+                                backend.is_primary)
+    # Rank 0 takes the run directory, checks it can be written and reads the resume
+    # checkpoint; the others get its state (or its error) by broadcast, so they need no shared
+    # filesystem for resuming.
+    resumed = backend.on_primary(lambda: checkpointer.start(cfg.trainer.resume))
+    try:
+        run = _build_components(cfg, run_dir, backend, objects or {}, checkpointer)
+    except BaseException:
+        checkpointer.close()  # a run that never started holds no directory
+        raise
+    if resumed is not None:
+        run.resumed_from, run.resume_state = resumed
+    return run
+
+
+def _build_components(cfg: DictConfig, run_dir: Path, backend: Backend,
+                      objects: dict[str, Any], checkpointer: Checkpointer) -> Run:
     loop = cfg.trainer
     if loop.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     device = backend.device
     logger = Logger(run_dir, cfg, enabled=backend.is_primary)
-
-    checkpointer = Checkpointer(run_dir / "checkpoints", loop.keep_last, backend.is_primary)
-
-    def open_checkpoints():
-        checkpointer.check_writable()
-        return resolve_resume(loop.resume, run_dir)
-
-    # Rank 0 checks the folder can be written and reads the resume checkpoint; the others get
-    # its state (or its error) by broadcast, so they need no shared filesystem for resuming.
-    resumed = backend.on_primary(open_checkpoints)
-
     seed_everything(loop.seed)
     dtype = DTYPES[loop.dtype]
     data = build_data(cfg.data, backend, dtype, objects.get("data"))
@@ -344,8 +350,6 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend,
         callbacks=build_callbacks(cfg, objects.get("callbacks", ())),
     )
     register_state(run)
-    if resumed is not None:
-        run.resumed_from, run.resume_state = resumed
     return run
 
 

@@ -18,9 +18,10 @@ from omegaconf import OmegaConf
 
 from trainer.engine.build import Run
 from trainer.engine.evaluate import evaluate
+from trainer.engine.preemption import Preemption
 from trainer.engine.progress import Progress
 from trainer.engine.step import train_step
-from trainer.errors import UserError
+from trainer.errors import Preempted, UserError
 from trainer.io.restore import restore
 from trainer.tasks import sum_width, task_metrics
 
@@ -59,6 +60,9 @@ class Loop:
         self.evaluated_step = self.saved_step = -1
         self.saved_clock = 0.0  # clock.total already added to progress.train_time_s
         self.epoch_seconds = 0.0
+        self.preemption = Preemption(run.backend, loop.checkpoint_every_minutes)
+        self.stopped_by = 0  # the signal every rank agreed to stop on
+        self.saved_path = None
 
     @property
     def progress(self) -> Progress:
@@ -139,9 +143,11 @@ class Loop:
         p.train_time_s, self.saved_clock = self.train_seconds, self.clock.total
         # Every registered component (trainer.io.state), plus what rebuilding the model from the
         # checkpoint alone needs (trainer-predict, -export): the config and the data's sizes.
-        path = run.checkpointer.save(p.step, config=OmegaConf.to_container(run.cfg, resolve=True),
+        path = run.checkpointer.save(p.step, share=run.backend.on_primary,
+                                     config=OmegaConf.to_container(run.cfg, resolve=True),
                                      model_kwargs=run.data.model_kwargs())
-        self.saved_step = p.step
+        self.saved_step, self.saved_path = p.step, path
+        self.preemption.saved()
         run.callbacks.on_checkpoint(run, path)
 
     def evaluate(self) -> None:
@@ -198,8 +204,9 @@ class Loop:
                 window = self.log_window(lr, window)
             else:
                 run.logger.advance(p.epoch, None, None)
-            eval_now = self.eval_every and p.step % self.eval_every == 0
-            save_now = self.checkpoint_every and p.step % self.checkpoint_every == 0
+            self.stopped_by, save_due = self.preemption.poll()
+            eval_now = self.eval_every and p.step % self.eval_every == 0 and not self.stopped_by
+            save_now = save_due or (self.checkpoint_every and p.step % self.checkpoint_every == 0)
             if eval_now or save_now:
                 clock.stop()
                 if eval_now:
@@ -207,7 +214,7 @@ class Loop:
                 if save_now:
                     self.save()
                 clock.start()
-            if p.step >= self.total_steps or run.stop_reason:
+            if p.step >= self.total_steps or run.stop_reason or self.stopped_by:
                 break
         clock.stop()
 
@@ -222,6 +229,21 @@ class Loop:
         self.save()
 
     def fit(self) -> dict[str, Any]:
+        self.preemption.install()
+        try:
+            return self._fit()
+        finally:
+            self.preemption.uninstall()
+
+    def stop_on_signal(self) -> None:
+        """Checkpoint the step every rank stopped after, say so, and end the run."""
+        self.run.logger.close_progress()
+        self.save()
+        stopped = Preempted(self.stopped_by, self.progress.step, self.saved_path)
+        self.run.logger.info(str(stopped))
+        raise stopped
+
+    def _fit(self) -> dict[str, Any]:
         started = time.perf_counter()
         restore(self.run)
         run, p, logger = self.run, self.progress, self.run.logger
@@ -236,6 +258,8 @@ class Loop:
             before = self.clock.total
             self.train_epoch()
             self.epoch_seconds = self.clock.total - before
+            if self.stopped_by:
+                self.stop_on_signal()
             if p.batch >= len(run.loader):
                 self.end_epoch()
         logger.close_progress()

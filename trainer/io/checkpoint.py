@@ -1,8 +1,17 @@
 """Rank-0 checkpoint files: atomic writes, a ``last.pt`` link, pruning, and a safe read-back.
 
 Files are ``checkpoints/step-00001234.pt``; ``last.pt`` is a symbolic link to the newest one.
-A write goes to a temporary file that is flushed, fsynced and renamed, and only then does
-``last.pt`` move, so a crash at any instant leaves the previous good checkpoint in place.
+A write goes to a temporary file of its own (named by process and a random token) that is
+flushed, fsynced and renamed, and only then does ``last.pt`` move, so a crash at any instant
+leaves the previous good checkpoint in place; a write that fails (a full disk) removes its
+temporary file and says how much space it needed.
+
+One run owns a run directory at a time (an ``flock`` on ``.trainer.lock``, which the kernel
+drops when the process dies, SIGKILL included). The checkpoints folder holds one run's lineage
+only: starting fresh where another run left checkpoints, or resuming from an older step than
+the folder's newest, first moves the files that are not this lineage's aside
+(``checkpoints.replaced-<time>/``), so pruning, which follows the order this run wrote its
+files, never deletes this run's newest checkpoint and ``resume=auto`` never picks another run's.
 Reading first checks the CRC32 of every record in the file (torch writes them, but its own
 reader does not verify them, so a flipped byte would otherwise load as silently wrong weights),
 then loads with ``torch.load(weights_only=True)``: a checkpoint cannot run code.
@@ -10,9 +19,15 @@ then loads with ``torch.load(weights_only=True)``: a checkpoint cannot run code.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
 import re
+import secrets
+import shutil
+import socket
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +42,8 @@ FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "model", "optimizer", "schedule", "progress", "rng", "config")
 _STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
 LAST = "last.pt"
+LOCK = ".trainer.lock"
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class CheckpointError(Exception):
@@ -90,6 +107,46 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
+def _step_of(path: Path) -> int:
+    match = _STEP_FILE.match(path.name)
+    return int(match.group(1)) if match else -1
+
+
+def _mb(size: int) -> str:
+    return f"{size / 2**20:.1f} MB"
+
+
+class _WriteErrors:
+    """A file's ``write`` that remembers the first OSError it raised."""
+
+    def __init__(self, handle) -> None:
+        self.handle, self.error = handle, None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+class _ByteCounter:
+    """A write-only file that counts what torch.save writes to it."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data) -> int:
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
 class Checkpointer:
     """Writes checkpoints on the primary rank (``enabled``) and reads them on any rank.
 
@@ -102,6 +159,67 @@ class Checkpointer:
         self.keep_last = keep_last
         self.enabled = enabled
         self.components: dict[str, Any] = {}
+        # This run's checkpoints, oldest first: the files it adopted when it resumed, then
+        # the ones it wrote. Pruning deletes only from here.
+        self.written: list[Path] = []
+        self._lock: int | None = None
+
+    def start(self, resume: str | None) -> tuple[Path, dict[str, Any]] | None:
+        """On the primary rank, before anything is built: take the run directory, find the
+        checkpoint ``trainer.resume`` asks for, and leave only its lineage in the folder."""
+        self.check_writable()
+        self._take_lock()
+        for stale in self.directory.glob(".*.tmp"):  # a killed writer's; the lock is ours
+            stale.unlink(missing_ok=True)
+        resumed = resolve_resume(resume, self.directory.parent)
+        mine = resumed is not None and resumed[0].parent.resolve() == self.directory.resolve()
+        step = _step_of(resumed[0]) if mine else None
+        others = [p for p in self.step_files() if step is None or _step_of(p) > step]
+        if others:
+            self._move_aside(others, "an earlier run's" if step is None else
+                             f"later than the resumed step {step}")
+        self.written = sorted(self.step_files(), key=_step_of)
+        return resumed
+
+    def close(self) -> None:
+        """Give the run directory up (the process's exit does it too)."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def _take_lock(self) -> None:
+        path = self.directory.parent / LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise UserError(
+                f"the run directory {self.directory.parent} is in use by a live run ({holder}); "
+                "wait for it to end, or choose another hydra.run.dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        self._lock = fd
+
+    def _move_aside(self, files: list[Path], whose: str) -> None:
+        """Move checkpoints that are not this run's lineage into a sibling folder."""
+        aside = self.directory.with_name(
+            f"{self.directory.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        while aside.exists():
+            aside = aside.with_name(aside.name + "x")
+        aside.mkdir()
+        for path in files:
+            os.replace(path, aside / path.name)
+        last = self.directory / LAST
+        if last.is_symlink() and not last.exists():
+            last.unlink()
+        _fsync_dir(self.directory)
+        log.warning("moved %d checkpoint(s) (%s: %s) to %s; this run does not use them",
+                    len(files), whose, ", ".join(p.name for p in files[:3])
+                    + (", ..." if len(files) > 3 else ""), aside)
 
     def register(self, name: str, component: Any) -> None:
         """Save and restore ``component`` (``state_dict`` / ``load_state_dict``) as ``name``."""
@@ -109,12 +227,15 @@ class Checkpointer:
             raise ValueError(f"checkpoint component {name!r} is already registered")
         self.components[name] = component
 
-    def save(self, step: int, **metadata: Any) -> Path | None:
+    def save(self, step: int, share=None, **metadata: Any) -> Path | None:
         """Every component's state, plus ``metadata`` (the config...), as the checkpoint of
         ``step``. Call it on every rank: a component's state may need all of them (the RNG
-        states are gathered); only the primary rank writes."""
+        states are gathered); only the primary rank writes. ``share`` (the backend's
+        ``on_primary``) hands the primary's outcome to every rank: its path, or its error
+        (a full disk), so that no rank trains on alone."""
         state = {name: c.state_dict() for name, c in self.components.items()}
-        return self.write({**state, **metadata}, step)
+        write = lambda: self.write({**state, **metadata}, step)  # noqa: E731
+        return share(write) if share is not None else write()
 
     def load(self, state: dict[str, Any]) -> None:
         """Give each component its part of ``state``; a component the checkpoint has no entry
@@ -125,9 +246,9 @@ class Checkpointer:
 
     def check_writable(self) -> None:
         """UserError now, rather than at the first save, if the folder cannot be written."""
-        probe = self.directory / ".write-test"
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
+            probe = self.directory / f".write-test-{os.getpid()}"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
@@ -159,23 +280,47 @@ class Checkpointer:
             )
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"step-{step:08d}.pt"
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as handle:
-            torch.save({"format": FORMAT_VERSION, **state}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        link_tmp = self.directory / f".{LAST}.tmp"
-        link_tmp.unlink(missing_ok=True)
+        state = {"format": FORMAT_VERSION, **state}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        sink = None
+        try:
+            with open(tmp, "wb") as handle:
+                sink = _WriteErrors(handle)
+                torch.save(state, sink)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)
+            # torch's zip writer turns a failed write into "RuntimeError: unexpected pos";
+            # the OSError the file raised says what really happened.
+            error = exc if isinstance(exc, OSError) else sink.error if sink else None
+            if error is not None and error.errno in _NO_SPACE:
+                raise UserError(self._no_space(path, state, error)) from None
+            raise
+        link_tmp = self.directory / f".{LAST}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
         link_tmp.symlink_to(path.name)
         os.replace(link_tmp, self.directory / LAST)
         _fsync_dir(self.directory)
+        self.written = [p for p in self.written if p != path] + [path]
         self._prune()
         return path
 
+    def _no_space(self, path: Path, state: dict[str, Any], exc: OSError) -> str:
+        """The one line for a checkpoint that did not fit: which file, how much it needed."""
+        counter = _ByteCounter()
+        torch.save(state, counter)
+        free = shutil.disk_usage(self.directory).free
+        last = self.directory / LAST
+        kept = (f"last.pt still points at {last.resolve().name}, which is intact"
+                if last.exists() else "no earlier checkpoint of this run exists")
+        return (f"checkpoint {path} did not fit ({exc.strerror}): it needs {_mb(counter.size)}, "
+                f"{_mb(free)} is free on that disk; {kept}. Free space (or point hydra.run.dir "
+                "elsewhere) and run again with trainer.resume=auto")
+
     def _prune(self) -> None:
-        for old in self.step_files()[self.keep_last :]:
-            old.unlink(missing_ok=True)
+        while len(self.written) > self.keep_last:
+            self.written.pop(0).unlink(missing_ok=True)
 
     def load_latest(self) -> tuple[Path, dict[str, Any]] | None:
         """The newest checkpoint that loads, falling back past corrupt ones with a warning."""

@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from trainer.config import PRIMARY_CONFIG, register_configs
-from trainer.errors import UserError, WorkerLost
+from trainer.errors import Preempted, UserError, WorkerLost
 from trainer.parallel import identity
 
 EXIT_USER_ERROR = 2
@@ -44,22 +44,28 @@ def train(cfg: DictConfig, run_dir: Path, objects: dict | None = None) -> dict:
     backend = build_backend(cfg.dist, pick_device(cfg.trainer.device), cfg.trainer.accumulate)
     try:
         run = build_run(cfg, shared_run_dir(backend, run_dir), backend, objects)
+        stopped = None
         try:
             metrics = fit(run)
             if cfg.quant.mode != "none" and cfg.quant.export:
                 from trainer.quant.export import export_run
 
                 metrics["quant"] = backend.on_primary(functools.partial(export_run, run))
+        except Preempted as exc:
+            stopped = exc  # its checkpoint is written: tear down as a finished run does
         finally:
             run.logger.close()
+            run.checkpointer.close()
         # Free the model while the interpreter is fully alive: DDP holds the process group,
         # and a Gloo group torn down only at interpreter exit can abort the process
         # ("terminate called without an active exception"), failing a finished run.
         del run
         gc.collect()
         backend.barrier()  # every rank done (rank 0 has written its files) before teardown
+        if stopped is not None:
+            raise stopped
         return metrics
-    except UserError:
+    except (UserError, Preempted):
         raise
     except Exception as exc:
         reason = backend.explain_failure(exc)
@@ -83,6 +89,11 @@ def _hydra_entry(cfg: DictConfig) -> float:
         os._exit(EXIT_USER_ERROR)  # skip interpreter teardown of the broken process group
     except UserError as exc:
         fail(str(exc))
+    except Preempted as exc:
+        # The primary rank printed the line; every rank ends as the signal would have ended
+        # it (143 for SIGTERM), after the checkpoint is on disk.
+        sys.stdout.flush()
+        sys.exit(exc.exit_code)
     # Hydra sweepers (Optuna, Ax) maximise or minimise what the task function returns:
     # the accuracy, or the loss for a task without one (regression).
     accuracy = metrics["test_accuracy"]

@@ -1,0 +1,124 @@
+"""Preemption: SIGTERM, SIGUSR1 or SIGINT stops every rank after the same step, rank 0
+checkpoints that step, the process says so in one line and exits 128 + the signal; resuming
+finishes bit-exact with a run that was never interrupted."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+import torch
+
+from tests.helpers import EQUIVALENCE, EXACT, ROOT, launch, max_difference, run, run_cli, weights
+from trainer.engine.preemption import Preemption
+from trainer.parallel.backends import Backend
+
+RUN = (*EQUIVALENCE, "trainer.max_steps=40", "trainer.log_every=5", "logger.tensorboard=false")
+
+
+def _signal_at(step: int, name: str = "SIGTERM", rank: int | None = None, times: int = 1):
+    return ("+callbacks.kill._target_=tests.helpers.signals.SignalAt",
+            f"+callbacks.kill.step={step}", f"+callbacks.kill.signal={name}",
+            f"+callbacks.kill.rank={'null' if rank is None else rank}",
+            f"+callbacks.kill.times={times}")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("whole")
+    done = run_cli(*RUN, f"hydra.run.dir={root}/run", cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return weights(root / "run")
+
+
+def _checkpoint_steps(run_dir) -> list[int]:
+    return sorted(int(p.stem.split("-")[1]) for p in (run_dir / "checkpoints").glob("step-*.pt"))
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGUSR1", "SIGINT"])
+def test_a_signal_checkpoints_the_step_and_exits_128_plus_signal(tmp_path, name, uninterrupted):
+    run_dir = tmp_path / "run"
+    stopped = run_cli(*RUN, *_signal_at(13, name), f"hydra.run.dir={run_dir}", cwd=ROOT)
+    signum = getattr(signal, name)
+    assert stopped.returncode == 128 + signum, stopped.stderr[-2000:]
+    line = (f"stopped by {name} at step 13; checkpoint {run_dir}/checkpoints/step-00000013.pt; "
+            "resume with trainer.resume=auto")
+    assert line in stopped.stdout.splitlines()
+    assert "Traceback" not in stopped.stderr
+    assert _checkpoint_steps(run_dir) == [13]  # mid-epoch (14 steps an epoch at batch 96)
+    assert (run_dir / "checkpoints" / "last.pt").resolve().name == "step-00000013.pt"
+    assert not (run_dir / "metrics.json").exists()  # the run has not finished
+    if name != "SIGTERM":
+        return  # the same stop; resuming it is checked once
+    resumed = run_cli(*RUN, f"hydra.run.dir={run_dir}", cwd=ROOT)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resum" in resumed.stdout.lower()
+    final = weights(run_dir)
+    assert all(torch.equal(final[k], uninterrupted[k]) for k in final)
+
+
+def test_a_second_signal_while_stopping_changes_nothing(tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    stopped = run_cli(*RUN, *_signal_at(21, times=3), f"hydra.run.dir={run_dir}", cwd=ROOT)
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    assert "SIGTERM received again" in stopped.stderr
+    assert _checkpoint_steps(run_dir)[-1] == 21
+    assert run_cli(*RUN, f"hydra.run.dir={run_dir}", cwd=ROOT).returncode == 0
+    final = weights(run_dir)
+    assert all(torch.equal(final[k], uninterrupted[k]) for k in final)
+
+
+def test_two_workers_stop_together_when_one_is_signalled(tmp_path, uninterrupted):
+    """Only rank 1 gets SIGTERM: both ranks agree to stop one step later (the flags are
+    summed asynchronously), rank 0 checkpoints, both exit 143; resumed on 2 workers the run
+    equals the uninterrupted 1-worker run (float64, to 1e-9)."""
+    run_dir = tmp_path / "run"
+    proc = launch("torchrun", 2, *RUN, *_signal_at(10, rank=1), f"hydra.run.dir={run_dir}",
+                  cwd=ROOT)
+    out, err = proc.communicate(timeout=240)
+    assert out.count("stopped by SIGTERM at step 11; checkpoint") == 1, err[-3000:]
+    assert "exitcode  : 143" in err and proc.returncode != 0  # torchrun names each worker's
+    assert _checkpoint_steps(run_dir) == [11]
+    run("torchrun", 2, *RUN, f"hydra.run.dir={run_dir}", cwd=ROOT)
+    assert max_difference(weights(run_dir), uninterrupted) < EXACT
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_torchrun_agent_ends_with_a_checkpoint(tmp_path, uninterrupted):
+    """What a cluster does: SIGTERM to torchrun's agent, which forwards it to the workers."""
+    run_dir = tmp_path / "run"
+    slow = (*RUN[:-3], "trainer.max_steps=4000", "trainer.log_every=1",
+            "logger.tensorboard=false", "trainer.epochs=1000")
+    proc = launch("torchrun", 2, *slow, f"hydra.run.dir={run_dir}", cwd=ROOT)
+    seen = ""
+    deadline = time.monotonic() + 120
+    while "step 20/" not in seen and time.monotonic() < deadline:
+        seen += proc.stdout.readline()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    out = seen + out
+    stops = [line for line in out.splitlines() if line.startswith("stopped by SIGTERM at step")]
+    assert len(stops) == 1, (out[-2000:], err[-3000:])
+    step = int(stops[0].split()[5].rstrip(";"))
+    assert _checkpoint_steps(run_dir)[-1] == step
+    # Resume to the same end as the 40-step reference: the stop point is wherever the
+    # signal landed, and the resumed run must still equal the uninterrupted one there.
+    if step < 40:
+        run("torchrun", 2, *RUN, f"hydra.run.dir={run_dir}", cwd=ROOT)
+        assert max_difference(weights(run_dir), uninterrupted) < EXACT
+
+
+def test_one_process_polls_its_own_flag_and_the_clock():
+    backend = Backend(torch.device("cpu"))
+    preemption = Preemption(backend, checkpoint_minutes=1e-6)
+    preemption.install()
+    try:
+        assert preemption.poll() == (0, True)  # the clock: due at once
+        preemption.saved()
+        signal.raise_signal(signal.SIGUSR1)
+        stop, _ = preemption.poll()
+        assert stop == signal.SIGUSR1
+    finally:
+        preemption.uninstall()
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
