@@ -14,20 +14,21 @@ from trainer.parallel.identity import Identity, from_environment
     "env,expected",
     [
         ({}, Identity(0, 1, 0, "none")),
-        ({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}, Identity(3, 4, 1, "torchrun")),
+        ({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}, Identity(3, 4, 1, "torchrun", 4)),
         (
             {"OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "8",
              "OMPI_COMM_WORLD_LOCAL_RANK": "2"},
-            Identity(2, 8, 2, "openmpi"),
+            Identity(2, 8, 2, "openmpi", 8),
         ),
-        ({"PMI_RANK": "1", "PMI_SIZE": "2", "MPI_LOCALRANKID": "1"}, Identity(1, 2, 1, "mpich")),
-        ({"PMIX_RANK": "5", "PMI_SIZE": "6"}, Identity(5, 6, 0, "pmix")),
+        ({"PMI_RANK": "1", "PMI_SIZE": "2", "MPI_LOCALRANKID": "1"}, Identity(1, 2, 1, "mpich", 2)),
+        ({"PMIX_RANK": "5", "PMI_SIZE": "6"}, Identity(5, 6, 0, "pmix", 6)),
         ({"SLURM_PROCID": "7", "SLURM_NTASKS": "16", "SLURM_LOCALID": "3"},
-         Identity(7, 16, 3, "slurm")),
+         Identity(7, 16, 3, "slurm", 16)),
+        # (no local size given: the whole world is taken to share the node)
         # horovodrun runs on top of an MPI or Gloo launcher: its own variables win.
         ({"HOROVOD_RANK": "1", "HOROVOD_SIZE": "2", "HOROVOD_LOCAL_RANK": "0",
           "OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2"},
-         Identity(1, 2, 0, "horovod")),
+         Identity(1, 2, 0, "horovod", 2)),
     ],
 )
 def test_identity_from_each_launcher(env, expected):

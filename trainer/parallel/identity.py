@@ -17,6 +17,10 @@ MPICH (Hydra)  PMI_RANK             PMI_SIZE              MPI_LOCALRANKID
 PMIx           PMIX_RANK            (PMI_SIZE)            (none)
 SLURM srun     SLURM_PROCID         SLURM_NTASKS          SLURM_LOCALID
 =============  ===================  ====================  ==========================
+
+The workers on this node (``local_size``) come from HOROVOD_LOCAL_SIZE, LOCAL_WORLD_SIZE,
+OMPI_COMM_WORLD_LOCAL_SIZE, MPI_LOCALNRANKS or SLURM_NTASKS_PER_NODE; where a launcher gives
+none, the whole world is taken to share the node (the safe guess for the thread count).
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ _LAUNCHERS: tuple[tuple[str, str, str | None, str | None], ...] = (
     ("pmix", "PMIX_RANK", "PMI_SIZE", None),
     ("slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
 )
+# Workers on this node, per launcher.
+_LOCAL_SIZE = {"horovod": "HOROVOD_LOCAL_SIZE", "torchrun": "LOCAL_WORLD_SIZE",
+               "openmpi": "OMPI_COMM_WORLD_LOCAL_SIZE", "mpich": "MPI_LOCALNRANKS",
+               "slurm": "SLURM_NTASKS_PER_NODE"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class Identity:
     world_size: int = 1
     local_rank: int = 0
     launcher: str = "none"
+    local_size: int = 1
 
     @property
     def is_primary(self) -> bool:
@@ -58,5 +67,8 @@ def from_environment(env: Mapping[str, str] | None = None) -> Identity:
             continue
         size = int(env[size_var]) if size_var and size_var in env else 1
         local = int(env[local_var]) if local_var and local_var in env else 0
-        return Identity(int(env[rank_var]), size, local, launcher)
+        # SLURM writes "4" or "4(x2)" (4 tasks on each of 2 nodes).
+        local_size = env.get(_LOCAL_SIZE.get(launcher, ""), "").split("(")[0]
+        return Identity(int(env[rank_var]), size, local, launcher,
+                        int(local_size) if local_size.isdigit() else size)
     return Identity()
