@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -228,4 +229,25 @@ def safe_instantiate(node: DictConfig, where: str, exclude: tuple[str, ...] = ()
         cause = exc.__cause__ or exc
         if isinstance(cause, UserError):
             raise cause from None
+        refused = refused_arguments(cause, where, params.get("_target_", where))
+        if refused is not None:
+            raise refused from None
         raise
+
+
+def refused_arguments(error: BaseException, where: str, target: str) -> UserError | None:
+    """A constructor's refusal as one line: a ValueError is how a class says an argument is
+    bad (``nn.Dropout(p=1.5)``), and running out of memory means sizes too large to build.
+    Anything else is a bug in that class and keeps its traceback (None)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, MemoryError) or (
+        isinstance(error, RuntimeError) and "allocate" in text and "memory" in text
+    ):
+        wanted = re.search(r"allocate (\d+) bytes", text)
+        size = f" ({int(wanted.group(1)) / 2**30:.1f} GiB)" if wanted else ""
+        return UserError(f"{where}: building {target} ran out of memory{size}; use smaller "
+                         f"{where}.* sizes")
+    if isinstance(error, ValueError):
+        return UserError(f"{where}: {target} refused its arguments ({text}); fix the {where}.* "
+                         "keys")
+    return None

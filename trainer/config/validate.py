@@ -5,10 +5,11 @@ Each failure is one line naming the key, the bad value and what would be accepte
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields
 from difflib import get_close_matches
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from trainer.config import schema
 from trainer.config.instantiate import check_arguments
@@ -83,16 +84,37 @@ def check_keys(cfg: DictConfig, given: tuple[str, ...] = ()) -> None:
                             f"trainer.stages.{i}.optimizer", schema.framework_keys("optimizer"))
 
 
+def _check_finite(cfg: DictConfig) -> None:
+    """NaN or infinity in a hyper-parameter only shows up later, as a NaN loss blamed on the
+    learning rate (or not at all: NaN passes every ``x < 0`` check); refuse it by name."""
+    def walk(node, path: str):
+        if isinstance(node, float) and not math.isfinite(node):
+            _require(False, path, node, "use a finite number")
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{path}.{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}.{i}")
+
+    for group in ("optimizer", "schedule", "noise", "model"):
+        walk(OmegaConf.to_container(cfg[group], resolve=True), group)
+
+
 def validate(cfg: DictConfig, given: tuple[str, ...] = ()) -> None:
     check_keys(cfg, given)
     data, loop, opt = cfg.data, cfg.trainer, cfg.optimizer
-    _require(data.batch_size > 0, "data.batch_size", data.batch_size, "use a positive integer")
-    _require(
-        data.eval_batch_size > 0, "data.eval_batch_size", data.eval_batch_size,
-        "use a positive integer",
-    )
+    for key in ("batch_size", "eval_batch_size"):  # the data group is open: no schema types
+        value = data[key]
+        _require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+                 f"data.{key}", value, "use a positive integer")
     _require("lr" in opt, "optimizer.lr", "(missing)", "every optimizer option sets lr")
+    _check_finite(cfg)
     _require(opt.lr > 0, "optimizer.lr", opt.lr, "the learning rate must be > 0")
+    # Beyond float32's range the first update overflows ("cannot be converted to type float").
+    _require(opt.lr < 3.4e38, "optimizer.lr", opt.lr, "use a learning rate float32 can hold")
+    _require(0 <= loop.seed < 2**32, "trainer.seed", loop.seed,
+             "use an integer from 0 to 2**32-1 (NumPy's seed range)")
     _require(
         opt.get("weight_decay", 0) >= 0, "optimizer.weight_decay", opt.get("weight_decay"),
         "use a value >= 0",
@@ -125,6 +147,8 @@ def validate(cfg: DictConfig, given: tuple[str, ...] = ()) -> None:
     _require(minutes is None or 0 < minutes < float("inf"), "trainer.checkpoint_every_minutes",
              minutes, "use a positive number of minutes, or null for off")
     _require(loop.keep_last >= 1, "trainer.keep_last", loop.keep_last, "keep at least 1")
+    _require(cfg.dist.compression in ("none", "fp16", "bf16"), "dist.compression",
+             cfg.dist.compression, "use none, fp16 or bf16 (Horovod: none or fp16)")
     _require(loop.log_every >= 1, "trainer.log_every", loop.log_every, "use at least 1")
     _require(
         loop.early_stop is None or loop.early_stop >= 0, "trainer.early_stop", loop.early_stop,

@@ -134,6 +134,12 @@ def build_data(cfg: DictConfig, backend: Backend, dtype: torch.dtype = torch.flo
             f"data._target_ built a {type(data).__name__}, not a trainer data object: for torch "
             "Datasets use _target_: trainer.data.Datasets with train: and test: under it"
         )
+    for name, split in (("training", data.train), ("test", data.test)):
+        if len(split) == 0:
+            raise UserError(
+                f"data: the {name} split of {type(data).__name__} is empty (0 items); check "
+                "the data files it reads (data.root) or the Dataset it was given"
+            )
     where = backend.device if cfg.device == "auto" else torch.device(cfg.device)
     data.train, data.test = data.train.to(where), data.test.to(where)
     # Model input in the run's dtype (trainer.dtype), wherever a batch is made: training,

@@ -23,6 +23,7 @@ import errno
 import fcntl
 import logging
 import os
+import pickle
 import re
 import secrets
 import shutil
@@ -90,8 +91,20 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError("file not found") from None
+    except pickle.UnpicklingError as exc:
+        # weights_only refused an object: the file carries Python code to run (a pickle
+        # payload) or classes no checkpoint of ours holds. torch's advice to retry with
+        # weights_only=False is exactly what must not be done with an untrusted file.
+        found = re.search(r"(Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+)",
+                          str(exc))
+        raise CheckpointError(
+            "holds Python objects that safe loading refuses"
+            f"{' (' + found.group(1) + ')' if found else ''}: it is not a trainer checkpoint, "
+            "or it was tampered with; it was not loaded"
+        ) from None
     except Exception as exc:  # torch raises several types for truncated or garbled zips
-        raise CheckpointError(f"cannot be loaded ({type(exc).__name__}: {exc})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(f"cannot be loaded ({type(exc).__name__}: {first})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"holds a {type(state).__name__}, not a trainer checkpoint")
     missing = [key for key in REQUIRED_KEYS if key not in state]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
-from trainer.config.instantiate import safe_instantiate
+from trainer.config.instantiate import refused_arguments, safe_instantiate
 from trainer.config.schema import framework_keys
 from trainer.errors import UserError
 from trainer.optim.groups import split_bias_and_norm
@@ -50,4 +50,7 @@ def build_optimizer(
         factory = safe_instantiate(cfg, "optimizer", exclude=_OPTIMIZER_ONLY_KEYS)
     params = (split_bias_and_norm(model) if cfg.exclude_bias_and_norm
               else [p for p in model.parameters() if p.requires_grad])
-    return factory(params, lr=scaled_lr(cfg, global_batch))
+    try:
+        return factory(params, lr=scaled_lr(cfg, global_batch))
+    except ValueError as exc:  # torch's optimizers check their arguments with ValueError
+        raise refused_arguments(exc, "optimizer", cfg.get("_target_", "the optimizer")) from None

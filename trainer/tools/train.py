@@ -15,11 +15,14 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException, InstantiationException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from trainer.config import PRIMARY_CONFIG, register_configs
 from trainer.errors import Preempted, UserError, WorkerLost
 from trainer.parallel import identity
+from trainer.tools.hydra_errors import one_line
 
 EXIT_USER_ERROR = 2
 
@@ -89,6 +92,10 @@ def _hydra_entry(cfg: DictConfig) -> float:
         os._exit(EXIT_USER_ERROR)  # skip interpreter teardown of the broken process group
     except UserError as exc:
         fail(str(exc))
+    except OmegaConfBaseException as exc:  # a key read while running: interpolations...
+        if _SHOW_HYDRA_ERRORS:
+            raise
+        fail(one_line(exc))
     except Preempted as exc:
         # The primary rank printed the line; every rank ends as the signal would have ended
         # it (143 for SIGTERM), after the checkpoint is on disk.
@@ -119,6 +126,12 @@ def _check_output_dirs(argv: list[str]) -> None:
         if not os.access(existing, os.W_OK | os.X_OK):
             fail(f"{key}={value} is not writable (no write permission on {existing}); "
                  "choose a directory you can write to")
+        if "${" not in value:
+            try:  # root passes the access check everywhere; /proc still refuses a folder
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                fail(f"{key}={value} is not usable ({exc.strerror}); choose a directory you "
+                     "can write to")
 
 
 def _group_options(argv: list[str]):
@@ -165,6 +178,8 @@ def _check_group_choices(argv: list[str]) -> None:
     overrides, options = found
     for arg in overrides:
         key, sep, value = arg.partition("=")
+        if sep and not key.lstrip("+~"):
+            fail(f"'{arg}' is not an override: write KEY=VALUE, for example trainer.epochs=3")
         group = key.lstrip("+~").split("@", 1)[0]
         if not sep or group.startswith("hydra") or "." in group:
             continue
@@ -180,8 +195,22 @@ def _check_group_choices(argv: list[str]) -> None:
                      f"option of your own: --config-dir DIR with {group}/{choice}.yaml)")
 
 
+# HYDRA_FULL_ERROR=1 set by the user: Hydra's own reports and full tracebacks, as Hydra does.
+_SHOW_HYDRA_ERRORS = "HYDRA_FULL_ERROR" in os.environ
+
+
 def main() -> None:
     _check_output_dirs(sys.argv[1:])
     _check_group_choices(sys.argv[1:])
     register_configs()
-    _hydra_entry()
+    if _SHOW_HYDRA_ERRORS:
+        _hydra_entry()
+        return
+    # Hydra then raises its errors instead of printing them: each becomes one line here.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        _hydra_entry()
+    except InstantiationException:
+        raise  # a class failed in its constructor: a bug there keeps its traceback
+    except (HydraException, OmegaConfBaseException) as exc:
+        fail(one_line(exc))

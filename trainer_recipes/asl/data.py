@@ -8,6 +8,7 @@ Format (both files): a header ``label,pixel1,...,pixel784``, then one image per 
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +41,15 @@ def find_csv(root: Path, split: str) -> Path | None:
 
 def read_csv(path: Path) -> TensorSplit:
     """One Sign Language MNIST CSV as uint8 images (N x 28 x 28) and class indices."""
-    with path.open() as f:
-        header = f.readline().strip().split(",")
+    try:
+        with path.open(encoding="utf-8") as f:
+            header = f.readline().strip().split(",")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: byte {exc.start} of the header is not UTF-8 text; a Sign "
+                        "Language MNIST CSV is plain ASCII (label,pixel1,...)") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path} ({exc.strerror}); check the file and its "
+                        "permissions") from None
     if header != HEADER:
         shown = ",".join(header[:3]) + (",..." if len(header) > 3 else "")
         raise UserError(
@@ -49,7 +57,9 @@ def read_csv(path: Path) -> TensorSplit:
             "starts with 'label,pixel1,...,pixel784' (785 columns)"
         )
     try:
-        table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
+        with warnings.catch_warnings():  # "input contained no data": said below, in one line
+            warnings.simplefilter("ignore", UserWarning)
+            table = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
     except ValueError as exc:
         raise UserError(
             f"{path}: a row does not have 785 integer values "
@@ -57,6 +67,9 @@ def read_csv(path: Path) -> TensorSplit:
         ) from None
     if len(table) == 0:
         raise UserError(f"{path} has a header but no rows")
+    if table.shape[1] != len(HEADER):
+        raise UserError(f"{path}: rows have {table.shape[1]} values, the header names "
+                        f"{len(HEADER)}; each row is a label and 784 pixels")
     labels, pixels = table[:, 0], table[:, 1:]
     bad = (labels < 0) | (labels > 24) | (labels == 9)
     if bad.any():

@@ -31,15 +31,27 @@ def read_headlines(root: Path) -> list[str]:
         )
     headlines = []
     for path in files:
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
+        headlines += _read_one(path)
+    return headlines
+
+
+def _read_one(path: Path) -> list[str]:
+    # strict: a quote left open is an error at the end of the file, not one huge field.
+    with path.open(newline="", encoding="utf-8") as f:
+        try:
+            reader = csv.DictReader(f, strict=True)
             if "headline" not in (reader.fieldnames or []):
                 raise UserError(
                     f"{path} has no 'headline' column (columns: "
                     f"{', '.join((reader.fieldnames or [])[:6])}...); each Articles*.csv needs one"
                 )
-            headlines += [row["headline"] for row in reader if row["headline"] != "Unknown"]
-    return headlines
+            return [row["headline"] for row in reader if row["headline"] != "Unknown"]
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{path}: byte {exc.start} is not UTF-8 ({exc.reason}); save the "
+                            "file as UTF-8") from None
+        except csv.Error as exc:
+            raise UserError(f"{path}: line {reader.line_num} is not valid CSV ({exc}); a quote "
+                            "left open swallows every line after it, close it") from None
 
 
 def make_pairs(sequences: list[list[int]], max_len: int) -> TensorSplit:

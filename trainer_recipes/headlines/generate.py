@@ -102,6 +102,17 @@ def main(argv: list[str] | None = None) -> None:
     add_trust_option(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="trainer-generate: warning: %(message)s")
+    for flag, ok, need in (
+        ("--words", args.words >= 1, "an integer >= 1"),
+        ("--beam-width", args.beam_width >= 1, "an integer >= 1"),
+        ("--top-k", args.top_k is None or args.top_k >= 1, "an integer >= 1"),
+        ("--temperature", 0 < args.temperature < float("inf"), "a number > 0"),
+    ):
+        if not ok:
+            value = getattr(args, flag[2:].replace("-", "_"))
+            print(f"trainer-generate: error: {flag} {value} is invalid: use {need}",
+                  file=sys.stderr)
+            sys.exit(2)
     try:
         state = load(args.checkpoint, args.trust)
         vocab = state.get("data", {})

@@ -86,6 +86,9 @@ class MNISTData(InMemoryData):
                     f"{paths[f'{split}_labels']} holds {tuple(labels.shape)} labels for "
                     f"{len(images)} images; the image and label files do not belong together"
                 )
+            if len(labels) == 0:
+                raise UserError(f"{paths[f'{split}_images']} holds no images; the {split} split "
+                                "is empty, replace the file with the original")
             if int(labels.max()) > 9:
                 raise UserError(f"{paths[f'{split}_labels']} has labels above 9; not MNIST")
             if len(images) != _MNIST_COUNTS[split]:

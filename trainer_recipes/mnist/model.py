@@ -26,6 +26,8 @@ class MLP(nn.Sequential):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if norm not in ("none", "batch"):
             raise ValueError(f"norm must be none or batch, got {norm!r}")
+        if not hidden or any(int(h) < 1 for h in hidden):
+            raise ValueError(f"hidden must list one or more layer widths >= 1, got {list(hidden)}")
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_features
         for h in hidden:

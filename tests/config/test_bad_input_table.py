@@ -1,0 +1,224 @@
+"""Every bad input a user reported, and its neighbours, as a table: one line naming the
+problem and the fix, exit 2, no traceback, nothing written that was not there.
+
+Rows cover the config (Hydra's own errors included), data files, checkpoints and the
+``trainer-*`` commands; ``tests/config/test_bad_input.py`` has the older rows and the
+nothing-lost checks, ``tests/io/test_run_directory.py`` and
+``tests/parallel/test_same_config.py`` the launch rows (a live run's directory, workers with
+different configs), ``tests/engine/test_preemption.py`` the signals."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import ROOT, SHRINK
+from trainer_recipes.asl.data import HEADER
+
+CONFIG = [
+    # (overrides, what the one line must say)
+    (["optimizer=adam", "optimizer.eps=nan"], "optimizer.eps=nan is invalid: use a finite"),
+    (["trainer.seed=-1"], "trainer.seed=-1 is invalid: use an integer from 0 to 2**32-1"),
+    (["trainer.seed=18446744073709551616"], "trainer.seed=18446744073709551616 is invalid"),
+    (["optimizer.lr=1e300"], "optimizer.lr=1e+300 is invalid: use a learning rate float32"),
+    (["optimizer.weight_decay=inf"], "optimizer.weight_decay=inf is invalid: use a finite"),
+    (["hydra.run.dir=/proc/nope/run"], "hydra.run.dir=/proc/nope/run is not usable"),
+    (["trainer.epochs=${oc.env:TRAINER_TEST_NOPE}"],
+     "trainer.epochs: KeyError raised while resolving interpolation"),
+    (["trainer.epochs=${trainer.nonexistent}"],
+     "trainer.epochs: Interpolation key 'trainer.nonexistent' not found"),
+    (["=3"], "'=3' is not an override: write KEY=VALUE"),
+    (["model.hidden=[0]"], "MLP refused its arguments (hidden must list one or more"),
+    (["model.hidden=[a]"], "MLP refused its arguments (invalid literal"),
+    (["model.dropout=1.5"], "MLP refused its arguments (dropout must be in [0, 1)"),
+    (["model.hidden=[100000000]"], "building trainer_recipes.mnist.model.MLP ran out of memory"),
+    (["trainer.epochz=3"], "trainer.epochz is not a key of the trainer group; did you mean "
+                           "trainer.epochs?"),
+    (["+trainer.no_such_key=1"], "trainer.no_such_key is not a key of the trainer group"),
+    (["trainer.epochs=many"], "trainer.epochs: Value 'many' of type 'str' could not be "
+                              "converted to Integer"),
+    (["optimizer=adam", "optimizer.momentum=0.9"],
+     "optimizer.momentum is not a key of the optimizer group; it has: "),
+    (["trainer.epochs=[1"], "an override cannot be parsed (no viable alternative"),
+    (["optimizer=lamb", "optimizer.betas=[1.5,0.9]"], "LAMB refused its arguments"),
+    (["optimizer=adam", "optimizer.betas=[2,0.9]"], "torch.optim.Adam refused its arguments"),
+    (["data.batch_size=abc"], "data.batch_size=abc is invalid: use a positive integer"),
+    (["data.eval_batch_size=0"], "data.eval_batch_size=0 is invalid"),
+    (["trainer.checkpoint_every_minutes=0"], "trainer.checkpoint_every_minutes=0.0 is invalid"),
+    (["trainer.log_every=0"], "trainer.log_every=0 is invalid"),
+    (["trainer.epochs=0"], "trainer.epochs=0 is invalid"),
+    (["trainer.max_steps=0"], "trainer.max_steps=0 is invalid"),
+    (["trainer.accumulate=0"], "trainer.accumulate=0 is invalid"),
+    (["trainer.early_stop=-1"], "trainer.early_stop=-1 is invalid"),
+    (["trainer.early_stop_mode=up"], "trainer.early_stop_mode=up is invalid"),
+    (["trainer.noise_scale=sometimes"], "trainer.noise_scale=sometimes is invalid"),
+    (["trainer.precision=8"], "trainer.precision=8 is unknown"),
+    (["optimizer.scale_lr=sqrt"], "optimizer.scale_lr=sqrt is invalid"),
+    (["schedule.warmup_steps=-1"], "schedule.warmup_steps and schedule.warmup_epochs must be"),
+    (["schedule=step", "schedule.gamma=2"], "schedule.gamma=2.0 must be in (0, 1]"),
+    (["noise=annealed", "noise.eta=-1"], "noise.eta=-1.0 must be > 0"),
+    (["dist.threads_per_worker=0"], "dist.threads_per_worker=0 is invalid"),
+    (["dist.timeout=0"], "dist.timeout=0 is invalid"),
+    (["dist.compression=int8"], "dist.compression=int8 is invalid"),
+    (["logger.sample_predictions=-1"], "logger.sample_predictions=-1 is invalid"),
+    (["quant=qat", "quant.start_step=-1"], "quant.start_step=-1 must be >= 0"),
+    (["trainer.dtype=float64", "quant=qat"], "trainer.dtype=float64 is invalid"),
+    (["trainer.resume=/nonexistent/file.pt"], "the checkpoint file not found"),
+]
+
+
+def _one_line(done: subprocess.CompletedProcess, prefix: str, needle: str) -> None:
+    assert done.returncode == 2, (done.returncode, done.stderr[-3000:])
+    assert "Traceback" not in done.stderr and "HYDRA_FULL_ERROR" not in done.stderr
+    lines = [line for line in done.stderr.strip().splitlines()
+             if not line.startswith(("WARNING ", "INFO "))]
+    assert len(lines) == 1, done.stderr[-3000:]
+    assert lines[0].startswith(prefix) and needle in lines[0], lines[0]
+
+
+def _trainer(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run([sys.executable, "-m", "trainer", *SHRINK, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args,needle", CONFIG, ids=lambda v: " ".join(v)
+                         if isinstance(v, list) else None)
+def test_bad_config(tmp_path, args, needle):
+    run_dir = tmp_path / "run"
+    if not any(a.startswith("hydra.run.dir") for a in args):
+        args = [*args, f"hydra.run.dir={run_dir}"]
+    _one_line(_trainer(*args, cwd=tmp_path), "trainer: error: ", needle)
+    assert not list(run_dir.glob("checkpoints/step-*.pt"))
+
+
+def _asl(folder: Path, case: str) -> None:
+    row = ",".join(["3"] + ["0"] * 784)
+    header = ",".join(HEADER)
+    for split in ("train", "test"):
+        path = folder / f"sign_mnist_{split}.csv"
+        if case == "786 columns":
+            path.write_text(f"{header}\n{row},0\n{row},0\n")
+        elif case == "latin-1 header":
+            path.write_bytes(b"label,pix\xe9l1\n" + row.encode() + b"\n")
+        elif case == "a directory":
+            path.mkdir()
+        elif case == "no rows":
+            path.write_text(header + "\n")
+
+
+def _headlines(folder: Path, case: str) -> None:
+    path = folder / "ArticlesJan2017.csv"
+    if case == "latin-1 byte":
+        path.write_bytes(b"articleID,headline\n1,Caf\xe9 Society Opens\n2,Another Day\n")
+    elif case == "unterminated quote":
+        path.write_text('articleID,headline\n1,"Markets Rally Again\n2,Another Day Dawns\n')
+
+
+def _mnist(folder: Path, case: str) -> None:
+    from trainer_recipes.mnist.synthetic import write_fake_mnist
+
+    write_fake_mnist(folder, n_train=64, n_test=16)
+    if case == "empty test split":
+        from trainer.data.idx import write_idx
+
+        for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+            shape = (0, 28, 28) if "images" in name else (0,)
+            write_idx(folder / name, torch.zeros(shape, dtype=torch.uint8))
+    elif case == "truncated":
+        path = folder / "train-images-idx3-ubyte.gz"
+        import gzip
+
+        raw = gzip.decompress(path.read_bytes())
+        path.write_bytes(gzip.compress(raw[:-100]))
+
+
+DATA = [
+    ("recipe=asl_cnn", _asl, "786 columns", "rows have 786 values, the header names 785"),
+    ("recipe=asl_cnn", _asl, "latin-1 header", "byte 9 of the header is not UTF-8 text"),
+    ("recipe=asl_cnn", _asl, "a directory", "cannot read"),
+    ("recipe=asl_cnn", _asl, "no rows", "has a header but no rows"),
+    ("recipe=headlines", _headlines, "latin-1 byte", "is not UTF-8"),
+    ("recipe=headlines", _headlines, "unterminated quote", "is not valid CSV"),
+    ("recipe=mnist", _mnist, "empty test split", "holds no images; the test split is empty"),
+    ("recipe=mnist", _mnist, "truncated", "is truncated or not the one named"),
+]
+
+
+@pytest.mark.parametrize("recipe,write,case,needle", DATA,
+                         ids=[f"{r[0][7:]}: {r[2]}" for r in DATA])
+def test_bad_data_file(tmp_path, recipe, write, case, needle):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write(folder, case)
+    done = _trainer(recipe, f"data.root={folder}", "trainer.max_steps=1",
+                    f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    _one_line(done, "trainer: error: ", needle)
+    if case not in ("a directory",):
+        assert str(folder) in done.stderr  # the file is named
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """A good checkpoint, and bad ones beside it: a pickle payload, an empty file, text."""
+    folder = tmp_path_factory.mktemp("ckpt")
+    good = _trainer("trainer.max_steps=2", f"hydra.run.dir={folder}/run", cwd=folder)
+    assert good.returncode == 0, good.stderr[-2000:]
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {folder}/pwned",))
+
+    torch.save({"model": Payload()}, folder / "payload.pt")
+    (folder / "empty.pt").write_bytes(b"")
+    (folder / "text.pt").write_text("not a checkpoint\n")
+    return folder
+
+
+CHECKPOINTS = [
+    ("payload.pt", "holds Python objects that safe loading refuses"),
+    ("empty.pt", "is truncated or not a torch file"),
+    ("text.pt", "is truncated or not a torch file"),
+]
+
+
+@pytest.mark.parametrize("name,needle", CHECKPOINTS)
+def test_bad_checkpoint_to_resume_from(checkpoints, tmp_path, name, needle):
+    done = _trainer(f"trainer.resume={checkpoints / name}", f"hydra.run.dir={tmp_path}/run",
+                    cwd=tmp_path)
+    _one_line(done, "trainer: error: ", needle)
+    assert not (checkpoints / "pwned").exists()
+
+
+def _command(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+
+
+COMMANDS = [
+    ("trainer.tools.predict", ["{ckpt}/payload.pt", "x.png"], "trainer-predict: error: ",
+     "holds Python objects that safe loading refuses"),
+    ("trainer.tools.predict", ["{ckpt}/nowhere", "x.png"], "trainer-predict: error: ", ""),
+    ("trainer.tools.export", ["{ckpt}/empty.pt"], "trainer-export: error: ", ""),
+    ("trainer_recipes.headlines.generate", ["{ckpt}/run", "the", "--words", "-5"],
+     "trainer-generate: error: ", "--words -5 is invalid: use an integer >= 1"),
+    ("trainer_recipes.headlines.generate", ["{ckpt}/run", "the", "--temperature", "0"],
+     "trainer-generate: error: ", "--temperature 0.0 is invalid: use a number > 0"),
+    ("trainer_recipes.headlines.generate", ["{ckpt}/run", "the"], "trainer-generate: error: ",
+     "is not a headline-model checkpoint"),
+    ("trainer.tools.report", ["{ckpt}/nowhere"], "trainer-report: error: ", ""),
+]
+
+
+@pytest.mark.parametrize("module,args,prefix,needle", COMMANDS,
+                         ids=[f"{c[0].rsplit('.', 1)[1]} {' '.join(c[1][1:]) or c[1][0]}"
+                              for c in COMMANDS])
+def test_bad_input_to_a_command(checkpoints, module, args, prefix, needle):
+    done = _command(module, *[a.format(ckpt=checkpoints) for a in args])
+    _one_line(done, prefix, needle)
+    assert not (checkpoints / "pwned").exists()

@@ -1,0 +1,83 @@
+"""Hydra's and OmegaConf's own errors as one line each, naming the key and the fix.
+
+Hydra reports a bad override in 4 to 7 lines plus "Set the environment variable
+HYDRA_FULL_ERROR=1", and exits 1; the ``trainer`` command promises one line and exit 2 for
+every bad input. The exception objects carry what is needed (the full key, the value, the
+reason), so the line is built from them, not from Hydra's text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from difflib import get_close_matches
+
+from hydra.errors import (
+    ConfigCompositionException,
+    HydraException,
+    MissingConfigException,
+    OverrideParseException,
+)
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    InterpolationResolutionError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+    ValidationError,
+)
+
+GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic/"
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+
+
+def _known_keys(error: OmegaConfBaseException) -> list[str]:
+    kind = getattr(error, "object_type", None)
+    return [f.name for f in dataclasses.fields(kind)] if dataclasses.is_dataclass(kind) else []
+
+
+def _unknown_key(error: OmegaConfBaseException) -> str:
+    key = error.full_key
+    group, _, name = key.rpartition(".")
+    known = [k for k in _known_keys(error) if not k.startswith("_")]
+    close = get_close_matches(name, known, n=1)
+    hint = (f"did you mean {group + '.' if group else ''}{close[0]}? " if close
+            else f"it has: {', '.join(known)}; " if known else "")
+    return (f"{key} is not a key of {'the ' + group + ' group' if group else 'the config'}; "
+            f"{hint}`trainer --cfg job` lists the keys (a key of your own needs +{key}=...)")
+
+
+def _omegaconf(error: OmegaConfBaseException) -> str:
+    key = getattr(error, "full_key", None) or "the config"
+    reason = _first_line(getattr(error, "msg", None) or str(error))
+    if isinstance(error, ConfigAttributeError | ConfigKeyError) and error.full_key:
+        return _unknown_key(error)
+    if isinstance(error, InterpolationResolutionError):
+        return (f"{key}: {reason}; fix or remove the ${{...}} interpolation (an environment "
+                "variable it reads must be set, a key it names must exist)")
+    if isinstance(error, MissingMandatoryValue):
+        return f"{key} must be set (it is ??? in the config); give it a value"
+    if isinstance(error, ValidationError):
+        return f"{key}: {reason}; give a value of the key's type (`trainer --cfg job` shows it)"
+    return f"{key}: {reason}"
+
+
+def one_line(error: BaseException) -> str | None:
+    """The line for a Hydra or OmegaConf error (None for anything else: a bug)."""
+    if isinstance(error, OmegaConfBaseException):
+        return _omegaconf(error)
+    if isinstance(error, OverrideParseException):
+        return (f"an override cannot be parsed ({_first_line(error)}); write KEY=VALUE and quote "
+                f"values with brackets or spaces: 'model.hidden=[512,512]' ({GRAMMAR})")
+    if isinstance(error, MissingConfigException):
+        return f"{_first_line(error)}; `trainer --help` lists the options of each group"
+    if isinstance(error, ConfigCompositionException):
+        cause = error.__cause__
+        if isinstance(cause, OmegaConfBaseException):
+            return _omegaconf(cause)
+        return _first_line(error)
+    if isinstance(error, HydraException):
+        return _first_line(error)
+    return None
