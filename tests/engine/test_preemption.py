@@ -111,10 +111,12 @@ def test_sigterm_to_the_torchrun_agent_ends_with_a_checkpoint(tmp_path, uninterr
 
 def test_one_process_polls_its_own_flag_and_the_clock():
     backend = Backend(torch.device("cpu"))
-    preemption = Preemption(backend, checkpoint_minutes=1e-6)
+    preemption = Preemption(backend, checkpoint_minutes=1 / 60)  # every second
     preemption.install()
     try:
-        assert preemption.poll() == (0, True)  # the clock: due at once
+        assert preemption.poll() == (0, False)
+        time.sleep(1.1)
+        assert preemption.poll() == (0, True)  # the clock: due
         preemption.saved()
         signal.raise_signal(signal.SIGUSR1)
         stop, _ = preemption.poll()

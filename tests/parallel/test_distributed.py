@@ -53,7 +53,8 @@ def test_only_rank_zero_writes_and_all_ranks_share_its_directory(tmp_path):
     runs = list((tmp_path / "outputs" / "digits").iterdir())
     assert len(runs) == 1, runs  # the other rank's own directory was not left behind
     names = {p.name for p in runs[0].iterdir()}
-    assert names == {".hydra", "config.yaml", "checkpoints", "tb", "metrics.json"}
+    # .trainer.lock: the one-run-per-directory lock (kept: deleting it would race)
+    assert names == {".hydra", "config.yaml", "checkpoints", "tb", "metrics.json", ".trainer.lock"}
     assert len(list((runs[0] / "tb").iterdir())) == 1  # one event file: rank 0's
 
 

@@ -52,12 +52,15 @@ class Preemption:
         for sig in SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
 
-    def uninstall(self) -> None:
-        """Put the handlers that were there before back; finish a reduction in flight."""
+    def uninstall(self, settle: bool = True) -> None:
+        """Put the handlers that were there before back; finish the reduction in flight
+        (``settle``: every rank is alive and started it; not after a worker was lost)."""
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
-        self.settle()
+        if settle:
+            self.settle()
+        self._pending = None
 
     def settle(self) -> None:
         """Wait for the reduction in flight, if any (every rank has started it)."""
