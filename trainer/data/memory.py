@@ -160,7 +160,9 @@ class InMemoryLoader:
             index = index.to(self.split.inputs.device)  # gathered where the tensors live
         # A gather per batch from the sliced index: no per-sample Python, and no epoch-sized
         # copy of the data set (which costs more than it saves on the CPU).
-        rows = list(index.split(self.batch_size))
+        # (An epoch resumed at its end has no batches left: split() of an empty index would
+        # still give one empty batch, and the mean loss over it is NaN.)
+        rows = list(index.split(self.batch_size)) if len(index) else []
         for batch, (raw, y) in enumerate(self.split.stream(rows), start=start):
             x = self.transform(raw)
             if self.augment is not None:

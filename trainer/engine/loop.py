@@ -231,16 +231,9 @@ class Loop:
     def fit(self) -> dict[str, Any]:
         self.preemption.install()
         try:
-            metrics = self._fit()
-        except Preempted:
+            return self._fit()
+        finally:
             self.preemption.uninstall()
-            raise
-        except BaseException:
-            # A lost worker or an error: the reduction in flight may never complete.
-            self.preemption.uninstall(settle=False)
-            raise
-        self.preemption.uninstall()
-        return metrics
 
     def stop_on_signal(self) -> None:
         """Checkpoint the step every rank stopped after, say so, and end the run."""

@@ -67,12 +67,6 @@ class Backend:
         """Sum a tensor over all workers (in place, and returned)."""
         return tensor
 
-    def sum_async(self, tensor: torch.Tensor) -> Callable[[], torch.Tensor]:
-        """Start summing a small CPU tensor over all workers without waiting; the returned
-        function waits and gives the sum. Control flags ride it (stop on a signal, a timed
-        checkpoint) so that every rank decides at the same step without a host sync."""
-        return lambda: tensor
-
     def broadcast_object(self, obj: Any) -> Any:
         """Rank 0's copy of a small picklable object, on every rank."""
         return obj

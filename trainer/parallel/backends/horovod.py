@@ -91,11 +91,6 @@ class Horovod(Backend):
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         return hvd.allreduce_(tensor, op=hvd.Sum)
 
-    def sum_async(self, tensor: torch.Tensor):
-        # One control reduction in flight at a time, so one fixed name matches across ranks.
-        handle = hvd.allreduce_async(tensor, op=hvd.Sum, name="trainer.control")
-        return lambda: hvd.synchronize(handle)
-
     def broadcast_object(self, obj: Any) -> Any:
         # A fixed name: Horovod matches collectives by name, and its default (the object's
         # type) differs between rank 0's payload and the other ranks' None.

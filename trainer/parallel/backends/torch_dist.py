@@ -81,9 +81,6 @@ class TorchDistributed(Backend):
             timeout=timeout,
             device_id=device if device.type == "cuda" else None,
         )
-        # Control flags travel on their own Gloo group: CPU tensors (no device sync under
-        # NCCL), and never queued behind DDP's gradient buckets.
-        self._control = dist.new_group(backend="gloo", timeout=timeout)
 
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
         # DDP broadcasts rank 0's parameters and buffers here, then overlaps the gradient
@@ -116,15 +113,6 @@ class TorchDistributed(Backend):
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
-
-    def sum_async(self, tensor: torch.Tensor):
-        work = dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=self._control, async_op=True)
-
-        def result() -> torch.Tensor:
-            work.wait()
-            return tensor
-
-        return result
 
     def broadcast_object(self, obj: Any) -> Any:
         box = [obj]
