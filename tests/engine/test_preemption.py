@@ -31,20 +31,21 @@ def _signal_at(step: int, name: str = "SIGTERM", rank: int | None = None, times:
             f"+callbacks.kill.times={times}")
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def _whole_run(tmp_path_factory, args: tuple[str, ...]) -> dict:
     root = tmp_path_factory.mktemp("whole")
-    done = run_cli(*RUN, f"hydra.run.dir={root}/run", cwd=ROOT)
+    done = run_cli(*args, f"hydra.run.dir={root}/run", cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     return weights(root / "run")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return _whole_run(tmp_path_factory, RUN)
 
 
 @pytest.fixture(scope="module")
 def uninterrupted_long(tmp_path_factory):
-    root = tmp_path_factory.mktemp("whole_long")
-    done = run_cli(*LONG, f"hydra.run.dir={root}/run", cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return weights(root / "run")
+    return _whole_run(tmp_path_factory, LONG)
 
 
 def _stop_step(out: str, name: str = "SIGTERM") -> int:

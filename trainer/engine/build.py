@@ -7,8 +7,6 @@ explicitly; nothing travels through the config but plain values.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from trainer.callbacks.noise_scale_report import NoiseScaleReport
 from trainer.callbacks.qat_phases import QATPhases
 from trainer.callbacks.sample_predictions import SamplePredictions
 from trainer.callbacks.stage_switch import StageSwitch
+from trainer.config.consistency import check_same_config
 from trainer.config.flat import flatten
 from trainer.config.instantiate import safe_instantiate
 from trainer.config.schema import framework_keys
@@ -250,28 +249,6 @@ def build_callbacks(cfg: DictConfig, given=()) -> CallbackList:
                             "trainer.Callback")
         named[f"{type(callback).__name__}_{i}"] = callback
     return CallbackList(named)
-
-
-def check_same_config(cfg: DictConfig, backend: Backend) -> None:
-    """Every rank composed the same config (a launch that gave the workers different overrides
-    would otherwise train silently): one gather of a hash; on a mismatch, the first key that
-    differs from rank 0's."""
-    if backend.world_size == 1:
-        return
-    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
-    digest = hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()
-    digests = backend.all_gather_object(digest)
-    if len(set(digests)) == 1:
-        return
-    configs = backend.all_gather_object(flat)
-    rank = next(r for r, d in enumerate(digests) if d != digests[0])
-    key = next(k for k in sorted(set(configs[0]) | set(configs[rank]))
-               if configs[0].get(k) != configs[rank].get(k))
-    raise UserError(
-        f"the workers composed different configs: rank {rank} has {key}="
-        f"{configs[rank].get(key, '(unset)')} where rank 0 has {configs[0].get(key, '(unset)')}; "
-        "launch every worker with the same overrides"
-    )
 
 
 def build_run(cfg: DictConfig, run_dir: Path, backend: Backend,
