@@ -56,6 +56,20 @@ class TorchDistributed(Backend):
         self.cfg = cfg
         addr, port = rendezvous(ident)
         timeout = datetime.timedelta(seconds=cfg.timeout)
+        try:
+            self._join(addr, port, ident, device, timeout)
+        except (dist.DistError, RuntimeError) as exc:
+            if not (isinstance(exc, dist.DistError) or _PEER_LOST.search(str(exc))):
+                raise
+            detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            raise UserError(
+                f"rank {ident.rank} of {ident.world_size} ({ident.launcher}): the workers did not "
+                f"all meet at {addr}:{port} within dist.timeout={cfg.timeout}s ({detail}); launch "
+                "every worker with the same world size, and let each reach that address"
+            ) from None
+
+    def _join(self, addr: str, port: int, ident: Identity, device: torch.device,
+              timeout: datetime.timedelta) -> None:
         # Our own store, namespaced by torchrun's restart count: after a --max-restarts
         # restart the agent's store still holds the dead attempt's Gloo addresses, and ranks
         # that read them fail with "connection refused". Under torchrun the agent serves the
