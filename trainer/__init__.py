@@ -1,11 +1,13 @@
 """trainer: Hydra-configured data-parallel training of PyTorch models.
 
-``trainer.fit``, ``trainer.Callback`` and ``trainer.UserError`` are the Python API; they load
-on first use, so that importing a submodule (the CLI, Hydra's plugin scan) stays light.
+``trainer.fit``, ``trainer.Callback``, ``trainer.UserError`` and ``trainer.Preempted`` (what
+``fit`` raises after checkpointing when SIGTERM, SIGUSR1 or Ctrl-C stopped it) are the Python
+API; they load on first use, so that importing a submodule (the CLI, Hydra's plugin scan)
+stays light.
 """
 
 __version__ = "0.1.0"
-__all__ = ["Callback", "UserError", "fit"]
+__all__ = ["Callback", "Preempted", "UserError", "fit"]
 
 
 def __getattr__(name: str):
@@ -17,8 +19,8 @@ def __getattr__(name: str):
         from trainer.callbacks import Callback
 
         return Callback
-    if name == "UserError":
-        from trainer.errors import UserError
+    if name in ("UserError", "Preempted"):
+        from trainer import errors
 
-        return UserError
+        return getattr(errors, name)
     raise AttributeError(f"module 'trainer' has no attribute {name!r}")

@@ -14,7 +14,17 @@ import time
 import pytest
 import torch
 
-from tests.helpers import EQUIVALENCE, EXACT, ROOT, launch, max_difference, run, run_cli, weights
+from tests.helpers import (
+    EQUIVALENCE,
+    EXACT,
+    ROOT,
+    SHRINK,
+    launch,
+    max_difference,
+    run,
+    run_cli,
+    weights,
+)
 from trainer.engine.preemption import Preemption
 from trainer.parallel.backends import Backend
 
@@ -153,3 +163,20 @@ def test_one_process_polls_its_own_flag_and_the_clock():
     finally:
         preemption.uninstall()
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+
+
+def test_fit_raises_preempted_after_checkpointing_and_resumes(tmp_path, uninterrupted):
+    """The Python API: ``trainer.fit`` in this very process (a notebook's interrupt is SIGINT)
+    raises trainer.Preempted with the step and checkpoint; called again, it resumes."""
+    import trainer
+    from tests.helpers.signals import SignalAt
+
+    with pytest.raises(trainer.Preempted) as stopped:
+        trainer.fit([*SHRINK, *RUN], callbacks=[SignalAt(9, "SIGINT")], run_dir=tmp_path / "run")
+    assert stopped.value.step == 9 and stopped.value.exit_code == 130
+    assert stopped.value.checkpoint.name == "step-00000009.pt"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    metrics = trainer.fit([*SHRINK, *RUN], run_dir=tmp_path / "run")
+    assert metrics["resumed_from"].endswith("step-00000009.pt") and metrics["steps"] == 40
+    final = weights(tmp_path / "run")
+    assert all(torch.equal(final[k], uninterrupted[k]) for k in final)
