@@ -18,9 +18,9 @@ class WorkerLost(UserError):
 
 
 class Preempted(Exception):
-    """The run stopped on a signal (SIGTERM, SIGUSR1, SIGINT) after checkpointing the step it
-    was on; the ``trainer`` command exits with 128 + the signal's number, as a process killed
-    by that signal would, so schedulers see the usual code."""
+    """The run stopped on a signal (SIGTERM, SIGUSR1, SIGUSR2, SIGINT) after checkpointing the
+    step it was on; the ``trainer`` command exits with 128 + the signal's number, as a process
+    killed by that signal would, so schedulers see the usual code."""
 
     def __init__(self, signum: int, step: int, checkpoint) -> None:
         import signal

@@ -180,3 +180,43 @@ def test_fit_raises_preempted_after_checkpointing_and_resumes(tmp_path, uninterr
     assert metrics["resumed_from"].endswith("step-00000009.pt") and metrics["steps"] == 40
     final = weights(tmp_path / "run")
     assert all(torch.equal(final[k], uninterrupted[k]) for k in final)
+
+
+CHAINED = """
+import os, signal, sys
+from pathlib import Path
+
+run_dir, record = Path(sys.argv[1]), Path(sys.argv[2])
+
+
+def requeue(signum, frame):  # what submitit's handler does: requeue, then exit
+    saved = (run_dir / "checkpoints" / "step-00000009.pt").exists()
+    record.write_text(f"{signal.Signals(signum).name} checkpoint={saved}")
+    sys.exit(0)
+
+
+signal.signal(signal.SIGUSR2, requeue)
+sys.argv = ["trainer", *sys.argv[3:], f"hydra.run.dir={run_dir}"]
+from trainer.tools.train import main
+
+main()
+"""
+
+
+def test_a_handler_the_process_had_runs_after_the_checkpoint(tmp_path):
+    """Hydra's submitit launcher runs the job with submitit's SIGUSR2 handler installed, which
+    requeues the job: the trainer checkpoints first, then hands the signal to it."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "job.py"
+    script.write_text(CHAINED)
+    record = tmp_path / "requeued"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), str(record),
+                           *SHRINK, *RUN, *_signal_at(9, "SIGUSR2")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert "stopped by SIGUSR2 at step 9;" in done.stdout, done.stderr[-2000:]
+    assert record.read_text() == "SIGUSR2 checkpoint=True"
+    assert done.returncode == 0  # the chained handler's own exit

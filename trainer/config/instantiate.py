@@ -32,7 +32,8 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from hydra.utils import get_object, instantiate
+from hydra._internal.utils import _locate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 
 from trainer.errors import UserError
@@ -70,9 +71,11 @@ def check_target(target: Any, where: str) -> type:
 
 def _resolve(target: str, where: str) -> type:
     try:
-        obj = get_object(target)
+        obj = _locate(target)  # get_object's lookup, without its ERROR log line
     except Exception as exc:
-        raise UserError(f"{where}._target_={target} cannot be imported: {exc}") from None
+        detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise UserError(f"{where}._target_={target} cannot be imported ({detail}); check the "
+                        "spelling, and that its package is installed or on PYTHONPATH") from None
     if not inspect.isclass(obj):
         raise UserError(
             f"{where}._target_={target} is refused: it is a {type(obj).__name__}, "

@@ -1,7 +1,9 @@
 """Stopping when the cluster asks, and checkpoints by the clock, agreed by every rank.
 
 SLURM (``--signal``, ``scancel``, the time limit), Kubernetes and a stopping torchrun agent
-send SIGTERM; SLURM's advance warning is often SIGUSR1; Ctrl-C is SIGINT. The handler only
+send SIGTERM; SLURM's advance warning is often SIGUSR1 (our sbatch script's), and SIGUSR2 under
+submitit (Hydra's submitit launcher), whose own handler, chained after our checkpoint by the
+``trainer`` command, requeues the job; Ctrl-C is SIGINT. The handler only
 records the first signal (a second one, even in the middle of a checkpoint write, changes
 nothing). At step boundaries :meth:`Preemption.poll` tells the loop whether to stop. One
 process reads its own flag every step. Several workers sum their flags in one small all-reduce
@@ -29,7 +31,7 @@ from trainer.parallel.backends import Backend
 
 log = logging.getLogger(__name__)
 
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 # Several workers agree about this often: a stop lands within this long after the signal
 # (plus one step), far inside torchrun's 30 s grace period and SLURM's warning.
 POLL_SECONDS = 1.0
@@ -55,8 +57,8 @@ class Preemption:
         """Catch the signals (main thread only: Python delivers signals there; a run started
         from another thread keeps the process's handlers and cannot be preempted cleanly)."""
         if threading.current_thread() is not threading.main_thread():
-            log.warning("not in the main thread: SIGTERM/SIGUSR1/SIGINT end the run without "
-                        "a checkpoint")
+            log.warning("not in the main thread: SIGTERM/SIGUSR1/SIGUSR2/SIGINT end the run "
+                        "without a checkpoint")
             return
         for sig in SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)

@@ -97,14 +97,25 @@ def _hydra_entry(cfg: DictConfig) -> float:
             raise
         fail(one_line(exc))
     except Preempted as exc:
-        # The primary rank printed the line; every rank ends as the signal would have ended
-        # it (143 for SIGTERM), after the checkpoint is on disk.
+        # The primary rank printed the line; the checkpoint is on disk.
         sys.stdout.flush()
-        sys.exit(exc.exit_code)
+        _chain_signal(exc.signum)
+        sys.exit(exc.exit_code)  # as the signal would have ended it (143 for SIGTERM)
     # Hydra sweepers (Optuna, Ax) maximise or minimise what the task function returns:
     # the accuracy, or the loss for a task without one (regression).
     accuracy = metrics["test_accuracy"]
     return accuracy if accuracy is not None else metrics["test_loss"]
+
+
+def _chain_signal(signum: int) -> None:
+    """Hand the signal, now that the checkpoint is written, to the handler the process had
+    before the run (restored by then): submitit's requeues the job on SIGUSR2. The default
+    actions (SIG_DFL, Ctrl-C's KeyboardInterrupt) are replaced by our exit code instead."""
+    import signal
+
+    handler = signal.getsignal(signum)
+    if callable(handler) and handler is not signal.default_int_handler:
+        handler(signum, None)
 
 
 def _check_output_dirs(argv: list[str]) -> None:
