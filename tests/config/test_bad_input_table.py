@@ -87,13 +87,27 @@ def _trainer(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("args,needle", CONFIG, ids=lambda v: " ".join(v)
-                         if isinstance(v, list) else None)
-def test_bad_config(tmp_path, args, needle):
-    run_dir = tmp_path / "run"
-    if not any(a.startswith("hydra.run.dir") for a in args):
-        args = [*args, f"hydra.run.dir={run_dir}"]
-    _one_line(_trainer(*args, cwd=tmp_path), "trainer: error: ", needle)
+@pytest.fixture(scope="module")
+def config_results(tmp_path_factory):
+    """Every CONFIG row, run two at a time (each is a whole process start on a 2-core machine:
+    run in turn they took minutes): row index -> (CompletedProcess, its run directory)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int):
+        folder = tmp_path_factory.mktemp(f"row{i}")
+        args = CONFIG[i][0]
+        if not any(a.startswith("hydra.run.dir") for a in args):
+            args = [*args, f"hydra.run.dir={folder}/run"]
+        return _trainer(*args, cwd=folder), folder / "run"
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(enumerate(pool.map(one, range(len(CONFIG)))))
+
+
+@pytest.mark.parametrize("row", range(len(CONFIG)), ids=[" ".join(a) for a, _ in CONFIG])
+def test_bad_config(config_results, row):
+    done, run_dir = config_results[row]
+    _one_line(done, "trainer: error: ", CONFIG[row][1])
     assert not list(run_dir.glob("checkpoints/step-*.pt"))
 
 
