@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,24 @@ def test_horovod_switches_stages_without_the_old_optimizers_hooks(tmp_path):
     result = horovodrun(2, *args, f"hydra.run.dir={tmp_path}/two", cwd=tmp_path)
     assert "stage 2/2 'finetune' from epoch 1" in result.stdout
     assert max_difference(weights(tmp_path / "one"), weights(tmp_path / "two")) < EXACT
+
+
+def test_horovod_workers_stop_together_on_a_signal_and_resume_exactly(tmp_path):
+    """Preemption under horovodrun: only rank 1 is signalled; both stop after the same step
+    (their agreement rides a Horovod all-reduce), rank 0 checkpoints it, and the resumed run
+    equals an uninterrupted Horovod run (float64)."""
+    args = (*EQUIVALENCE, "trainer.max_steps=600", "trainer.epochs=100",
+            "logger.tensorboard=false")
+    horovodrun(2, *args, f"hydra.run.dir={tmp_path}/whole", cwd=tmp_path)
+    stopped = subprocess.run(
+        ["bash", str(ROOT / "launch" / "horovodrun.sh"), "2", *args, *SHRINK,
+         "+callbacks.kill._target_=tests.helpers.signals.SignalAt", "+callbacks.kill.step=10",
+         "+callbacks.kill.rank=1", f"hydra.run.dir={tmp_path}/cut"],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    # horovodrun prefixes each worker's lines ("[0]<stdout>:").
+    stops = re.findall(r"stopped by SIGTERM at step (\d+); checkpoint", stopped.stdout)
+    assert len(stops) == 1 and stopped.returncode != 0, stopped.stdout[-3000:]
+    step = int(stops[0])
+    assert 10 <= step < 600 and (tmp_path / "cut" / "checkpoints" / f"step-{step:08d}.pt").exists()
+    horovodrun(2, *args, f"hydra.run.dir={tmp_path}/cut", cwd=tmp_path)
+    assert max_difference(weights(tmp_path / "whole"), weights(tmp_path / "cut")) < EXACT
