@@ -8,23 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run_cli
+from tests.helpers.errors import one_line_error
 from trainer.io.checkpoint import read_checkpoint
-
-
-def _one_line_error(result, *needles: str) -> str:
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr
-    # Warnings logged before the failure may precede it; the error itself is one line.
-    lines = [
-        line
-        for line in result.stderr.strip().splitlines()
-        if not line.startswith(("WARNING ", "INFO "))
-    ]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("trainer: error: ")
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 @pytest.mark.parametrize(
@@ -55,7 +40,7 @@ def _one_line_error(result, *needles: str) -> str:
 )
 def test_bad_values_fail_fast_with_one_line(tmp_path, args, needles):
     result = run_cli(*args, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
-    _one_line_error(result, *needles)
+    one_line_error(result, *needles)
     assert not (tmp_path / "run" / "checkpoints").exists() or not any(
         (tmp_path / "run" / "checkpoints").iterdir()
     )
@@ -70,7 +55,7 @@ def test_missing_data_directory_says_which_files_go_where(tmp_path):
         f"hydra.run.dir={tmp_path}/run",
         cwd=tmp_path,
     )
-    _one_line_error(
+    one_line_error(
         result, f"MNIST not found in {missing}", "train-images-idx3-ubyte.gz", "TRAINER_DATA_DIR"
     )
 
@@ -79,21 +64,21 @@ def test_unreadable_checkpoint(tmp_path):
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"\x00" * 64)
     result = run_cli(f"trainer.resume={bad}", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
-    _one_line_error(result, str(bad), "trainer.resume=null")
+    one_line_error(result, str(bad), "trainer.resume=null")
 
 
 def test_unwritable_output_directory(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     result = run_cli(f"hydra.run.dir={blocker}/run", cwd=tmp_path)
-    _one_line_error(result, "hydra.run.dir", "is a file, not a directory")
+    one_line_error(result, "hydra.run.dir", "is a file, not a directory")
 
 
 def test_checkpoint_folder_that_cannot_be_created(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "checkpoints").write_text("in the way")
     result = run_cli(f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
-    _one_line_error(result, "cannot write checkpoints", "hydra.run.dir")
+    one_line_error(result, "cannot write checkpoints", "hydra.run.dir")
 
 
 def _digests(folder: Path) -> dict[str, str]:
@@ -121,7 +106,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_good_checkpoints(tmp_path):
         f"hydra.run.dir={run_dir}",
         cwd=tmp_path,
     )
-    line = _one_line_error(result, "at step", "optimizer.lr")
+    line = one_line_error(result, "at step", "optimizer.lr")
     bad_step = int(line.split("at step ")[1].split(";")[0])
     assert bad_step > 6
     after = _digests(run_dir / "checkpoints")
@@ -139,5 +124,5 @@ def test_failed_resume_leaves_the_run_directory_untouched(tmp_path):
     assert run_cli("trainer.max_steps=4", f"hydra.run.dir={run_dir}", cwd=tmp_path).returncode == 0
     before = _digests(run_dir / "checkpoints")
     result = run_cli("model.hidden=[32]", f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    _one_line_error(result, "does not fit this model", str(run_dir))
+    one_line_error(result, "does not fit this model", str(run_dir))
     assert _digests(run_dir / "checkpoints") == before

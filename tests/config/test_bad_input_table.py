@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from tests.helpers import ROOT, SHRINK
+from tests.helpers.errors import one_line_error
 from trainer_recipes.asl.data import HEADER
 
 CONFIG = [
@@ -72,15 +73,6 @@ CONFIG = [
 ]
 
 
-def _one_line(done: subprocess.CompletedProcess, prefix: str, needle: str) -> None:
-    assert done.returncode == 2, (done.returncode, done.stderr[-3000:])
-    assert "Traceback" not in done.stderr and "HYDRA_FULL_ERROR" not in done.stderr
-    lines = [line for line in done.stderr.strip().splitlines()
-             if not line.startswith(("WARNING ", "INFO "))]
-    assert len(lines) == 1, done.stderr[-3000:]
-    assert lines[0].startswith(prefix) and needle in lines[0], lines[0]
-
-
 def _trainer(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     return subprocess.run([sys.executable, "-m", "trainer", *SHRINK, *args], cwd=cwd, env=env,
@@ -107,7 +99,7 @@ def config_results(tmp_path_factory):
 @pytest.mark.parametrize("row", range(len(CONFIG)), ids=[" ".join(a) for a, _ in CONFIG])
 def test_bad_config(config_results, row):
     done, run_dir = config_results[row]
-    _one_line(done, "trainer: error: ", CONFIG[row][1])
+    one_line_error(done, CONFIG[row][1], prefix="trainer: error: ")
     assert not list(run_dir.glob("checkpoints/step-*.pt"))
 
 
@@ -172,7 +164,7 @@ def test_bad_data_file(tmp_path, recipe, write, case, needle):
     write(folder, case)
     done = _trainer(recipe, f"data.root={folder}", "trainer.max_steps=1",
                     f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
-    _one_line(done, "trainer: error: ", needle)
+    one_line_error(done, needle, prefix="trainer: error: ")
     if case not in ("a directory",):
         assert str(folder) in done.stderr  # the file is named
 
@@ -205,7 +197,7 @@ CHECKPOINTS = [
 def test_bad_checkpoint_to_resume_from(checkpoints, tmp_path, name, needle):
     done = _trainer(f"trainer.resume={checkpoints / name}", f"hydra.run.dir={tmp_path}/run",
                     cwd=tmp_path)
-    _one_line(done, "trainer: error: ", needle)
+    one_line_error(done, needle, prefix="trainer: error: ")
     assert not (checkpoints / "pwned").exists()
 
 
@@ -234,5 +226,5 @@ COMMANDS = [
                               for c in COMMANDS])
 def test_bad_input_to_a_command(checkpoints, module, args, prefix, needle):
     done = _command(module, *[a.format(ckpt=checkpoints) for a in args])
-    _one_line(done, prefix, needle)
+    one_line_error(done, needle, prefix=prefix)
     assert not (checkpoints / "pwned").exists()

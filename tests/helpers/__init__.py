@@ -1,6 +1,7 @@
 """Shared test code: ``config`` (paths, the composed and shrunk config), ``runs`` (in-process,
 CLI and multi-process launches), ``compare`` (weights and the float64 equivalence settings),
-``user_project`` (the example outside project). Fixtures live in tests/conftest.py."""
+``user_project`` (the example outside project), ``errors`` (the one-line bad-input check),
+``signals`` (a callback that signals its own process). Fixtures live in tests/conftest.py."""
 
 from tests.helpers.compare import EQUIVALENCE, EXACT, FLOAT64, max_difference, weights
 from tests.helpers.config import (
