@@ -11,7 +11,9 @@ default trainer.checkpoint_every=0. "Steps redone" is what the resumed run train
 Table 2, throughput: training samples/s (the trainer's own, evaluation and checkpoints
 excluded) of the same job on 2 workers under torchrun and under horovodrun, with the thread
 default (the node's CPUs / its workers) and with torch's own default that horovodrun workers
-used to keep (every core each). Alternated over --repeats rounds; the median is printed.
+used to keep (every core each), and under elastic horovodrun (dist.elastic=true: the state
+committed to memory at every log line, every 50 steps). Alternated over --repeats rounds; the
+median is printed.
 """
 
 from __future__ import annotations
@@ -84,6 +86,14 @@ def _samples_per_sec(command: list[str], run_dir: Path, root: Path) -> float:
     return json.loads((run_dir / "metrics.json").read_text())["samples_per_sec"]
 
 
+def _two_slots(root: Path) -> Path:
+    """A host-discovery script that always answers two slots on this machine."""
+    script = root / "two_slots.sh"
+    script.write_text("#!/bin/sh\necho localhost:2\n")
+    script.chmod(0o755)
+    return script
+
+
 def throughput(root: Path, data: Path, steps: int, repeats: int) -> list[list]:
     cores = os.cpu_count()
     job = [*BASE, f"data.root={data}", f"trainer.max_steps={steps}", "trainer.log_every=50"]
@@ -96,6 +106,10 @@ def throughput(root: Path, data: Path, steps: int, repeats: int) -> list[list]:
         f"horovodrun, {cores} threads each (before)": lambda d: [
             "bash", str(ROOT / "launch" / "horovodrun.sh"), "2", *job,
             f"dist.threads_per_worker={cores}", f"hydra.run.dir={d}"],
+        "horovodrun elastic (commit every 50 steps)": lambda d: [
+            str(BIN / "horovodrun"), "--gloo", "-np", "2", "--min-np", "1", "--max-np", "2",
+            "--host-discovery-script", str(_two_slots(root)), "--network-interface", "lo",
+            sys.executable, "-m", "trainer", *job, "dist.elastic=true", f"hydra.run.dir={d}"],
     }
     results: dict[str, list[float]] = {name: [] for name in setups}
     for round_ in range(repeats):

@@ -160,6 +160,9 @@ class DistConfig:
     # op: average | adasum.
     compression: str = "none"
     op: str = "average"
+    # Horovod elastic (horovodrun --min-np/--max-np/--host-discovery-script): the run goes on
+    # when workers are added or removed, at the same global batch (docs/launching.md).
+    elastic: bool = False
 
 
 @dataclass

@@ -101,6 +101,29 @@ def _check_finite(cfg: DictConfig) -> None:
         walk(OmegaConf.to_container(cfg[group], resolve=True), group)
 
 
+def _validate_elastic(dist: DictConfig) -> None:
+    """dist.elastic and an elastic horovodrun go together: either one alone would run a job that
+    dies (or ignores the new workers) at the first change of hosts."""
+    import os
+
+    launched = os.environ.get("HOROVOD_ELASTIC") == "1"  # horovodrun's, in elastic mode
+    _require(
+        launched or not dist.elastic, "dist.elastic", True,
+        "it needs an elastic Horovod launch: horovodrun -np N --min-np MIN --max-np MAX "
+        "--host-discovery-script SCRIPT ... (torchrun restarts by itself: --nnodes=MIN:MAX "
+        "--max-restarts=K with trainer.resume=auto)",
+    )
+    _require(
+        dist.elastic or not launched, "dist.elastic", False,
+        "horovodrun started an elastic job (--min-np/--max-np/--host-discovery-script); add "
+        "dist.elastic=true",
+    )
+    _require(
+        not dist.elastic or dist.backend in ("auto", "horovod"), "dist.backend", dist.backend,
+        "dist.elastic=true runs on Horovod: use dist.backend=auto or horovod",
+    )
+
+
 def validate(cfg: DictConfig, given: tuple[str, ...] = ()) -> None:
     check_keys(cfg, given)
     data, loop, opt = cfg.data, cfg.trainer, cfg.optimizer
@@ -186,6 +209,7 @@ def validate(cfg: DictConfig, given: tuple[str, ...] = ()) -> None:
         "dist.threads_per_worker", cfg.dist.threads_per_worker, "use a positive integer or null",
     )
     _require(cfg.dist.timeout > 0, "dist.timeout", cfg.dist.timeout, "use seconds > 0")
+    _validate_elastic(cfg.dist)
     _require(
         loop.device in ("auto", "cpu") or loop.device.startswith("cuda"), "trainer.device",
         loop.device, "use auto, cpu or cuda[:N]",

@@ -76,7 +76,7 @@ class Run:
     # Where the current forward's rows sit in the global batch (per-sample dropout masks).
     batch_position: BatchPosition = field(default_factory=BatchPosition)
     callbacks: CallbackList = field(default_factory=lambda: CallbackList({}))
-    resumed_from: Path | None = None
+    resumed_from: Path | str | None = None  # a checkpoint, or words for state held in memory
     resume_state: dict | None = None
     stop_reason: str = ""  # set by request_stop: the run ends after this step
 
@@ -109,14 +109,17 @@ def pick_device(name: str) -> torch.device:
 
 
 def shared_run_dir(backend: Backend, own: Path) -> Path:
-    """Rank 0's run directory, on every rank (Hydra timestamps each rank's own).
-
-    A rank whose own directory differs removes it if Hydra's record is all it holds.
-    """
+    """Rank 0's run directory, on every rank (Hydra timestamps each rank's own)."""
     shared = Path(backend.broadcast_object(str(own)))
+    drop_unused_run_dir(own, shared)
+    return shared
+
+
+def drop_unused_run_dir(own: Path, shared: Path) -> None:
+    """Remove this rank's own run directory, when the run uses another one and Hydra's record
+    is all it holds."""
     if shared != own and own.is_dir() and {p.name for p in own.iterdir()} <= {".hydra"}:
         shutil.rmtree(own, ignore_errors=True)
-    return shared
 
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -252,18 +255,25 @@ def build_callbacks(cfg: DictConfig, given=()) -> CallbackList:
 
 
 def build_run(cfg: DictConfig, run_dir: Path, backend: Backend,
-              objects: dict[str, Any] | None = None) -> Run:
+              objects: dict[str, Any] | None = None,
+              continuing: tuple[str, dict] | None = None) -> Run:
     """Everything a run needs, built on every rank; ``backend`` is already initialised.
 
     ``objects``: what the caller built itself (``trainer.fit``): ``model``, ``data``,
-    ``callbacks``; the config's own entries for those are not instantiated."""
+    ``callbacks``; the config's own entries for those are not instantiated. ``continuing``:
+    (where from, state) when this same run is built again with its state in memory (Horovod
+    elastic after workers came or went); the run directory's checkpoints are then its own."""
     check_same_config(cfg, backend)
     checkpointer = Checkpointer(run_dir / "checkpoints", cfg.trainer.keep_last,
                                 backend.is_primary)
     # Rank 0 takes the run directory, checks it can be written and reads the resume
     # checkpoint; the others get its state (or its error) by broadcast, so they need no shared
     # filesystem for resuming.
-    resumed = backend.on_primary(lambda: checkpointer.start(cfg.trainer.resume))
+    if continuing is None:
+        resumed = backend.on_primary(lambda: checkpointer.start(cfg.trainer.resume))
+    else:
+        backend.on_primary(checkpointer.adopt)
+        resumed = continuing
     try:
         run = _build_components(cfg, run_dir, backend, objects or {}, checkpointer)
     except BaseException:

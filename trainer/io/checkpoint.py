@@ -180,10 +180,7 @@ class Checkpointer:
     def start(self, resume: str | None) -> tuple[Path, dict[str, Any]] | None:
         """On the primary rank, before anything is built: take the run directory, find the
         checkpoint ``trainer.resume`` asks for, and leave only its lineage in the folder."""
-        self.check_writable()
-        self._take_lock()
-        for stale in self.directory.glob(".*.tmp"):  # a killed writer's; the lock is ours
-            stale.unlink(missing_ok=True)
+        self._take_directory()
         resumed = resolve_resume(resume, self.directory.parent)
         mine = resumed is not None and resumed[0].parent.resolve() == self.directory.resolve()
         step = _step_of(resumed[0]) if mine else None
@@ -193,6 +190,18 @@ class Checkpointer:
                              f"later than the resumed step {step}")
         self.written = sorted(self.step_files(), key=_step_of)
         return resumed
+
+    def adopt(self) -> None:
+        """On the primary rank, when the same run is built again (an elastic reset: its state
+        is in memory): take the run directory back; every checkpoint in it is this run's."""
+        self._take_directory()
+        self.written = sorted(self.step_files(), key=_step_of)
+
+    def _take_directory(self) -> None:
+        self.check_writable()
+        self._take_lock()
+        for stale in self.directory.glob(".*.tmp"):  # a killed writer's; the lock is ours
+            stale.unlink(missing_ok=True)
 
     def close(self) -> None:
         """Give the run directory up (the process's exit does it too)."""

@@ -31,7 +31,7 @@ class Logger:
         self._writer = None
         self._notes: list[str] = []
 
-    def start(self, data_description: str, resumed_from: Path | None, step: int) -> None:
+    def start(self, data_description: str, resumed_from: Path | str | None, step: int) -> None:
         """Open TensorBoard, write the resolved config and say what this run trains on."""
         if not self.enabled:
             return

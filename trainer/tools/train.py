@@ -37,8 +37,7 @@ def train(cfg: DictConfig, run_dir: Path, objects: dict | None = None) -> dict:
 
     ``objects``: what ``trainer.fit``'s caller built (model, data, callbacks)."""
     from trainer.config.validate import validate
-    from trainer.engine.build import build_run, pick_device, shared_run_dir
-    from trainer.engine.loop import fit
+    from trainer.engine.build import pick_device, shared_run_dir
     from trainer.parallel.backends import build_backend
 
     objects = objects or {}
@@ -46,28 +45,12 @@ def train(cfg: DictConfig, run_dir: Path, objects: dict | None = None) -> dict:
     validate(cfg, given=tuple(k for k in ("model", "data") if k in objects))
     backend = build_backend(cfg.dist, pick_device(cfg.trainer.device), cfg.trainer.accumulate)
     try:
-        run = build_run(cfg, shared_run_dir(backend, run_dir), backend, objects)
-        stopped = None
-        try:
-            metrics = fit(run)
-            if cfg.quant.mode != "none" and cfg.quant.export:
-                from trainer.quant.export import export_run
+        attempt = functools.partial(_attempt, cfg, backend, objects)
+        if cfg.dist.elastic:
+            from trainer.parallel.backends.horovod_elastic import run_elastic
 
-                metrics["quant"] = backend.on_primary(functools.partial(export_run, run))
-        except Preempted as exc:
-            stopped = exc  # its checkpoint is written: tear down as a finished run does
-        finally:
-            run.logger.close()
-            run.checkpointer.close()
-        # Free the model while the interpreter is fully alive: DDP holds the process group,
-        # and a Gloo group torn down only at interpreter exit can abort the process
-        # ("terminate called without an active exception"), failing a finished run.
-        del run
-        gc.collect()
-        backend.barrier()  # every rank done (rank 0 has written its files) before teardown
-        if stopped is not None:
-            raise stopped
-        return metrics
+            return run_elastic(backend, run_dir, cfg.trainer.log_every, attempt)
+        return attempt(shared_run_dir(backend, run_dir))
     except (UserError, Preempted):
         raise
     except Exception as exc:
@@ -77,6 +60,40 @@ def train(cfg: DictConfig, run_dir: Path, objects: dict | None = None) -> dict:
         raise WorkerLost(reason) from None
     finally:
         backend.close()
+
+
+def _attempt(cfg: DictConfig, backend, objects: dict, run_dir: Path,
+             continuing: tuple[str, dict] | None = None, callbacks=()) -> dict:
+    """Build the run in ``run_dir`` and train it to the end. Horovod elastic builds it again
+    after workers come or go: ``continuing``, its state held in memory (see
+    trainer.engine.build.build_run); ``callbacks``, its commits, after the caller's."""
+    from trainer.engine.build import build_run
+    from trainer.engine.loop import fit
+
+    if callbacks:
+        objects = {**objects, "callbacks": [*objects.get("callbacks", ()), *callbacks]}
+    run = build_run(cfg, run_dir, backend, objects, continuing)
+    stopped = None
+    try:
+        metrics = fit(run)
+        if cfg.quant.mode != "none" and cfg.quant.export:
+            from trainer.quant.export import export_run
+
+            metrics["quant"] = backend.on_primary(functools.partial(export_run, run))
+    except Preempted as exc:
+        stopped = exc  # its checkpoint is written: tear down as a finished run does
+    finally:
+        run.logger.close()
+        run.checkpointer.close()
+    # Free the model while the interpreter is fully alive: DDP holds the process group,
+    # and a Gloo group torn down only at interpreter exit can abort the process
+    # ("terminate called without an active exception"), failing a finished run.
+    del run
+    gc.collect()
+    backend.barrier()  # every rank done (rank 0 has written its files) before teardown
+    if stopped is not None:
+        raise stopped
+    return metrics
 
 
 @hydra.main(version_base="1.3", config_path=PRIMARY_CONFIG, config_name="train")

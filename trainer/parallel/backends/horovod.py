@@ -38,14 +38,19 @@ class Horovod(Backend):
     name = "horovod"
 
     def __init__(self, cfg, device: torch.device, accumulate: int) -> None:
-        hv = _require_horovod()
-        hv.init()
-        ident = Identity(hv.rank(), hv.size(), hv.local_rank(), "horovod")
-        if device.type == "cuda":
-            device = torch.device("cuda", hv.local_rank() % torch.cuda.device_count())
-            torch.cuda.set_device(device)
-        super().__init__(device, ident)
+        _require_horovod().init()
+        super().__init__(device)
         self.cfg, self.accumulate = cfg, accumulate
+        self.rejoin()
+
+    def rejoin(self) -> None:
+        """Read this worker's place from Horovod: at start, and after an elastic reset (Horovod
+        re-initialised with workers added or removed: rank, size and local rank change)."""
+        self.identity = Identity(hvd.rank(), hvd.size(), hvd.local_rank(), "horovod",
+                                 hvd.local_size())
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", hvd.local_rank() % torch.cuda.device_count())
+            torch.cuda.set_device(self.device)
 
     @property
     def can_split_steps(self) -> bool:
