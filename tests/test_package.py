@@ -83,7 +83,10 @@ def _ok(result: subprocess.CompletedProcess) -> str:
 def test_the_wheels_hold_configs_plugin_and_launch_scripts_and_are_what_runs(fresh):
     import zipfile
 
-    names = set(zipfile.ZipFile(next(w for w in fresh["wheels"] if "/trainer-" in w)).namelist())
+    wheel = zipfile.ZipFile(next(w for w in fresh["wheels"] if "/trainer-" in w))
+    names = set(wheel.namelist())
+    # horovodrun runs the MPICH stand-in by name from PATH: it must stay executable.
+    assert wheel.getinfo("trainer/launch/mpich/mpirun").external_attr >> 16 & 0o111
     for path in ("trainer/conf/train.yaml", "trainer/conf/optimizer/lamb.yaml",
                  "trainer/conf/hydra/launcher/trainer_slurm.yaml",
                  "trainer_recipes/conf/recipe/mnist.yaml", "trainer_recipes/conf/model/mlp.yaml",

@@ -47,12 +47,15 @@ def test_identity_from_each_launcher(env, expected):
         ("auto", {"SLURM_PROCID": "3", "SLURM_NTASKS": "8"}, "torch"),
         ("auto", {"HOROVOD_RANK": "0", "HOROVOD_SIZE": "2", "PMI_RANK": "0", "PMI_SIZE": "2"},
          "horovod"),
+        # horovodrun's MPI controller: MPI's variables, plus Horovod's controller setting
+        ("auto", {"PMI_RANK": "1", "PMI_SIZE": "2", "HOROVOD_CONTROLLER": "mpi"}, "horovod"),
+        ("auto", {"HOROVOD_CONTROLLER": "mpi"}, "none"),  # one process: nothing to reduce
         ("none", {"RANK": "0", "WORLD_SIZE": "4"}, "none"),
         ("torch", {}, "torch"),
     ],
 )
 def test_auto_picks_the_backend_for_each_launcher(asked, env, chosen):
-    assert choose(asked, from_environment(env)) == chosen
+    assert choose(asked, from_environment(env), env) == chosen
 
 
 def test_unknown_backend_is_refused():

@@ -18,13 +18,17 @@ log = logging.getLogger(__name__)
 NAMES = ("auto", "torch", "horovod", "none")
 
 
-def choose(name: str, env: identity.Identity) -> str:
+def choose(name: str, env: identity.Identity, environ=os.environ) -> str:
     """The backend ``dist.backend=name`` means in an environment that says ``env``."""
     if name not in NAMES:
         raise UserError(f"dist.backend={name!r} is unknown; use one of: {', '.join(NAMES)}")
     if name != "auto":
         return name
-    if env.launcher == "horovod":
+    # horovodrun's Gloo controller sets HOROVOD_RANK...; under its MPI controller the workers
+    # see only MPI's variables, and HOROVOD_CONTROLLER=mpi (Horovod's own setting, exported by
+    # launch/horovodrun.sh) says the job is Horovod's.
+    if env.launcher == "horovod" or (env.world_size > 1
+                                     and environ.get("HOROVOD_CONTROLLER") == "mpi"):
         return "horovod"
     # torchrun, mpirun/mpiexec (OpenMPI, MPICH, PMIx) and srun all run torch.distributed;
     # a launcher with a single rank is just one process.
@@ -65,7 +69,11 @@ def build_backend(cfg, device: torch.device, accumulate: int = 1) -> Backend:
     if name == "torch":
         from trainer.parallel.backends.torch_dist import TorchDistributed
 
-        return TorchDistributed(cfg, device, env)
-    from trainer.parallel.backends.horovod import Horovod
+        backend = TorchDistributed(cfg, device, env)
+    else:
+        from trainer.parallel.backends.horovod import Horovod
 
-    return Horovod(cfg, device, accumulate)
+        backend = Horovod(cfg, device, accumulate)
+    if backend.is_primary:
+        log.info("workers: %d, through %s", backend.world_size, backend.description)
+    return backend

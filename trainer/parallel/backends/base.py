@@ -37,6 +37,11 @@ class Backend:
     def is_primary(self) -> bool:
         return self.identity.is_primary
 
+    @property
+    def description(self) -> str:
+        """What carries the collectives, for the run's first lines."""
+        return "one process"
+
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """Return the module whose backward averages gradients across workers."""
         return model

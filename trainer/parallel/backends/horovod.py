@@ -53,6 +53,10 @@ class Horovod(Backend):
             torch.cuda.set_device(self.device)
 
     @property
+    def description(self) -> str:
+        return f"Horovod ({'MPI' if hvd.mpi_enabled() else 'Gloo'} controller)"
+
+    @property
     def can_split_steps(self) -> bool:
         # DistributedOptimizer all-reduces after backward_passes_per_step (= accumulate)
         # backward passes; an extra split would all-reduce half a step.

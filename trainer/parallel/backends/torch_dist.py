@@ -96,6 +96,10 @@ class TorchDistributed(Backend):
             device_id=device if device.type == "cuda" else None,
         )
 
+    @property
+    def description(self) -> str:
+        return f"torch.distributed ({dist.get_backend()})"
+
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
         # DDP broadcasts rank 0's parameters and buffers here, then overlaps the gradient
         # all-reduce (in buckets of bucket_cap_mb) with the backward pass.
