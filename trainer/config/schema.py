@@ -119,6 +119,10 @@ class LoopConfig:
     device: str = "auto"
     # Micro-batches per optimizer step; data.batch_size stays the batch of one step.
     accumulate: int = 1
+    # Gradient clipping of the averaged gradient, once per step (null: off): the global L2
+    # norm at most clip_grad_norm; each element within +-clip_grad_value (applied first).
+    clip_grad_norm: float | None = None
+    clip_grad_value: float | None = None
     # 32 | bf16 | 16 (16: fp16 with a loss scaler, CUDA only).
     precision: str = "32"
     # torch.use_deterministic_algorithms; on the CPU runs are bit-reproducible either way.

@@ -159,6 +159,9 @@ def validate(cfg: DictConfig, given: tuple[str, ...] = ()) -> None:
         "use a positive integer",
     )
     _require(loop.accumulate >= 1, "trainer.accumulate", loop.accumulate, "use 1 or more")
+    for key in ("clip_grad_norm", "clip_grad_value"):
+        _require(loop[key] is None or 0 < loop[key] < math.inf, f"trainer.{key}", loop[key],
+                 "use a positive number, or null for no clipping")
     _require(loop.epochs >= 1, "trainer.epochs", loop.epochs, "use at least 1")
     _require(
         loop.max_steps is None or loop.max_steps >= 1, "trainer.max_steps", loop.max_steps,

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainer.callbacks import Callback, CallbackList
 from trainer.callbacks.early_stopping import EarlyStopping
+from trainer.callbacks.grad_norm_report import GradNormReport
 from trainer.callbacks.noise_scale_report import NoiseScaleReport
 from trainer.callbacks.qat_phases import QATPhases
 from trainer.callbacks.sample_predictions import SamplePredictions
@@ -37,6 +38,7 @@ from trainer.io.state import ModelState, OptimizerState, ProgressState, RNGState
 from trainer.large_batch.noise_scale import MicroBatchNorms, NoiseScale
 from trainer.norms.ghost import apply_ghost_batchnorm
 from trainer.norms.sync import convert_sync_batchnorm
+from trainer.optim.clip import GradClip
 from trainer.optim.factory import build_optimizer
 from trainer.optim.schedule import Schedule
 from trainer.parallel.backends import Backend
@@ -73,6 +75,7 @@ class Run:
     noise_scale: NoiseScale | None  # the B_simple estimate, when measured
     micro_norms: MicroBatchNorms | None  # each backward's own gradient norm (for B_simple)
     quant: QATSchedule | None  # quant=qat: when fake quantization, observers, BN switch
+    clip: GradClip | None = None  # trainer.clip_grad_norm / clip_grad_value
     # Where the current forward's rows sit in the global batch (per-sample dropout masks).
     batch_position: BatchPosition = field(default_factory=BatchPosition)
     callbacks: CallbackList = field(default_factory=lambda: CallbackList({}))
@@ -225,6 +228,8 @@ def framework_callbacks(cfg: DictConfig) -> dict[str, Callback]:
         named["qat_phases"] = QATPhases()
     # Always: it also says in metrics.json why B_simple was not measured.
     named["noise_scale"] = NoiseScaleReport()
+    if loop.clip_grad_norm is not None or loop.clip_grad_value is not None:
+        named["grad_norm"] = GradNormReport()
     if cfg.logger.sample_predictions:
         named["sample_predictions"] = SamplePredictions()
     if loop.early_stop:
@@ -365,6 +370,8 @@ def _build_components(cfg: DictConfig, run_dir: Path, backend: Backend,
         checkpointer=checkpointer, progress=Progress(), total_steps=total_steps, noise=noise,
         micro_batches=micro_batches, noise_scale=noise_scale, epoch_batches=epoch_batches,
         epoch_steps=epoch_steps, micro_norms=micro_norms, quant=quant, batch_position=position,
+        clip=(GradClip(loop.clip_grad_norm, loop.clip_grad_value)
+              if loop.clip_grad_norm is not None or loop.clip_grad_value is not None else None),
         callbacks=build_callbacks(cfg, objects.get("callbacks", ())),
     )
     register_state(run)

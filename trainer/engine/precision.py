@@ -30,6 +30,7 @@ class Precision:
         self.device_type = device.type
         self.dtype = {"bf16": torch.bfloat16, "16": torch.float16}.get(mode)
         self.scaler = torch.amp.GradScaler(device.type) if mode == "16" else None
+        self._unscaled = False  # this step's gradients are unscaled already
 
     def autocast(self):
         if self.dtype is None:
@@ -40,9 +41,11 @@ class Precision:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
     def unscale(self, optimizer: torch.optim.Optimizer) -> None:
-        """Bring scaled fp16 gradients back to their true size before anything reads them."""
-        if self.scaler is not None:
+        """Bring scaled fp16 gradients back to their true size before anything reads them
+        (once a step, however many readers: clipping, gradient noise)."""
+        if self.scaler is not None and not self._unscaled:
             self.scaler.unscale_(optimizer)
+            self._unscaled = True
 
     def loss_scale(self) -> torch.Tensor | float:
         """The factor the gradients carry until unscaled (1 without a scaler)."""
@@ -57,6 +60,7 @@ class Precision:
         else:
             self.scaler.step(optimizer)  # skipped when the scaled gradients overflowed
             self.scaler.update()
+            self._unscaled = False
 
     def state_dict(self) -> dict:
         return self.scaler.state_dict() if self.scaler is not None else {}

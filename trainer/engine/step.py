@@ -1,5 +1,5 @@
 """One optimizer step: forward, backward (in micro-batches when accumulating), the backend's
-gradient averaging, gradient noise and the B_simple measurement, the update.
+gradient averaging, the B_simple measurement, gradient clipping, gradient noise, the update.
 
 This is the hot path: it does no host synchronisation; the loss and the number of correct
 predictions (and a task's extra sums) come back as device tensors for the loop to read in
@@ -59,6 +59,9 @@ def train_step(run: Run, inputs: torch.Tensor, targets: torch.Tensor, step: int,
     with run.backend.step_context(run.optimizer):  # gradients are averaged from here on
         if run.noise_scale is not None:
             _record_noise_scale(run, k)
+        if run.clip is not None:
+            precision.unscale(run.optimizer)
+            run.clip(run.model.parameters())
         if noise.active:
             precision.unscale(run.optimizer)
             noise.perturb(run.model.parameters(), step)
