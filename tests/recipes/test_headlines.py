@@ -124,6 +124,21 @@ def test_generate_command_prints_seed_plus_words(trained):
     assert line.startswith("Voters ") and len(line.split()) == 6
 
 
+def test_the_recipe_keeps_its_best_perplexity_and_generate_uses_it(trained):
+    folder, metrics = trained
+    history = metrics["history"]
+    best = min(history, key=lambda h: h["eval/perplexity"])
+    assert (metrics["best_metric"], metrics["best_step"]) == ("eval/perplexity", best["step"])
+    outputs = []
+    for where in (folder / "run", folder / "run" / "checkpoints" / "best.pt"):
+        result = subprocess.run(
+            [sys.executable, "-m", "trainer_recipes.headlines.generate", str(where), "voters",
+             "--words", "4"], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout)
+    assert outputs[0] == outputs[1]  # a run directory means its best.pt
+
+
 def test_headlines_run_on_two_gloo_workers(tmp_path):
     run("torchrun", 2, *SYNTHETIC, "trainer.max_steps=6", "trainer.checkpoint_every=3",
         f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)

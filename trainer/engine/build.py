@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from trainer.callbacks import Callback, CallbackList
+from trainer.callbacks.best_checkpoint import BestCheckpoint
 from trainer.callbacks.early_stopping import EarlyStopping
 from trainer.callbacks.grad_norm_report import GradNormReport
 from trainer.callbacks.noise_scale_report import NoiseScaleReport
@@ -232,6 +233,7 @@ def framework_callbacks(cfg: DictConfig) -> dict[str, Callback]:
         named["grad_norm"] = GradNormReport()
     if cfg.logger.sample_predictions:
         named["sample_predictions"] = SamplePredictions()
+    named["best_checkpoint"] = BestCheckpoint(loop.early_stop_metric, loop.early_stop_mode)
     if loop.early_stop:
         named["early_stopping"] = EarlyStopping(loop.early_stop, loop.early_stop_metric,
                                                 loop.early_stop_mode, loop.early_stop_min_delta)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import logging
 import os
 import pickle
@@ -43,6 +44,7 @@ FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "model", "optimizer", "schedule", "progress", "rng", "config")
 _STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
 LAST = "last.pt"
+BEST, BEST_RECORD = "best.pt", "best.json"
 LOCK = ".trainer.lock"
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -185,11 +187,26 @@ class Checkpointer:
         mine = resumed is not None and resumed[0].parent.resolve() == self.directory.resolve()
         step = _step_of(resumed[0]) if mine else None
         others = [p for p in self.step_files() if step is None or _step_of(p) > step]
+        # best.pt belongs to the lineage if its record is the best the resumed state knows.
+        best_step = resumed[1]["progress"].get("best_checkpoint_step") if mine else None
+        if self.best_step_on_disk() not in (None, best_step):
+            others += [p for p in (self.directory / BEST, self.directory / BEST_RECORD)
+                       if p.exists()]
         if others:
             self._move_aside(others, "an earlier run's" if step is None else
                              f"later than the resumed step {step}")
         self.written = sorted(self.step_files(), key=_step_of)
         return resumed
+
+    def best_step_on_disk(self) -> int | None:
+        """The step of the folder's best.pt, from its record (None: no best.pt); -1 for a
+        best.pt without a readable record."""
+        if not (self.directory / BEST).exists():
+            return None
+        try:
+            return int(json.loads((self.directory / BEST_RECORD).read_text())["step"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return -1
 
     def adopt(self) -> None:
         """On the primary rank, when the same run is built again (an elastic reset: its state
@@ -249,14 +266,19 @@ class Checkpointer:
             raise ValueError(f"checkpoint component {name!r} is already registered")
         self.components[name] = component
 
-    def save(self, step: int, share=None, **metadata: Any) -> Path | None:
+    def save(self, step: int, share=None, best: dict | None = None,
+             **metadata: Any) -> Path | None:
         """Every component's state, plus ``metadata`` (the config...), as the checkpoint of
         ``step``. Call it on every rank: a component's state may need all of them (the RNG
         states are gathered); only the primary rank writes. ``share`` (the backend's
         ``on_primary``) hands the primary's outcome to every rank: its path, or its error
-        (a full disk), so that no rank trains on alone."""
+        (a full disk), so that no rank trains on alone. ``best``: write it as ``best.pt``
+        instead, with this record (metric, value) beside it in ``best.json``."""
         state = {name: c.state_dict() for name, c in self.components.items()}
-        write = lambda: self.write({**state, **metadata}, step)  # noqa: E731
+        if best is not None:
+            write = lambda: self.write_best({**state, **metadata}, step, best)  # noqa: E731
+        else:
+            write = lambda: self.write({**state, **metadata}, step)  # noqa: E731
         return share(write) if share is not None else write()
 
     def load(self, state: dict[str, Any]) -> None:
@@ -294,6 +316,30 @@ class Checkpointer:
         """Write ``state`` as the checkpoint of ``step``; no-op on non-primary ranks."""
         if not self.enabled:
             return None
+        path = self._write_file(state, step, f"step-{step:08d}.pt")
+        link_tmp = self.directory / f".{LAST}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        link_tmp.symlink_to(path.name)
+        os.replace(link_tmp, self.directory / LAST)
+        _fsync_dir(self.directory)
+        self.written = [p for p in self.written if p != path] + [path]
+        self._prune()
+        return path
+
+    def write_best(self, state: dict[str, Any], step: int, record: dict) -> Path | None:
+        """Write ``state`` as ``best.pt`` (kept apart from pruning and ``last.pt``), then its
+        record (step, metric, value) as ``best.json``; no-op on non-primary ranks."""
+        if not self.enabled:
+            return None
+        path = self._write_file(state, step, BEST)
+        tmp = self.directory / f".{BEST_RECORD}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        tmp.write_text(json.dumps({"step": step, **record}) + "\n")
+        os.replace(tmp, self.directory / BEST_RECORD)
+        _fsync_dir(self.directory)
+        return path
+
+    def _write_file(self, state: dict[str, Any], step: int, name: str) -> Path:
+        """Write ``state`` to ``name`` atomically (a unique temporary file, fsynced, renamed);
+        a full disk is one line and leaves no partial file."""
         bad = non_finite_tensors(state["model"])
         if bad:
             raise UserError(
@@ -301,7 +347,7 @@ class Checkpointer:
                 f"{', '.join(bad[:3])}; lower optimizer.lr or check the data"
             )
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"step-{step:08d}.pt"
+        path = self.directory / name
         state = {"format": FORMAT_VERSION, **state}
         tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
         sink = None
@@ -320,12 +366,6 @@ class Checkpointer:
             if error is not None and error.errno in _NO_SPACE:
                 raise UserError(self._no_space(path, state, error)) from None
             raise
-        link_tmp = self.directory / f".{LAST}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
-        link_tmp.symlink_to(path.name)
-        os.replace(link_tmp, self.directory / LAST)
-        _fsync_dir(self.directory)
-        self.written = [p for p in self.written if p != path] + [path]
-        self._prune()
         return path
 
     def _no_space(self, path: Path, state: dict[str, Any], exc: OSError) -> str:
@@ -366,13 +406,20 @@ class Checkpointer:
         return None
 
 
-def open_checkpoint(path: Path) -> tuple[Path, dict[str, Any]]:
-    """A checkpoint file, or the newest good one of a run directory (or its checkpoints/).
+def open_checkpoint(path: Path, best: bool = False) -> tuple[Path, dict[str, Any]]:
+    """A checkpoint file, or of a run directory (or its checkpoints/) the newest good one, or
+    with ``best`` its ``best.pt`` where there is one (the best evaluation's weights).
 
     Raises CheckpointError saying what is wrong; callers add how to fix it.
     """
     if path.is_dir():
         folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        if best and (folder / BEST).exists():
+            try:
+                return folder / BEST, read_checkpoint(folder / BEST)
+            except CheckpointError as why:
+                log.warning("checkpoint %s %s; using the newest checkpoint instead",
+                            folder / BEST, why)
         found = Checkpointer(folder, 1, enabled=False).load_latest()
         if found is None:
             raise CheckpointError(f"no usable checkpoint in {folder}")

@@ -35,7 +35,7 @@ def _apply(cfg, overrides: list[str]) -> None:
 
 
 def export_checkpoint(checkpoint: Path, overrides: list[str], out: Path | None = None,
-                      trust: list[str] | tuple[str, ...] = ()) -> dict:
+                      trust: list[str] | tuple[str, ...] = (), last: bool = False) -> dict:
     from trainer.config.instantiate import safe_instantiate
     from trainer.config.validate import validate
     from trainer.engine.build import build_data, build_model
@@ -46,7 +46,7 @@ def export_checkpoint(checkpoint: Path, overrides: list[str], out: Path | None =
     from trainer.quant.qat import QATModel, example_batch
     from trainer.tools.predict import load
 
-    state = load(checkpoint, trust)
+    state = load(checkpoint, trust, last)
     cfg = OmegaConf.create(state["config"])
     trained_with = cfg.quant.mode
     cfg.quant.mode = "qat" if trained_with == "qat" else "ptq"
@@ -60,7 +60,7 @@ def export_checkpoint(checkpoint: Path, overrides: list[str], out: Path | None =
                         "fake-quant model to convert; use quant=ptq (post-training "
                         "quantization) or train with quant=qat")
     if out is None:
-        found = open_checkpoint(checkpoint)[0]
+        found = open_checkpoint(checkpoint, best=not last)[0]
         out = found.parent.parent if found.parent.name == "checkpoints" else found.parent
     seed_everything(cfg.trainer.seed)
     backend = Backend(torch.device("cpu"))
@@ -83,12 +83,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", type=Path, help="a checkpoint file or a run directory")
     parser.add_argument("overrides", nargs="*", help="quant=qat|ptq, quant.KEY=VALUE")
     parser.add_argument("--out", type=Path, help="folder for the int8 model and the report")
-    from trainer.tools.predict import add_trust_option
+    from trainer.tools.predict import add_checkpoint_options
 
-    add_trust_option(parser)
+    add_checkpoint_options(parser)
     args = parser.parse_args(argv)
     try:
-        report = export_checkpoint(args.checkpoint, args.overrides, args.out, args.trust)
+        report = export_checkpoint(args.checkpoint, args.overrides, args.out, args.trust,
+                                   args.last)
     except UserError as exc:
         print(f"trainer-export: error: {exc}", file=sys.stderr)
         sys.exit(2)

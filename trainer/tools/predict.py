@@ -1,6 +1,7 @@
 """``trainer-predict CHECKPOINT IMAGE...``: the class a trained model gives each image file.
 
-CHECKPOINT is a checkpoint file or a run directory (its newest good checkpoint). The model is
+CHECKPOINT is a checkpoint file or a run directory (its best.pt, the best evaluation's weights,
+where there is one, else its newest good checkpoint; ``--last``: the newest). The model is
 rebuilt from the config saved in the checkpoint; each image (any size, colour or grey) is
 turned into the recipe's raw input by its data class's ``load_image`` and fed through the same
 ``transform`` as the test set. Prints one line per image: path, class name, probability.
@@ -27,11 +28,12 @@ from trainer.io.checkpoint import CheckpointError, open_checkpoint
 from trainer.parallel.backends.base import Backend
 
 
-def load(checkpoint: Path, trust: list[str] | tuple[str, ...] = ()) -> dict:
-    """The state of a checkpoint file or of a run directory's newest good checkpoint, whose
+def load(checkpoint: Path, trust: list[str] | tuple[str, ...] = (), last: bool = False) -> dict:
+    """The state of a checkpoint file, or of a run directory's ``best.pt`` (its best
+    evaluation; ``last``: its newest good checkpoint, also where it has no best.pt), whose
     stored config names only trusted classes (``trust``: packages the user trusts too)."""
     try:
-        path, state = open_checkpoint(checkpoint)
+        path, state = open_checkpoint(checkpoint, best=not last)
     except CheckpointError as why:
         raise UserError(f"{why}; pass a checkpoint file or a run directory") from None
     state["config"] = upgrade_stored_config(state["config"])
@@ -39,8 +41,13 @@ def load(checkpoint: Path, trust: list[str] | tuple[str, ...] = ()) -> dict:
     return state
 
 
-def add_trust_option(parser: argparse.ArgumentParser) -> None:
-    """``--trust PKG`` for the commands that rebuild a model from a checkpoint's config."""
+def add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
+    """``--last`` and ``--trust PKG`` for the commands that rebuild a model from a checkpoint."""
+    parser.add_argument(
+        "--last", action="store_true",
+        help="given a run directory, use its newest checkpoint instead of best.pt (the best "
+             "evaluation's weights)",
+    )
     parser.add_argument(
         "--trust", action="append", default=[], metavar="PKG",
         help="a package whose classes the checkpoint's config may build (your own model's "
@@ -48,12 +55,12 @@ def add_trust_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def predict(checkpoint: Path, images: list[Path],
-            trust: list[str] | tuple[str, ...] = ()) -> list[tuple[Path, str, float]]:
+def predict(checkpoint: Path, images: list[Path], trust: list[str] | tuple[str, ...] = (),
+            last: bool = False) -> list[tuple[Path, str, float]]:
     """(image, class name, probability) for each image."""
     from trainer.engine.build import build_model
 
-    state = load(checkpoint, trust)
+    state = load(checkpoint, trust, last)
     cfg = OmegaConf.create(state["config"])
     data_cls = check_target(cfg.data._target_, "data")
     if not hasattr(data_cls, "load_image"):
@@ -86,10 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="trainer-predict", description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", type=Path, help="a checkpoint file or a run directory")
     parser.add_argument("images", type=Path, nargs="+", help="image files (any size, colour)")
-    add_trust_option(parser)
+    add_checkpoint_options(parser)
     args = parser.parse_args(argv)
     try:
-        results = predict(args.checkpoint, args.images, args.trust)
+        results = predict(args.checkpoint, args.images, args.trust, args.last)
     except UserError as exc:
         print(f"trainer-predict: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     from trainer.engine.build import build_model
     from trainer.errors import UserError
     from trainer.parallel.backends.base import Backend
-    from trainer.tools.predict import add_trust_option, load
+    from trainer.tools.predict import add_checkpoint_options, load
 
     parser = argparse.ArgumentParser(prog="trainer-generate", description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", type=Path, help="a checkpoint file or a run directory")
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--beam-width", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0, help="for --strategy sample")
-    add_trust_option(parser)
+    add_checkpoint_options(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="trainer-generate: warning: %(message)s")
     for flag, ok, need in (
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
                   file=sys.stderr)
             sys.exit(2)
     try:
-        state = load(args.checkpoint, args.trust)
+        state = load(args.checkpoint, args.trust, args.last)
         vocab = state.get("data", {})
         if "index" not in vocab:
             raise UserError(f"{args.checkpoint} is not a headline-model checkpoint (no "
