@@ -127,6 +127,9 @@ class LoopConfig:
     precision: str = "32"
     # torch.use_deterministic_algorithms; on the CPU runs are bit-reproducible either way.
     deterministic: bool = False
+    # torch.compile the model (inductor; on the CPU it needs a C++ compiler). The first steps
+    # take the compilation time.
+    compile: bool = False
     # float32 | float64: parameters, buffers, optimizer state, model input and the gradient
     # all-reduce in this dtype. float64 is for checking numerics: N workers then match one
     # worker to ~1e-12 on any CPU, where float32 sums round differently per batch split.

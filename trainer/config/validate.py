@@ -221,6 +221,10 @@ def validate(cfg: DictConfig, given: tuple[str, ...] = ()) -> None:
         cfg.logger.sample_predictions >= 0, "logger.sample_predictions",
         cfg.logger.sample_predictions, "use 0 or more",
     )
+    _require(
+        not (loop.compile and cfg.quant.mode == "qat"), "trainer.compile", True,
+        "quant=qat trains an exported (PT2E) graph that torch.compile does not take; use one",
+    )
     _validate_stages(loop)
     _validate_quant(cfg)
 

@@ -60,7 +60,7 @@ class Run:
     data: InMemoryData
     loader: InMemoryLoader
     model: torch.nn.Module  # the bare model: what checkpoints hold
-    train_model: torch.nn.Module  # the backend's wrapper around it
+    train_model: torch.nn.Module  # the backend's wrapper around `forward`
     task: Any
     optimizer: torch.optim.Optimizer
     schedule: Schedule
@@ -77,6 +77,9 @@ class Run:
     micro_norms: MicroBatchNorms | None  # each backward's own gradient norm (for B_simple)
     quant: QATSchedule | None  # quant=qat: when fake quantization, observers, BN switch
     clip: GradClip | None = None  # trainer.clip_grad_norm / clip_grad_value
+    # What the backend wraps: the model, or torch.compile's module around it (trainer.compile),
+    # which shares its parameters, so checkpoints hold the same keys either way.
+    forward: torch.nn.Module | None = None
     # Where the current forward's rows sit in the global batch (per-sample dropout masks).
     batch_position: BatchPosition = field(default_factory=BatchPosition)
     callbacks: CallbackList = field(default_factory=lambda: CallbackList({}))
@@ -180,6 +183,18 @@ def build_model(cfg: DictConfig, backend: Backend, dtype: torch.dtype = torch.fl
     # Weights are initialised in float32 either way, so float64 runs start from the same
     # values (optimizer state follows the parameters' dtype).
     return model.to(device=backend.device, dtype=dtype)
+
+
+def compile_model(model: torch.nn.Module) -> torch.nn.Module:
+    """``torch.compile`` of the bare model (the backend wraps the result: DDP's hooks and
+    Horovod's stay outside the compiled graph); on the CPU, inductor's C++ backend."""
+    import shutil
+
+    if torch.device(next(model.parameters()).device).type == "cpu" and not (
+            shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
+        raise UserError("trainer.compile=true on the CPU needs a C++ compiler (inductor "
+                        "generates C++): install g++ (apt install g++), or trainer.compile=false")
+    return torch.compile(model)
 
 
 def plan_noise_scale(loop: DictConfig, backend: Backend) -> tuple[NoiseScale | None, int]:
@@ -350,7 +365,8 @@ def _build_components(cfg: DictConfig, run_dir: Path, backend: Backend,
     first_stage = loop.stages[0] if loop.stages else None
     if first_stage is not None:
         freeze(model, first_stage.freeze)
-    train_model = backend.wrap_model(model)
+    forward = compile_model(model) if loop.compile else model
+    train_model = backend.wrap_model(forward)
     micro_norms = MicroBatchNorms(model) if noise_scale is not None else None
     optimizer = backend.wrap_optimizer(
         build_optimizer(stage_optimizer(cfg.optimizer, first_stage), model, cfg.data.batch_size),
@@ -372,6 +388,7 @@ def _build_components(cfg: DictConfig, run_dir: Path, backend: Backend,
         checkpointer=checkpointer, progress=Progress(), total_steps=total_steps, noise=noise,
         micro_batches=micro_batches, noise_scale=noise_scale, epoch_batches=epoch_batches,
         epoch_steps=epoch_steps, micro_norms=micro_norms, quant=quant, batch_position=position,
+        forward=forward,
         clip=(GradClip(loop.clip_grad_norm, loop.clip_grad_value)
               if loop.clip_grad_norm is not None or loop.clip_grad_value is not None else None),
         callbacks=build_callbacks(cfg, objects.get("callbacks", ())),
