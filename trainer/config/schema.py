@@ -130,6 +130,13 @@ class LoopConfig:
     # torch.compile the model (inductor; on the CPU it needs a C++ compiler). The first steps
     # take the compilation time.
     compile: bool = False
+    # A torch.profiler trace of profile_active steps after profile_wait + profile_warmup, in
+    # <run dir>/profile (TensorBoard's profiler plugin); the primary rank's, or every rank's.
+    profile: bool = False
+    profile_wait: int = 5
+    profile_warmup: int = 2
+    profile_active: int = 5
+    profile_all_ranks: bool = False
     # float32 | float64: parameters, buffers, optimizer state, model input and the gradient
     # all-reduce in this dtype. float64 is for checking numerics: N workers then match one
     # worker to ~1e-12 on any CPU, where float32 sums round differently per batch split.

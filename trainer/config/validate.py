@@ -225,6 +225,9 @@ def validate(cfg: DictConfig, given: tuple[str, ...] = ()) -> None:
         not (loop.compile and cfg.quant.mode == "qat"), "trainer.compile", True,
         "quant=qat trains an exported (PT2E) graph that torch.compile does not take; use one",
     )
+    for key in ("profile_wait", "profile_warmup", "profile_active"):
+        _require(loop[key] >= (1 if key == "profile_active" else 0), f"trainer.{key}",
+                 loop[key], "use a step count (>= 1 active step, >= 0 otherwise)")
     _validate_stages(loop)
     _validate_quant(cfg)
 

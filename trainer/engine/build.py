@@ -20,6 +20,7 @@ from trainer.callbacks.best_checkpoint import BestCheckpoint
 from trainer.callbacks.early_stopping import EarlyStopping
 from trainer.callbacks.grad_norm_report import GradNormReport
 from trainer.callbacks.noise_scale_report import NoiseScaleReport
+from trainer.callbacks.profiler import Profiler
 from trainer.callbacks.qat_phases import QATPhases
 from trainer.callbacks.sample_predictions import SamplePredictions
 from trainer.callbacks.stage_switch import StageSwitch
@@ -249,6 +250,9 @@ def framework_callbacks(cfg: DictConfig) -> dict[str, Callback]:
     if cfg.logger.sample_predictions:
         named["sample_predictions"] = SamplePredictions()
     named["best_checkpoint"] = BestCheckpoint(loop.early_stop_metric, loop.early_stop_mode)
+    if loop.profile:
+        named["profiler"] = Profiler(loop.profile_wait, loop.profile_warmup,
+                                     loop.profile_active, loop.profile_all_ranks)
     if loop.early_stop:
         named["early_stopping"] = EarlyStopping(loop.early_stop, loop.early_stop_metric,
                                                 loop.early_stop_mode, loop.early_stop_min_delta)
