@@ -207,3 +207,19 @@ def test_readme_commands_are_the_ones_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
     test_line = next(line for line in ci.splitlines() if "pytest" in line)
     assert test_line.strip() in readme
+
+
+def test_the_run_closes_with_a_summary_and_counts_epochs_like_its_evaluations(tmp_path):
+    result = run_cli("trainer.max_steps=30", "trainer.log_every=10", "logger.sample_predictions=0",
+                     f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    # 1,438 training digits at batch 64: 22 steps an epoch, step 30 is 1.36 epochs in.
+    assert "step 30/30 epoch 1.36 " in result.stdout and "step 30 (epoch 1.36)" in result.stdout
+    closing = lines[-6:]
+    assert closing[0].startswith("done: 30 steps (1.36 epochs) on 1 worker(s) in ")
+    assert closing[1].startswith("test: accuracy 0.") and ", loss " in closing[1]
+    assert closing[2].startswith("best: eval/accuracy 0.") and "best.pt" in closing[2]
+    assert closing[3] == f"checkpoint: {tmp_path / 'r' / 'checkpoints' / 'step-00000030.pt'}"
+    assert closing[4].startswith(f"run directory: {tmp_path / 'r'}")
+    assert closing[5] == f"tensorboard --logdir {tmp_path / 'r' / 'tb'}"

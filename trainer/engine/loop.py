@@ -175,12 +175,14 @@ class Loop:
         logger.scalars(logged, p.step)
         self.run.callbacks.on_log(self.run, logged)
         notes = logger.take_notes()  # what the callbacks added to this line
+        # Epochs done, as the evaluation lines count them ("epoch 1.00" = the first one ended).
+        epoch = self.run.schedule.epoch_at(p.step)
         if not logger.shows_progress:
             logger.info(
-                f"step {p.step}/{self.total_steps} epoch {p.epoch} loss {mean_loss:.4f} "
+                f"step {p.step}/{self.total_steps} epoch {epoch:.2f} loss {mean_loss:.4f} "
                 f"lr {lr:.4g} {sps:,.0f} samples/s{notes}"
             )
-        logger.advance(p.epoch, mean_loss, sps)
+        logger.advance(epoch, mean_loss, sps)
         self.clock.start()
         return p.samples, self.clock.total
 
@@ -203,7 +205,7 @@ class Loop:
             if p.step % self.log_every == 0 or p.step == self.total_steps:
                 window = self.log_window(lr, window)
             else:
-                run.logger.advance(p.epoch, None, None)
+                run.logger.advance(None, None, None)
             self.stopped_by, save_due = self.preemption.poll()
             eval_now = self.eval_every and p.step % self.eval_every == 0 and not self.stopped_by
             save_now = save_due or (self.checkpoint_every and p.step % self.checkpoint_every == 0)
@@ -295,6 +297,7 @@ class Loop:
                         if k not in ("eval/loss", "eval/accuracy")})
         run.callbacks.on_fit_end(run, metrics)  # callbacks may add entries (B_simple)
         logger.finish(metrics)
+        logger.summary(metrics, self.saved_path)
         return metrics
 
 

@@ -82,14 +82,16 @@ class Logger:
             if self._bar.disable:
                 self._bar = None
 
-    def advance(self, epoch: int, loss: float | None, samples_per_sec: float | None) -> None:
-        """One optimizer step done; refreshes the bar's epoch, loss and samples/s."""
+    def advance(self, epoch: float | None, loss: float | None,
+                samples_per_sec: float | None) -> None:
+        """One optimizer step done; at a log line (``loss`` given) also refreshes the bar's
+        epochs done, loss and samples/s."""
         if self._bar is None:
             return
         self._bar.update(1)
         if loss is not None:
-            self._bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", sps=f"{samples_per_sec:,.0f}",
-                                  refresh=False)
+            self._bar.set_postfix(epoch=f"{epoch:.2f}", loss=f"{loss:.4f}",
+                                  sps=f"{samples_per_sec:,.0f}", refresh=False)
 
     def close_progress(self) -> None:
         if self._bar is not None:
@@ -140,6 +142,29 @@ class Logger:
             self._write_hparams(metrics)
             self._writer.close()
             self._writer = None
+
+    def summary(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
+        """The run's closing lines: what it reached, where everything is."""
+        if not self.enabled:
+            return
+        tested = ", ".join(f"{k[5:]} {v:.4f}" for k, v in sorted(metrics.items())
+                           if k.startswith("test_") and isinstance(v, int | float))
+        lines = [
+            f"done: {metrics['steps']} steps ({metrics['epochs']:.2f} epochs) on "
+            f"{metrics['world_size']} worker(s) in {metrics['wall_time_s']:.1f} s, "
+            f"{metrics['samples_per_sec']:,.0f} samples/s while training",
+            f"test: {tested}" if tested else None,
+            (f"best: {metrics['best_metric']} {metrics['best_value']:.4f} at step "
+             f"{metrics['best_step']} ({metrics['best_checkpoint']})")
+            if metrics.get("best_step") is not None else None,
+            f"checkpoint: {checkpoint}" if checkpoint else None,
+            f"run directory: {self.run_dir} (metrics.json, config.yaml)",
+            f"tensorboard --logdir {self.run_dir / 'tb'}" if self.cfg.logger.tensorboard
+            else None,
+        ]
+        for line in lines:
+            if line:
+                self.info(line)
 
     def _write_hparams(self, metrics: dict[str, Any]) -> None:
         # Written into this run's own event file (SummaryWriter.add_hparams would open a new
