@@ -78,9 +78,31 @@ def test_hparams_tab_lines_config_up_against_final_metrics(tmp_path):
     assert values["data.batch_size"].number_value == 32
     assert values["optimizer.lr"].number_value == pytest.approx(0.02)
     # Which class a group built is a hyper-parameter too (a sweep over optimizer=sgd,adam).
-    assert values["optimizer._target_"].string_value == "torch.optim.SGD"
+    assert values["optimizer._target_"].string_value == "SGD"
     final = json.loads((tmp_path / "metrics.json").read_text())["test_accuracy"]
     assert events.Scalars("hparam/test_accuracy")[-1].value == pytest.approx(final)
+    # Evaluations also against the samples seen: 22 steps of 64 digits an epoch.
+    assert [e.step for e in events.Scalars("vs_samples/eval/accuracy")] == [5 * 32]
+
+
+def test_hparams_tab_shows_what_the_command_line_chose_and_the_metrics_first(tmp_path):
+    result = run_cli("trainer.max_steps=5", "optimizer=lamb", "data.batch_size=32",
+                     "logger.sample_predictions=0", f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    events = EventAccumulator(str(tmp_path / "r" / "tb"))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")
+    experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert [m.name.tag for m in experiment.metric_infos][:2] == ["hparam/test_accuracy",
+                                                                  "hparam/test_loss"]
+    shown = [h.name for h in experiment.hparam_infos]
+    assert {"optimizer", "trainer.max_steps", "data.batch_size", "optimizer.lr",
+            "workers"} <= set(shown)
+    assert len(shown) <= 15 and "data.download" not in shown  # not the whole config
+    values = HParamsPluginData.FromString(
+        content["_hparams_/session_start_info"]).session_start_info.hparams
+    assert values["optimizer"].string_value == "lamb"
+    assert values["optimizer._target_"].string_value == "LAMB"
 
 
 def test_resumed_run_shows_each_step_once_in_tensorboard(tmp_path):

@@ -158,7 +158,7 @@ class Loop:
             "step": p.step, "epoch": self.run.schedule.epoch_at(p.step), "samples": p.samples,
             "train_time_s": self.train_seconds, **self.last_eval,
         })
-        logger.scalars(self.last_eval, p.step)
+        logger.eval_scalars(self.last_eval, p.step, p.samples)
         logger.info(
             f"step {p.step} (epoch {self.run.schedule.epoch_at(p.step):.2f}): "
             + ", ".join(f"{k} {v:.4f}" for k, v in self.last_eval.items())

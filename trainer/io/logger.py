@@ -108,6 +108,13 @@ class Logger:
         for tag, value in values.items():
             self._writer.add_scalar(tag, value, step)
 
+    def eval_scalars(self, values: dict[str, float], step: int, samples: int) -> None:
+        """An evaluation's metrics against the step, and again against the training samples
+        seen (``vs_samples/eval/...``), the x-axis on which runs of different batch sizes
+        line up."""
+        self.scalars(values, step)
+        self.scalars({f"vs_samples/{k}": v for k, v in values.items()}, samples)
+
     def texts(self, tag: str, texts: list[str], step: int) -> None:
         """Lines of generated text, for TensorBoard's text tab."""
         if self._writer is not None:
@@ -171,12 +178,52 @@ class Logger:
         # sub-run), so the HPARAMS tab lines sweep jobs up side by side.
         from torch.utils.tensorboard.summary import hparams
 
-        config = OmegaConf.to_container(self.cfg, resolve=True)
-        params = flatten(config)
-        final = {
-            f"hparam/{k}": float(v) for k, v in metrics.items() if isinstance(v, int | float)
-        }
+        params = chosen_hparams(self.cfg, metrics.get("world_size", 1))
+        # The metrics a user compares runs by, first; the rest of metrics.json after them.
+        ranked = sorted((k for k, v in metrics.items()
+                         if isinstance(v, int | float) and not isinstance(v, bool)),
+                        key=lambda k: (k not in _FIRST_METRICS, _FIRST_METRICS.index(k)
+                                       if k in _FIRST_METRICS else 0, k))
+        final = {f"hparam/{k}": float(metrics[k]) for k in ranked}
         for summary in hparams(params, final):
             self._writer.file_writer.add_summary(summary)
         for tag, value in final.items():
             self._writer.add_scalar(tag, value, metrics.get("steps", 0))
+
+
+# The hyper-parameters every run shows in the HPARAMS tab; the command line's overrides (and
+# the recipe chosen) are added to them. The whole config stays in config.yaml.
+_CORE_HPARAMS = ("data.batch_size", "optimizer._target_", "optimizer.lr", "schedule._target_",
+                 "model._target_", "trainer.accumulate", "trainer.seed")
+_FIRST_METRICS = ("test_accuracy", "test_loss", "test_perplexity", "best_value",
+                  "samples_per_sec", "train_time_s", "steps")
+
+
+def chosen_hparams(cfg, world_size: int) -> dict[str, Any]:
+    """What this run chose, for the HPARAMS tab: the core keys, the workers, and under the
+    ``trainer`` command every key (or group choice: ``recipe=mnist``) its command line or
+    sweep set."""
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
+    chosen: dict[str, Any] = {"workers": world_size}
+    chosen.update({k: flat[k] for k in _CORE_HPARAMS if k in flat})
+    for key, value in _command_line_choices().items():
+        chosen[key] = flat.get(key, value)
+    # Class paths as their class name: a column a person reads.
+    return {k: (v.rsplit(".", 1)[-1] if k.endswith("._target_") and isinstance(v, str) else v)
+            for k, v in chosen.items() if isinstance(v, int | float | str | bool)}
+
+
+def _command_line_choices() -> dict[str, str]:
+    """KEY: VALUE of each override of the ``trainer`` command (a sweep job's included); empty
+    outside it (``trainer.fit``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    found = {}
+    for override in HydraConfig.get().overrides.task:
+        key, sep, value = override.partition("=")
+        key = key.lstrip("+~")
+        if sep and not key.startswith("hydra"):
+            found[key] = value
+    return found
