@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import train_in_process
+from tests.helpers.images import write_digit_photo
+from trainer.tools.predict import predict
 from trainer_recipes.mnist.data import MNISTData
 
 
@@ -27,3 +29,11 @@ def test_short_real_mnist_run_reaches_97_percent(tmp_path, real_mnist):
         "logger.tensorboard=false",
     )
     assert metrics["test_accuracy"] >= 0.97, metrics
+    # trainer-predict on photos of test digits (dark on light, 12x larger, in colour).
+    test = MNISTData(str(real_mnist), download=False).test
+    paths = [write_digit_photo(test.inputs[i], 255, tmp_path / f"d{i}.png", scale=4)
+             for i in range(50)]
+    found = predict(tmp_path, paths)
+    right = sum(int(name) == int(t) for (_, name, _), t in zip(found, test.targets[:50],
+                                                              strict=True))
+    assert right >= 45, right

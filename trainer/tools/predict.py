@@ -66,7 +66,8 @@ def predict(checkpoint: Path, images: list[Path], trust: list[str] | tuple[str, 
     if not hasattr(data_cls, "load_image"):
         raise UserError(
             f"the checkpoint's data ({cfg.data._target_}) does not take image files; "
-            "trainer-predict works for image recipes (recipe=asl_cnn, recipe=vgg16_transfer)"
+            "trainer-predict works for image recipes (recipe=mnist, the digits default, "
+            "recipe=asl_cnn, recipe=vgg16_transfer)"
         )
     model = build_model(cfg.model, Backend(torch.device("cpu")), **state.get("model_kwargs", {}))
     model.load_state_dict(state["model"])

@@ -11,6 +11,7 @@ import torch
 from trainer.data import InMemoryData, TensorSplit
 from trainer.data.idx import read_idx
 from trainer.errors import UserError
+from trainer_recipes.mnist.images import digit_image
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +103,18 @@ class MNISTData(InMemoryData):
             f"MNIST from {folder}: {len(self.train):,} train / {len(self.test):,} test images"
         )
 
-    def transform(self, inputs: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def transform(inputs: torch.Tensor) -> torch.Tensor:
         return inputs.float().div_(255.0)
 
     def as_images(self, inputs: torch.Tensor) -> torch.Tensor:
         return inputs.float().div(255.0).unsqueeze(1)
+
+    @staticmethod
+    def load_image(path: Path) -> torch.Tensor:
+        """Any image file of one digit as a raw 28 x 28 uint8 MNIST image (trainer-predict)."""
+        pixels = digit_image(path, frame=28, box=20)
+        return torch.from_numpy((pixels * 255).round().astype("uint8"))
 
 
 class DigitsData(InMemoryData):
@@ -135,8 +143,17 @@ class DigitsData(InMemoryData):
             f"{len(self.train):,} train / {len(self.test):,} test images"
         )
 
-    def transform(self, inputs: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def transform(inputs: torch.Tensor) -> torch.Tensor:
         return inputs.float().div_(16.0)
 
     def as_images(self, inputs: torch.Tensor) -> torch.Tensor:
         return inputs.float().div(16.0).unsqueeze(1)
+
+    @staticmethod
+    def load_image(path: Path) -> torch.Tensor:
+        """Any image file of one digit as a raw 8 x 8 image of values 0..16 (trainer-predict):
+        these digits fill their frame."""
+        pixels = digit_image(path, frame=32, box=32)
+        blocks = pixels.reshape(8, 4, 8, 4).mean(axis=(1, 3))  # as the data set's 4x4 blocks
+        return torch.from_numpy((blocks * 16).round().astype("uint8"))
