@@ -37,3 +37,17 @@ def test_short_real_mnist_run_reaches_97_percent(tmp_path, real_mnist):
     right = sum(int(name) == int(t) for (_, name, _), t in zip(found, test.targets[:50],
                                                               strict=True))
     assert right >= 45, right
+
+
+@pytest.mark.slow
+def test_lr_find_suggestion_trains_mnist_to_97_percent_in_2_epochs(tmp_path, real_mnist):
+    from trainer.tools.lr_find import lr_find
+
+    common = ("recipe=mnist", f"data.root={real_mnist}", "data.download=false",
+              "dist.threads_per_worker=2", "logger.tensorboard=false",
+              "logger.progress_bar=false")
+    suggested, lowest, _ = lr_find(list(common), tmp_path / "find", 1e-5, 10.0, 100)
+    assert suggested < lowest
+    metrics = train_in_process(tmp_path / "run", *common, f"optimizer.lr={suggested}",
+                               "trainer.epochs=2")
+    assert metrics["test_accuracy"] >= 0.97, (suggested, metrics["test_accuracy"])
