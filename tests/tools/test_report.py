@@ -73,3 +73,52 @@ def test_an_empty_b_simple_column_says_why(tmp_path):
     rows = [line.split("|") for line in text.splitlines() if line.startswith("| 64 ")]
     assert rows[0][8].strip() == "not measured"
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def _jobs(folder, *specs):
+    """metrics.json files: (batch, accuracies at the evaluations, B_simple, its steps)."""
+    for batch, accuracies, b_simple, steps in specs:
+        job = folder / f"batch_{batch}"
+        job.mkdir()
+        history = [{"eval/accuracy": a, "train_time_s": float(i + 1)}
+                   for i, a in enumerate(accuracies)]
+        (job / "metrics.json").write_text(json.dumps({
+            "global_batch_size": batch, "test_accuracy": accuracies[-1], "test_loss": 0.3,
+            "steps": 100, "samples_per_sec": 1000.0, "b_simple": b_simple,
+            "b_simple_stderr": 10.0 if b_simple else None, "b_simple_steps": steps,
+            "b_simple_note": None, "history": history}))
+
+
+def test_the_default_target_is_reached_by_every_job_and_a_set_one_names_who_missed(tmp_path):
+    from trainer.tools.report import write_report
+
+    # The small batch peaks at 0.95 then dips; the large one only reaches 0.93.
+    _jobs(tmp_path, (64, [0.90, 0.95, 0.94], 500.0, 300), (4096, [0.80, 0.93], 900.0, 28))
+    md, _ = write_report(tmp_path)
+    text = md.read_text()
+    assert "Target: eval/accuracy >= 0.93 (the best every job reached)" in text
+    assert "Never reached" not in text
+    rows = {line.split("|")[1].strip(): line.split("|") for line in text.splitlines()
+            if line.startswith("| 64 ") or line.startswith("| 4096 ")}
+    assert rows["64"][6].strip() == "2" and rows["4096"][6].strip() == "2"  # time to target
+    # B_simple from 28 steps is flagged; the 300-step one is not.
+    assert "fewer than 100 measured steps in batch_4096 (28 steps)" in text
+    md, _ = write_report(tmp_path, target=0.945)
+    assert "Never reached the target: batch_4096." in md.read_text()
+
+
+def test_sweep_job_folders_are_named_by_the_swept_keys_only(tmp_path):
+    from trainer.config import swept_dirname
+
+    argv = ["-m", "data.batch_size=32,64", f"data.root={tmp_path}/data", "optimizer.lr=0.1"]
+    task = ["data.batch_size=32", f"data.root={tmp_path}/data", "optimizer.lr=0.1"]
+    assert swept_dirname(task, argv) == "data.batch_size=32"
+    assert swept_dirname(["optimizer=sgd"], ["optimizer=choice(sgd,adam)"]) == "optimizer=sgd"
+    assert swept_dirname([], []) == "job"
+    # A real multirun: a fixed data.root no longer becomes part of the folder names.
+    result = run_cli("-m", "data.batch_size=32,64", "data.root=sklearn-bundled",
+                     "trainer.max_steps=2", "logger.sample_predictions=0",
+                     f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == [
+        "0_data.batch_size=32", "1_data.batch_size=64"]

@@ -37,6 +37,8 @@ class NoiseScaleReport(Callback):
         metrics.update({
             "b_simple": b_simple,
             "b_simple_stderr": noise_scale.stderr if noise_scale is not None else None,
+            # How many steps the estimate averages (the report flags short ones).
+            "b_simple_steps": noise_scale.steps if noise_scale is not None else None,
             # Why b_simple is null: not measured, or not measurable (and what would fix it).
             "b_simple_note": (not_measured_reason(run.cfg.trainer) if noise_scale is None
                               else None if b_simple is not None

@@ -30,6 +30,8 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver(
         "sum_epochs", lambda stages: sum(int(s["epochs"]) for s in stages), replace=True
     )
+    # ${swept_dirname:${hydra.overrides.task}}: a sweep job's folder named by its swept keys.
+    OmegaConf.register_new_resolver("swept_dirname", swept_dirname, replace=True)
     store = ConfigStore.instance()
     store.store(name="train_schema", node=schema.TrainConfig)
     for group, options in _built_in_options().items():
@@ -37,6 +39,27 @@ def register_configs() -> None:
         for name, (cls, extra) in options.items():
             node = schema_from_signature(cls, base, extra)
             store.store(group=f"schema/{group}", name=name, node=node)
+
+
+_SWEEP_FUNCTIONS = ("range(", "choice(", "interval(", "glob(", "tag(", "sort(", "shuffle(")
+
+
+def swept_dirname(task_overrides, argv: list[str] | None = None) -> str:
+    """The overrides of this sweep job whose key the command line sweeps (``a=1,2``,
+    ``range(...)``, ``choice(...)``...) as ``key=value,key=value``: a job folder named by what
+    differs between the jobs, not by every fixed override (a data path would become folders).
+    The sweep's own command line is this process's: the launcher builds each job's config in
+    it. A sweep config's ``hydra.sweeper.params`` names its folders itself (``batch_${...}``)."""
+    import sys
+
+    def key(arg: str) -> str:
+        return arg.partition("=")[0].lstrip("+~")
+
+    swept = {key(a) for a in (sys.argv[1:] if argv is None else argv)
+             if "=" in a and ("," in a.partition("=")[2]
+                              or a.partition("=")[2].startswith(_SWEEP_FUNCTIONS))}
+    chosen = [str(o) for o in task_overrides if key(str(o)) in swept]
+    return ",".join(chosen).replace("/", "_") or "job"
 
 
 def _built_in_options() -> dict[str, dict[str, tuple[type, dict]]]:

@@ -7,9 +7,12 @@ global batch and per-evaluation history) and writes into DIR:
   training time, time to the target, samples/s and the measured gradient noise scale B_simple;
 - ``report.png``: the same four quantities against the batch size (log scale).
 
-The target defaults to 99% of the best final accuracy in the sweep (for a task without
-accuracy: 101% of the lowest test loss), so "time to target" asks how fast each batch size gets
-close to the best any of them reached. ``--target`` sets it explicitly.
+The target defaults to the best value that EVERY job reached at some evaluation (the lowest
+of the jobs' best accuracies; for a task without accuracy, the highest of their lowest test
+losses), so each batch size has a time to it and "time to target" asks how fast each one gets
+there. ``--target`` sets it explicitly; the report then names the jobs that never reached it.
+B_simple is shown with its standard error, and flagged where it rests on fewer than
+``FEW_STEPS`` measured steps (a short job: its estimate is rough).
 """
 
 from __future__ import annotations
@@ -51,9 +54,36 @@ def final_value(job: Job, metric: str) -> float | None:
     return job.metrics.get("test_accuracy" if metric == "eval/accuracy" else "test_loss")
 
 
+FEW_STEPS = 100  # B_simple from fewer measured steps than this is flagged as rough
+
+
+def best_reached(job: Job, metric: str) -> float | None:
+    """The best value of ``metric`` at any evaluation of the job (its final one included)."""
+    values = [e[metric] for e in job.metrics.get("history", []) if e.get(metric) is not None]
+    final = final_value(job, metric)
+    values += [final] if final is not None else []
+    if not values:
+        return None
+    return max(values) if metric == "eval/accuracy" else min(values)
+
+
 def default_target(jobs: list[Job], metric: str) -> float:
-    values = [v for j in jobs if (v := final_value(j, metric)) is not None]
-    return 0.99 * max(values) if metric == "eval/accuracy" else 1.01 * min(values)
+    """The best value every job reached: the worst of the jobs' bests."""
+    values = [v for j in jobs if (v := best_reached(j, metric)) is not None]
+    return min(values) if metric == "eval/accuracy" else max(values)
+
+
+def missed_target(jobs: list[Job], metric: str, target: float) -> list[str]:
+    """The jobs whose evaluations never reached ``target``."""
+    return [j.name for j in jobs if time_to_target(j, metric, target) is None]
+
+
+def rough_b_simple(jobs: list[Job]) -> list[str]:
+    """Jobs whose B_simple rests on fewer than FEW_STEPS measured steps."""
+    return [f"{j.name} ({j.metrics['b_simple_steps']} steps)" for j in jobs
+            if j.metrics.get("b_simple") is not None
+            and j.metrics.get("b_simple_steps") is not None
+            and j.metrics["b_simple_steps"] < FEW_STEPS]
 
 
 def time_to_target(job: Job, metric: str, target: float) -> float | None:
@@ -140,8 +170,14 @@ def plot(jobs: list[Job], metric: str, target: float, out: Path) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
     for ax, (label, values) in zip(axes.flat, panels, strict=True):
         points = [(b, v) for b, v in zip(batches, values, strict=True) if v is not None]
-        if points:
+        if points and label.startswith("B_simple"):
+            errors = [j.metrics.get("b_simple_stderr") or 0 for j in jobs
+                      if j.metrics.get("b_simple") is not None]
+            ax.errorbar(*zip(*points, strict=True), yerr=errors, marker="o", capsize=3)
+        elif points:
             ax.plot(*zip(*points, strict=True), marker="o")
+        if label.startswith(("samples/s", "time to")) and points:
+            ax.set_ylim(bottom=0)  # rates and times from zero: ratios read off the plot
         if label.startswith("B_simple") and points:
             # Where the batch equals the estimate: batches right of the crossing are past it.
             ax.plot(batches, batches, linestyle="--", color="gray", label="batch size")
@@ -170,13 +206,21 @@ def write_report(root: Path, target: float | None = None) -> tuple[Path, Path]:
             "directory whose jobs have finished (e.g. multirun/mnist/2026-01-01_12-00-00)"
         )
     metric = metric_name(jobs)
-    target = default_target(jobs, metric) if target is None else target
+    default = target is None
+    target = default_target(jobs, metric) if default else target
     md, png = root / "report.md", root / "report.png"
     md.write_text(
         f"# Batch-size sweep: {root}\n\n{table(jobs, metric, target)}\n"
-        f"Target: {metric} {'>=' if metric == 'eval/accuracy' else '<='} {target:.4g}; times "
-        "are training seconds (evaluation and checkpoints excluded), read at evaluations.\n\n"
+        f"Target: {metric} {'>=' if metric == 'eval/accuracy' else '<='} {target:.4g}"
+        + (" (the best every job reached)" if default else "")
+        + "; times are training seconds (evaluation and checkpoints excluded), read at "
+        "evaluations.\n\n"
+        + (f"Never reached the target: {', '.join(missed)}.\n\n"
+           if (missed := missed_target(jobs, metric, target)) else "")
         + (f"B_simple: {why}.\n\n" if (why := b_simple_empty_reason(jobs)) else "")
+        + (f"Warning: B_simple rests on fewer than {FEW_STEPS} measured steps in "
+           f"{', '.join(rough)}; treat it as a rough estimate (train longer).\n\n"
+           if (rough := rough_b_simple(jobs)) else "")
         + f"![sweep]({png.name})\n"
     )
     plot(jobs, metric, target, png)
