@@ -105,7 +105,7 @@ def test_help_is_hydras_help_not_a_traceback(fresh):
     out = _ok(_run(fresh, str(fresh["bin"] / "trainer"), "--help"))
     assert "trainer: data-parallel training" in out and "recipe:" in out
     for command in ("trainer-report", "trainer-predict", "trainer-export", "trainer-generate",
-                    "trainer-launch"):
+                    "trainer-launch", "trainer-lr-find"):
         result = _run(fresh, str(fresh["bin"] / command), "--help")
         assert result.returncode == 0 and "usage:" in result.stdout + result.stderr, command
         assert "Traceback" not in result.stderr, (command, result.stderr[-2000:])
@@ -116,6 +116,25 @@ def test_default_job_from_an_empty_directory(fresh):
              "hydra.run.dir=default", *SHRINK))
     metrics = json.loads((fresh["cwd"] / "default" / "metrics.json").read_text())
     assert metrics["steps"] == 5 and metrics["test_accuracy"] is not None
+
+
+def test_installed_lr_find_then_predict_a_digit_photo(fresh, tmp_path):
+    """The new commands as a user runs them from the wheel: the lr range test, then a run at
+    its suggestion, then trainer-predict on a digit photo (its best.pt)."""
+    from tests.helpers.images import write_digit_photo
+    from trainer_recipes.mnist.data import DigitsData
+
+    out = _ok(_run(fresh, str(fresh["bin"] / "trainer-lr-find"), "--steps", "40", "--out",
+                   "find", *SHRINK))
+    assert (fresh["cwd"] / "find" / "lr_find.png").exists()
+    train_with = next(ln for ln in out.splitlines() if ln.startswith("train with: "))
+    _ok(_run(fresh, str(fresh["bin"] / "trainer"), train_with.rsplit(" ", 1)[1],
+             "trainer.epochs=3", "hydra.run.dir=digits", *SHRINK))
+    assert (fresh["cwd"] / "digits" / "checkpoints" / "best.pt").exists()
+    test = DigitsData().test
+    photo = write_digit_photo(test.inputs[0], 16, tmp_path / "digit.png")
+    said = _ok(_run(fresh, str(fresh["bin"] / "trainer-predict"), "digits", str(photo)))
+    assert said.startswith(f"{photo}: ") and said.split(": ")[1][0].isdigit()
 
 
 def test_mnist_job_from_an_empty_directory(fresh, tmp_path):

@@ -243,5 +243,6 @@ def test_the_run_closes_with_a_summary_and_counts_epochs_like_its_evaluations(tm
     assert closing[1].startswith("test: accuracy 0.") and ", loss " in closing[1]
     assert closing[2].startswith("best: eval/accuracy 0.") and "best.pt" in closing[2]
     assert closing[3] == f"checkpoint: {tmp_path / 'r' / 'checkpoints' / 'step-00000030.pt'}"
-    assert closing[4].startswith(f"run directory: {tmp_path / 'r'}")
+    assert closing[4].startswith(f"outputs: {tmp_path / 'r'} (metrics.json")
+    assert result.stdout.count("run directory:") == 1  # said once, at the start
     assert closing[5] == f"tensorboard --logdir {tmp_path / 'r' / 'tb'}"

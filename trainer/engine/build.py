@@ -191,7 +191,8 @@ def compile_model(model: torch.nn.Module) -> torch.nn.Module:
     Horovod's stay outside the compiled graph); on the CPU, inductor's C++ backend."""
     import shutil
 
-    if torch.device(next(model.parameters()).device).type == "cpu" and not (
+    first = next(model.parameters(), None)
+    if (first is None or first.device.type == "cpu") and not (
             shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
         raise UserError("trainer.compile=true on the CPU needs a C++ compiler (inductor "
                         "generates C++): install g++ (apt install g++), or trainer.compile=false")

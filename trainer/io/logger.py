@@ -165,7 +165,8 @@ class Logger:
              f"{metrics['best_step']} ({metrics['best_checkpoint']})")
             if metrics.get("best_step") is not None else None,
             f"checkpoint: {checkpoint}" if checkpoint else None,
-            f"run directory: {self.run_dir} (metrics.json, config.yaml)",
+            # (Not "run directory:": the start's line says that once per job.)
+            f"outputs: {self.run_dir} (metrics.json, config.yaml, checkpoints/, tb/)",
             f"tensorboard --logdir {self.run_dir / 'tb'}" if self.cfg.logger.tensorboard
             else None,
         ]
@@ -208,9 +209,10 @@ def chosen_hparams(cfg, world_size: int) -> dict[str, Any]:
     chosen.update({k: flat[k] for k in _CORE_HPARAMS if k in flat})
     for key, value in _command_line_choices().items():
         chosen[key] = flat.get(key, value)
-    # Class paths as their class name: a column a person reads.
-    return {k: (v.rsplit(".", 1)[-1] if k.endswith("._target_") and isinstance(v, str) else v)
-            for k, v in chosen.items() if isinstance(v, int | float | str | bool)}
+    # Class paths as their class name: a column a person reads; lists (model.hidden) as text.
+    return {k: (v.rsplit(".", 1)[-1] if k.endswith("._target_") and isinstance(v, str)
+                else v if isinstance(v, int | float | str | bool) else str(v))
+            for k, v in chosen.items() if v is not None}
 
 
 def _command_line_choices() -> dict[str, str]:
