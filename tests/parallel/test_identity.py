@@ -29,6 +29,9 @@ from trainer.parallel.identity import Identity, from_environment
         ({"HOROVOD_RANK": "1", "HOROVOD_SIZE": "2", "HOROVOD_LOCAL_RANK": "0",
           "OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2"},
          Identity(1, 2, 0, "horovod", 2)),
+        # horovodrun --mpi: MPI's variables and Horovod's controller setting.
+        ({"PMI_RANK": "1", "PMI_SIZE": "2", "MPI_LOCALRANKID": "1", "MPI_LOCALNRANKS": "2",
+          "HOROVOD_CONTROLLER": "mpi"}, Identity(1, 2, 1, "horovod", 2)),
     ],
 )
 def test_identity_from_each_launcher(env, expected):
@@ -55,7 +58,7 @@ def test_identity_from_each_launcher(env, expected):
     ],
 )
 def test_auto_picks_the_backend_for_each_launcher(asked, env, chosen):
-    assert choose(asked, from_environment(env), env) == chosen
+    assert choose(asked, from_environment(env)) == chosen
 
 
 def test_unknown_backend_is_refused():

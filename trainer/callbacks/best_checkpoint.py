@@ -21,7 +21,6 @@ from trainer.callbacks import Callback
 class BestCheckpoint(Callback):
     def __init__(self, metric: str = "eval/accuracy", mode: str = "max") -> None:
         self.metric, self.maximise = metric, mode == "max"
-        self.path = None
         self._said = False
 
     def on_eval_end(self, run, metrics: dict[str, float]) -> None:
@@ -38,7 +37,7 @@ class BestCheckpoint(Callback):
         if best is not None and not (value > best if self.maximise else value < best):
             return
         p.best_checkpoint_step, p.best_checkpoint_value = p.step, value
-        self.path = run.checkpointer.save(
+        run.checkpointer.save(
             p.step, share=run.backend.on_primary,
             best={"metric": self.metric, "value": value},
             config=OmegaConf.to_container(run.cfg, resolve=True),

@@ -104,9 +104,9 @@ def _check_finite(cfg: DictConfig) -> None:
 def _validate_elastic(dist: DictConfig) -> None:
     """dist.elastic and an elastic horovodrun go together: either one alone would run a job that
     dies (or ignores the new workers) at the first change of hosts."""
-    import os
+    from trainer.parallel.identity import horovod_elastic
 
-    launched = os.environ.get("HOROVOD_ELASTIC") == "1"  # horovodrun's, in elastic mode
+    launched = horovod_elastic()
     _require(
         launched or not dist.elastic, "dist.elastic", True,
         "it needs an elastic Horovod launch: horovodrun -np N --min-np MIN --max-np MAX "

@@ -15,15 +15,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from trainer.callbacks import Callback, CallbackList
-from trainer.callbacks.best_checkpoint import BestCheckpoint
-from trainer.callbacks.early_stopping import EarlyStopping
-from trainer.callbacks.grad_norm_report import GradNormReport
-from trainer.callbacks.noise_scale_report import NoiseScaleReport
-from trainer.callbacks.profiler import Profiler
-from trainer.callbacks.qat_phases import QATPhases
-from trainer.callbacks.sample_predictions import SamplePredictions
-from trainer.callbacks.stage_switch import StageSwitch
+from trainer.callbacks import CallbackList
+from trainer.callbacks.from_config import build_callbacks
 from trainer.config.consistency import check_same_config
 from trainer.config.flat import flatten
 from trainer.config.instantiate import safe_instantiate
@@ -233,52 +226,6 @@ def check_ghost_batches(cfg: DictConfig, micro_batch: int) -> None:
             f"{micro_batch} samples into equal ghost batches; choose a ghost batch size that "
             f"divides {micro_batch} (or change data.batch_size / trainer.accumulate)"
         )
-
-
-def framework_callbacks(cfg: DictConfig) -> dict[str, Callback]:
-    """The framework's own features that run as callbacks, where the config asks for them: the
-    loop names none of them."""
-    loop = cfg.trainer
-    named: dict[str, Callback] = {}
-    if loop.stages:
-        named["stage_switch"] = StageSwitch()
-    if cfg.quant.mode == "qat":
-        named["qat_phases"] = QATPhases()
-    # Always: it also says in metrics.json why B_simple was not measured.
-    named["noise_scale"] = NoiseScaleReport()
-    if loop.clip_grad_norm is not None or loop.clip_grad_value is not None:
-        named["grad_norm"] = GradNormReport()
-    if cfg.logger.sample_predictions:
-        named["sample_predictions"] = SamplePredictions()
-    named["best_checkpoint"] = BestCheckpoint(loop.early_stop_metric, loop.early_stop_mode)
-    if loop.profile:
-        named["profiler"] = Profiler(loop.profile_wait, loop.profile_warmup,
-                                     loop.profile_active, loop.profile_all_ranks)
-    if loop.early_stop:
-        named["early_stopping"] = EarlyStopping(loop.early_stop, loop.early_stop_metric,
-                                                loop.early_stop_mode, loop.early_stop_min_delta)
-    return named
-
-
-def build_callbacks(cfg: DictConfig, given=()) -> CallbackList:
-    """The framework's callbacks, the config's by name (null entries removed), then ``given``
-    (instances from ``trainer.fit``), called in that order."""
-    named = framework_callbacks(cfg)
-    for name, node in cfg.callbacks.items():
-        if node is None:  # callbacks.NAME=null: off, the framework's own included
-            named.pop(str(name), None)
-            continue
-        callback = safe_instantiate(node, f"callbacks.{name}")
-        if not isinstance(callback, Callback):
-            raise UserError(f"callbacks.{name}: {node._target_} is not a trainer.Callback "
-                            "subclass; subclass it and override the hooks you need")
-        named[str(name)] = callback
-    for i, callback in enumerate(given):
-        if not isinstance(callback, Callback):
-            raise UserError(f"callbacks[{i}] is a {type(callback).__name__}, not a "
-                            "trainer.Callback")
-        named[f"{type(callback).__name__}_{i}"] = callback
-    return CallbackList(named)
 
 
 def build_run(cfg: DictConfig, run_dir: Path, backend: Backend,

@@ -11,6 +11,7 @@ Launchers and the variables they set, in the order they are consulted:
 launcher       rank                 world size            local rank
 =============  ===================  ====================  ==========================
 horovodrun     HOROVOD_RANK         HOROVOD_SIZE          HOROVOD_LOCAL_RANK
+ (its --mpi)   an MPI's variables below, with HOROVOD_CONTROLLER=mpi
 torchrun       RANK                 WORLD_SIZE            LOCAL_RANK
 OpenMPI        OMPI_COMM_WORLD_RANK OMPI_COMM_WORLD_SIZE  OMPI_COMM_WORLD_LOCAL_RANK
 MPICH (Hydra)  PMI_RANK             PMI_SIZE              MPI_LOCALRANKID
@@ -38,6 +39,7 @@ _LAUNCHERS: tuple[tuple[str, str, str | None, str | None], ...] = (
     ("pmix", "PMIX_RANK", "PMI_SIZE", None),
     ("slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
 )
+_MPI_LAUNCHERS = ("openmpi", "mpich", "pmix")
 # Workers on this node, per launcher.
 _LOCAL_SIZE = {"horovod": "HOROVOD_LOCAL_SIZE", "torchrun": "LOCAL_WORLD_SIZE",
                "openmpi": "OMPI_COMM_WORLD_LOCAL_SIZE", "mpich": "MPI_LOCALNRANKS",
@@ -69,6 +71,16 @@ def from_environment(env: Mapping[str, str] | None = None) -> Identity:
         local = int(env[local_var]) if local_var and local_var in env else 0
         # SLURM writes "4" or "4(x2)" (4 tasks on each of 2 nodes).
         local_size = env.get(_LOCAL_SIZE.get(launcher, ""), "").split("(")[0]
+        # horovodrun's MPI controller starts the workers with mpirun: MPI's variables, plus
+        # Horovod's own HOROVOD_CONTROLLER=mpi (launch/horovodrun.sh exports it).
+        if launcher in _MPI_LAUNCHERS and env.get("HOROVOD_CONTROLLER") == "mpi":
+            launcher = "horovod"
         return Identity(int(env[rank_var]), size, local, launcher,
                         int(local_size) if local_size.isdigit() else size)
     return Identity()
+
+
+def horovod_elastic(env: Mapping[str, str] | None = None) -> bool:
+    """Whether horovodrun started this process in elastic mode (--min-np/--max-np/
+    --host-discovery-script)."""
+    return (os.environ if env is None else env).get("HOROVOD_ELASTIC") == "1"

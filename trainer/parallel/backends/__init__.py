@@ -18,17 +18,13 @@ log = logging.getLogger(__name__)
 NAMES = ("auto", "torch", "horovod", "none")
 
 
-def choose(name: str, env: identity.Identity, environ=os.environ) -> str:
+def choose(name: str, env: identity.Identity) -> str:
     """The backend ``dist.backend=name`` means in an environment that says ``env``."""
     if name not in NAMES:
         raise UserError(f"dist.backend={name!r} is unknown; use one of: {', '.join(NAMES)}")
     if name != "auto":
         return name
-    # horovodrun's Gloo controller sets HOROVOD_RANK...; under its MPI controller the workers
-    # see only MPI's variables, and HOROVOD_CONTROLLER=mpi (Horovod's own setting, exported by
-    # launch/horovodrun.sh) says the job is Horovod's.
-    if env.launcher == "horovod" or (env.world_size > 1
-                                     and environ.get("HOROVOD_CONTROLLER") == "mpi"):
+    if env.launcher == "horovod":  # horovodrun, either controller (trainer.parallel.identity)
         return "horovod"
     # torchrun, mpirun/mpiexec (OpenMPI, MPICH, PMIx) and srun all run torch.distributed;
     # a launcher with a single rank is just one process.
