@@ -153,7 +153,8 @@ def build_data(cfg: DictConfig, backend: Backend, dtype: torch.dtype = torch.flo
 
 def _typed(transform, dtype: torch.dtype, raw: torch.Tensor) -> torch.Tensor:
     x = transform(raw)
-    return x.to(dtype) if x.is_floating_point() else x
+    # Compared first: even a .to() that changes nothing is a dispatch on the hot path.
+    return x.to(dtype) if x.is_floating_point() and x.dtype != dtype else x
 
 
 def build_model(cfg: DictConfig, backend: Backend, dtype: torch.dtype = torch.float32,

@@ -1,15 +1,18 @@
 """The run loop: train, evaluate, checkpoint, stop.
 
-The hot path (one optimizer step) does no host synchronisation: each step's loss and number of
-correct predictions stay on the device until the next log line (every ``trainer.log_every``
-steps), when they are read in one go, checked for NaN/Inf (naming the exact step that went
-bad) and added to the epoch's sums. They are also flushed before every checkpoint, so a
-checkpoint is never written after a non-finite loss.
+The hot path (one optimizer step) does no host synchronisation: each step's loss stays on the
+device, and its outputs wait in the tally (trainer/engine/tally.py), until the next log line
+(every ``trainer.log_every`` steps), when the losses are read in one go, checked for NaN/Inf
+(naming the exact step that went bad), and they and the task's counts are added to the epoch's
+sums. They are also flushed before every checkpoint, so a checkpoint is never written after a
+non-finite loss. Nothing else happens per step that could happen less often: the step's cost
+against a hand-written loop is measured by bench/overhead.py (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from typing import Any
 
@@ -17,30 +20,16 @@ import torch
 from omegaconf import OmegaConf
 
 from trainer.engine.build import Run
+from trainer.engine.clock import Stopwatch, process_age
+from trainer.engine.collector import frozen_heap
 from trainer.engine.evaluate import evaluate
 from trainer.engine.preemption import Preemption
 from trainer.engine.progress import Progress
 from trainer.engine.step import train_step
+from trainer.engine.tally import Tally
 from trainer.errors import Preempted, UserError
 from trainer.io.restore import restore
 from trainer.tasks import sum_width, task_metrics
-
-
-class Stopwatch:
-    """Training time only: paused around evaluation and checkpointing."""
-
-    def __init__(self) -> None:
-        self.total = 0.0
-        self._since: float | None = None
-
-    def start(self) -> None:
-        self._since = time.perf_counter()
-
-    def stop(self) -> float:
-        if self._since is not None:
-            self.total += time.perf_counter() - self._since
-            self._since = None
-        return self.total
 
 
 class Loop:
@@ -53,7 +42,8 @@ class Loop:
         # Plain values: reading a DictConfig attribute costs tens of microseconds.
         self.log_every, self.eval_every = loop.log_every, loop.eval_every
         self.checkpoint_every, self.accumulate = loop.checkpoint_every, run.micro_batches
-        self.pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+        self.pending: list[tuple[int, torch.Tensor]] = []  # (step, loss) not yet read back
+        self.tally = Tally(run.task)
         self.clock = Stopwatch()
         self.last_eval: dict[str, float] = {}
         self.last_train: dict[str, float] = {}
@@ -78,32 +68,36 @@ class Loop:
         if not self.pending:
             return None
         # Averaged over workers: the logged loss is the global batch's, and a NaN on any
-        # worker stops every worker at the same step.
-        backend, noise_scale = self.run.backend, self.run.noise_scale
-        parts = [torch.stack([loss for _, loss, _ in self.pending]).double()]
-        if noise_scale is not None and noise_scale.pending:
-            # Each worker's own gradient norm, averaged in the same all-reduce as the losses.
-            parts.append(torch.stack([s for s, _, _, _ in noise_scale.pending]).double())
-        reduced = (backend.all_reduce_sum(torch.cat(parts)) / backend.world_size).cpu()
-        losses = reduced[: len(self.pending)]
-        finite = torch.isfinite(losses)
-        if not bool(finite.all()):
-            step = self.pending[int((~finite).nonzero()[0])][0]
+        # worker stops every worker at the same step. The steps kept their losses as they
+        # came out of the graph (no kernel per step: see trainer/engine/tally.py).
+        backend, noise_scale, n = self.run.backend, self.run.noise_scale, len(self.pending)
+        with torch.no_grad():
+            parts = [torch.stack([loss for _, loss in self.pending]).double()]
+            if noise_scale is not None and noise_scale.pending:
+                # Each worker's own gradient norm, averaged in the same all-reduce.
+                parts.append(torch.stack([s for s, _, _, _ in noise_scale.pending]).double())
+            reduced = torch.cat(parts) if len(parts) > 1 else parts[0]
+            if backend.world_size > 1:
+                reduced = backend.all_reduce_sum(reduced) / backend.world_size
+            values = reduced.tolist()  # the one host read
+        losses = values[:n]
+        bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+        if bad is not None:
             raise UserError(
-                f"loss is {losses[~finite][0].item()} at step {step}; training stopped and no "
-                "checkpoint was written after it. Lower optimizer.lr, check the data, or "
+                f"loss is {losses[bad]} at step {self.pending[bad][0]}; training stopped and "
+                "no checkpoint was written after it. Lower optimizer.lr, check the data, or "
                 "resume from the last checkpoint"
             )
         if len(parts) > 1:
-            averaged = torch.stack([g for _, g, _, _ in noise_scale.pending]).double().cpu()
-            noise_scale.update(reduced[len(self.pending):].tolist(), averaged.tolist())
-        counts = torch.stack([c for _, _, c in self.pending]).double().sum(0).cpu().tolist()
+            averaged = torch.stack([g for _, g, _, _ in noise_scale.pending]).double().tolist()
+            noise_scale.update(values[n:], averaged)
+        counts = self.tally.take().cpu().tolist()
         batch = self.run.loader.batch_size
         sums = self.progress.train_sums or [0.0] * sum_width(self.run.task)
-        added = [float(losses.sum()) * batch, counts[0], len(self.pending) * batch, *counts[1:]]
+        added = [sum(losses) * batch, counts[0], n * batch, *counts[1:]]
         self.progress.train_sums = [a + b for a, b in zip(sums, added, strict=True)]
         self.pending.clear()
-        return float(losses.mean())
+        return sum(losses) / n
 
     def train_metrics(self) -> dict[str, float]:
         """This epoch's training metrics so far (the task's), over all workers."""
@@ -169,7 +163,9 @@ class Loop:
         """Log the steps since ``window`` = (samples, train seconds); return the new window."""
         p, logger = self.progress, self.run.logger
         mean_loss = self.flush()
-        seconds = self.clock.stop() - window[1]
+        # The clock runs on through the log line: reading losses back, TensorBoard and the
+        # console are part of training's cost, and samples/s counts them.
+        seconds = self.clock.read() - window[1]
         sps = (p.samples - window[0]) / max(seconds, 1e-9)
         logged = {"train/loss": mean_loss, "train/lr": lr, "train/samples_per_sec": sps}
         logger.scalars(logged, p.step)
@@ -183,8 +179,7 @@ class Loop:
                 f"lr {lr:.4g} {sps:,.0f} samples/s{notes}"
             )
         logger.advance(epoch, mean_loss, sps)
-        self.clock.start()
-        return p.samples, self.clock.total
+        return p.samples, self.clock.read()
 
     def train_epoch(self) -> None:
         """Run the current epoch from its saved position to its end (or the last step)."""
@@ -196,8 +191,8 @@ class Loop:
         for inputs, targets in run.loader.epoch(p.epoch, start=p.batch):
             lr = run.schedule.apply(run.optimizer, p.step)
             run.callbacks.on_step_start(run)
-            loss, counts = train_step(run, inputs, targets, p.step, self.accumulate)
-            self.pending.append((p.step + 1, loss, counts))
+            loss = train_step(run, inputs, targets, p.step, self.accumulate, self.tally)
+            self.pending.append((p.step + 1, loss))
             p.step += 1
             p.batch += 1
             p.samples += run.loader.global_batch_size
@@ -233,7 +228,8 @@ class Loop:
     def fit(self) -> dict[str, Any]:
         self.preemption.install()
         try:
-            return self._fit()
+            with frozen_heap():
+                return self._fit()
         finally:
             self.preemption.uninstall()
 
@@ -256,6 +252,8 @@ class Loop:
         run.callbacks.on_fit_start(run)
         logger.open_progress(self.total_steps, p.step)
         run.train_model.train()
+        # Process start to the first step: what every job of a sweep pays before training.
+        startup_s = process_age()
         while p.step < self.total_steps and not run.stop_reason:
             before = self.clock.total
             self.train_epoch()
@@ -284,6 +282,7 @@ class Loop:
             "epochs": run.schedule.epoch_at(p.step),
             "epoch_time_s": self.epoch_seconds,
             "wall_time_s": time.perf_counter() - started,
+            "startup_s": startup_s,
             "train_time_s": self.train_seconds,
             "history": p.history,
             "world_size": run.backend.world_size,

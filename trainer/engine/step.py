@@ -1,9 +1,9 @@
 """One optimizer step: forward, backward (in micro-batches when accumulating), the backend's
 gradient averaging, the B_simple measurement, gradient clipping, gradient noise, the update.
 
-This is the hot path: it does no host synchronisation; the loss and the number of correct
-predictions (and a task's extra sums) come back as device tensors for the loop to read in
-batches.
+This is the hot path: it does no host synchronisation; the loss comes back as a device tensor
+for the loop to read in batches, and the outputs go to the loop's tally (counted later, many
+steps at once: trainer/engine/tally.py).
 """
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ import contextlib
 import torch
 
 from trainer.engine.build import Run
+from trainer.engine.tally import Tally
 from trainer.large_batch.noise_scale import squared_norm
-from trainer.tasks import batch_counts
 
 
 def train_step(run: Run, inputs: torch.Tensor, targets: torch.Tensor, step: int,
-               micro_batches: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step over this worker's share of the global batch; (loss, the task's
-    counts ``[correct, *extra_sums]``), both still on the device."""
+               micro_batches: int, tally: Tally) -> torch.Tensor:
+    """One optimizer step over this worker's share of the global batch; its loss, still on
+    the device (not detached: the loop reads it under no_grad). The outputs and targets go to
+    ``tally``."""
     k = micro_batches
     model, task, precision, noise = run.train_model, run.task, run.precision, run.noise
     weights = noise.sample_weights(step, run.loader.global_batch_size, run.backend.rank,
@@ -36,11 +37,11 @@ def train_step(run: Run, inputs: torch.Tensor, targets: torch.Tensor, step: int,
         precision.backward(loss)
         if run.micro_norms is not None:
             run.micro_norms.end_backward()
-        loss, counts = loss.detach(), batch_counts(task, logits, targets)
+        tally.add(logits, targets)  # kept as they are: no kernel here (see tally.py)
     else:
         # k equal micro-batches, each loss scaled by 1/k: the summed gradient is the
         # gradient of the whole batch's mean loss. Only the last backward communicates.
-        loss, counts = 0.0, 0
+        loss = 0.0
         micro_weights = weights.chunk(k) if weights is not None else [None] * k
         micro = zip(inputs.chunk(k), targets.chunk(k), micro_weights, strict=True)
         for i, (x, y, w) in enumerate(micro):
@@ -54,7 +55,7 @@ def train_step(run: Run, inputs: torch.Tensor, targets: torch.Tensor, step: int,
             if run.micro_norms is not None:
                 run.micro_norms.end_backward()
             loss = loss + part.detach()
-            counts = counts + batch_counts(task, logits, y)
+            tally.add(logits, y)
     run.batch_position.clear()
     with run.backend.step_context(run.optimizer):  # gradients are averaged from here on
         if run.noise_scale is not None:
@@ -66,7 +67,7 @@ def train_step(run: Run, inputs: torch.Tensor, targets: torch.Tensor, step: int,
             precision.unscale(run.optimizer)
             noise.perturb(run.model.parameters(), step)
         precision.step(run.optimizer)
-    return loss, counts
+    return loss
 
 
 def _record_noise_scale(run: Run, micro_batches: int) -> None:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from trainer.config import PRIMARY_CONFIG, register_configs
+from trainer.engine.collector import pause_for_startup
 from trainer.errors import Preempted, UserError, WorkerLost
 from trainer.parallel import identity
 from trainer.tools.hydra_errors import one_line
@@ -228,6 +229,7 @@ _SHOW_HYDRA_ERRORS = "HYDRA_FULL_ERROR" in os.environ
 
 
 def main() -> None:
+    pause_for_startup()
     _check_output_dirs(sys.argv[1:])
     _check_group_choices(sys.argv[1:])
     register_configs()
