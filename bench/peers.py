@@ -1,0 +1,109 @@
+"""trainer against a hand-written loop, PyTorch Lightning and Hugging Face Accelerate, the same
+job under each.
+
+    pip install -e '.[bench]'      # lightning, accelerate (a contender not installed is skipped)
+    python bench/peers.py [--epochs 3] [--rounds 3] [--settings 1x1 1x2 2x1]
+
+The job: MNIST MLP 784-512-512-10, SGD lr 0.05 momentum 0.9, global batch 128, real MNIST in
+memory (synthetic files of the same format where it is absent), the same initial weights and
+batch order everywhere (bench/mnist_job.py), an evaluation and a checkpoint every epoch. Each
+contender is a fresh process (``torchrun --standalone`` for several), the contenders alternated
+round by round. Settings: PxT = P processes of T threads each (2x1: DDP over Gloo, one thread
+per process). Printed: training samples/s (evaluation and checkpoints excluded; trainer's own
+metrics.json figure) with its ratio to the hand-written loop, medians over the rounds, and the
+start-up (process start to first step) of the 1-process runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import mnist_root, print_table  # noqa: E402
+from bench.side_by_side import (  # noqa: E402
+    Job,
+    alternate,
+    cpu_name,
+    last_json_line,
+    median,
+    metrics_json,
+    ratios,
+)
+
+HERE = Path(__file__).resolve().parent
+PEERS = {"Lightning": ("lightning", "peer_lightning.py"),
+         "Accelerate": ("accelerate", "peer_accelerate.py")}
+
+
+def jobs(root: Path, epochs: int, processes: int, threads: int) -> list[Job]:
+    """The contenders for one setting, started as a user starts them."""
+    launch = [sys.executable]
+    if processes > 1:
+        launch += ["-m", "torch.distributed.run", "--standalone",
+                   f"--nproc-per-node={processes}"]
+    common = ["--root", str(root), "--epochs", str(epochs), "--threads", str(threads),
+              "--out", "{out}"]
+    found = [Job("hand-written", [*launch, str(HERE / "plain_loop.py"), *common], last_json_line),
+             Job("trainer", [*launch, "-m", "trainer", "recipe=mnist", f"data.root={root}",
+                             "data.download=false", f"trainer.epochs={epochs}",
+                             f"dist.threads_per_worker={threads}", "hydra.run.dir={out}"],
+                 metrics_json)]
+    for name, (package, script) in PEERS.items():
+        if importlib.util.find_spec(package) is not None:
+            found.append(Job(name, [*launch, str(HERE / script), *common], last_json_line))
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--settings", nargs="+", default=["1x1", "1x2", "2x1"])
+    args = parser.parse_args()
+
+    missing = [package for package, _ in PEERS.values()
+               if importlib.util.find_spec(package) is None]
+    header, rows, startup = None, [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root, source = mnist_root(Path(tmp))
+        for setting in args.settings:
+            processes, threads = (int(v) for v in setting.split("x"))
+            contenders = jobs(root, args.epochs, processes, threads)
+            got = alternate(contenders, args.rounds, Path(tmp), setting,
+                            env={"OMP_NUM_THREADS": str(threads)})
+            reference = got["hand-written"]
+            header = ["setting", *got]
+            cells = []
+            for name, timings in got.items():
+                sps = median([t.samples_per_sec for t in timings])
+                r = ratios(timings, reference)
+                cells.append(f"{sps:,.0f}" if name == "hand-written"
+                             else f"{sps:,.0f} ({median(r):.3f}x, {min(r):.2f}-{max(r):.2f})")
+                if processes == 1:
+                    startup.setdefault(name, []).extend(t.startup_s for t in timings)
+            label = (f"{processes} process, {threads} thread(s)" if processes == 1 else
+                     f"{processes} processes (DDP, Gloo), {threads} thread(s) each")
+            rows.append([label, *cells])
+    print(f"MNIST MLP 784-512-512-10, SGD, global batch 128, {args.epochs} epochs, "
+          f"{args.rounds} rounds alternated; data: {source}; torch {torch.__version__}; "
+          f"{cpu_name()}, {os.cpu_count()} CPUs")
+    if startup:
+        rows.append(["start-up s (process start to first step)",
+                     *[f"{median(startup[name]):.2f}" for name in header[1:]]])
+    print_table(header, rows)
+    print("cells: training samples/s (ratio to the hand-written loop, median and range of the "
+          "rounds); evaluation and checkpoints excluded on every side")
+    if missing:
+        print(f"skipped (not installed): {', '.join(missing)}; pip install -e '.[bench]'")
+
+
+if __name__ == "__main__":
+    main()
