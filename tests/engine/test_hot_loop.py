@@ -1,0 +1,155 @@
+"""The hot loop's bookkeeping off the step: the tally's counts, the frozen heap, start-up time.
+
+Speed itself is bench/overhead.py's and bench/peers.py's to measure (docs/performance.md);
+these tests hold what that speed must not change: the same metrics, the collector's state
+handed back, the start-up figure users read in metrics.json."""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import trainer
+from bench.peers import PEERS
+from tests.helpers import ROOT, SHRINK, make_fake_mnist, run_cli
+from trainer.engine.tally import KEEP_ELEMENTS, Tally
+from trainer.tasks import Classification, batch_counts
+
+
+class TopTwo(Classification):
+    """A task with an extra sum (hits in the top two), to check extra sums add up too."""
+
+    extra_sums = ("top2",)
+
+    def counts(self, logits, targets):
+        top2 = (logits.topk(2, dim=-1).indices == targets.unsqueeze(-1)).any(-1).sum()
+        return torch.stack([self.count_correct(logits, targets), top2])
+
+
+@pytest.mark.parametrize("task", [Classification(), TopTwo()], ids=["correct", "extra_sums"])
+def test_tally_counts_what_counting_each_batch_counts(task):
+    gen = torch.Generator().manual_seed(0)
+    layer = torch.nn.Linear(8, 10)  # outputs that carry a graph, as a model's do
+    shapes = [128, 128, 64, 128, 7]  # a grown or partial batch joins the run as well
+    batches = [(layer(torch.randn(n, 8, generator=gen)), torch.randint(0, 10, (n,), generator=gen))
+               for n in shapes]
+    big = torch.randn(KEEP_ELEMENTS // 10 + 1, 10, generator=gen)  # counted at once
+    batches.append((big, torch.randint(0, 10, (len(big),), generator=gen)))
+    tally = Tally(task)
+    for outputs, targets in batches:
+        tally.add(outputs, targets)
+    assert len(tally._kept) == len(shapes)  # no kernel ran for the small ones
+    total = tally.take()
+    expected = sum(batch_counts(task, o.detach(), t).double() for o, t in batches)
+    assert torch.equal(total, expected) and not total.requires_grad
+    assert tally.take() is None  # taken: nothing left
+
+
+def test_tally_joins_outputs_only_where_their_shapes_match():
+    task, gen = Classification(), torch.Generator().manual_seed(1)
+    batches = [(torch.randn(16, c, generator=gen), torch.randint(0, c, (16,), generator=gen))
+               for c in (12, 12, 9, 12)]
+    tally = Tally(task)
+    for outputs, targets in batches:
+        tally.add(outputs, targets)
+    expected = sum(batch_counts(task, o, t).double() for o, t in batches)
+    assert torch.equal(tally.take(), expected)
+
+
+def test_train_metrics_do_not_depend_on_how_often_the_loop_reads_them(tmp_path):
+    """log_every=1 reads every step's loss and counts alone; 7 joins them in odd windows."""
+    runs = {every: trainer.fit([*SHRINK, "trainer.epochs=2", f"trainer.log_every={every}",
+                                "logger.tensorboard=false", "trainer.dtype=float64"],
+                               run_dir=tmp_path / str(every))
+            for every in (1, 7)}
+    assert runs[1]["train_accuracy"] == runs[7]["train_accuracy"]
+    assert runs[1]["train_loss"] == pytest.approx(runs[7]["train_loss"], rel=1e-12)
+    assert runs[1]["test_accuracy"] == runs[7]["test_accuracy"]
+
+
+class HeapWatch(trainer.Callback):
+    def __init__(self) -> None:
+        self.frozen: list[int] = []
+
+    def on_step_end(self, run) -> None:
+        self.frozen.append(gc.get_freeze_count())
+
+
+def test_training_freezes_the_heap_it_was_built_with_and_hands_it_back(tmp_path):
+    watch, garbage = HeapWatch(), []
+    assert gc.get_freeze_count() == 0
+    trainer.fit([*SHRINK, "trainer.max_steps=5", "logger.tensorboard=false"],
+                callbacks=[watch], run_dir=tmp_path)
+    assert len(watch.frozen) == 5 and min(watch.frozen) > 10_000  # torch, Hydra, the run
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+    # A cycle made now is collected as before the run.
+    cycle = [garbage]
+    garbage.append(cycle)
+    del cycle, garbage
+    assert gc.collect() > 0
+
+
+def test_metrics_json_says_how_long_the_process_took_to_start_training(tmp_path):
+    started = time.monotonic()
+    result = run_cli("trainer.max_steps=2", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    startup = json.loads((tmp_path / "metrics.json").read_text())["startup_s"]
+    assert 0.3 < startup < elapsed  # at least the imports; less than the whole process
+
+
+def test_the_cli_turns_collection_back_on_for_training(tmp_path):
+    """The CLI pauses the collector while it starts; training must collect again."""
+    code = (
+        "import gc, sys\n"
+        "import trainer\n"
+        "class Watch(trainer.Callback):\n"
+        "    def on_step_end(self, run):\n"
+        "        print('collecting', gc.isenabled(), flush=True)\n"
+        "from trainer.engine import build\n"
+        "built = build.build_callbacks\n"
+        "build.build_callbacks = lambda cfg, given=(): built(cfg, [*given, Watch()])\n"
+        "from trainer.tools.train import main\n"
+        f"sys.argv = ['trainer', 'trainer.max_steps=2', 'hydra.run.dir={tmp_path}', *{SHRINK!r}]\n"
+        "main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("collecting True") == 2
+
+
+def _bench(tmp_path, script: str, *args: str) -> str:
+    make_fake_mnist(tmp_path / "mnist", 1280, 200)
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                            env={**os.environ, "TRAINER_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_overhead_bench_times_the_trainer_command_against_the_plain_loop(tmp_path):
+    out = _bench(tmp_path, "overhead.py", "--epochs", "1", "--rounds", "1", "--threads", "1")
+    row = next(line for line in out.splitlines() if line.startswith("|       1 |"))
+    ratio = float(row.split("|")[4].split()[0])
+    assert 0.5 < ratio < 2.0 and "start-up difference" in out
+
+
+@pytest.mark.slow
+def test_peers_bench_runs_every_installed_contender_alone_and_under_ddp(tmp_path):
+    out = _bench(tmp_path, "peers.py", "--epochs", "1", "--rounds", "1", "--settings", "1x1",
+                 "2x1")
+    header = next(line for line in out.splitlines() if line.startswith("|") and "setting" in line)
+    expected = ["hand-written", "trainer"] + [name for name, (package, _) in PEERS.items()
+                                              if importlib.util.find_spec(package)]
+    assert [c.strip() for c in header.strip("|").split("|")][1:] == expected
+    assert "2 processes (DDP, Gloo)" in out and "start-up s" in out
