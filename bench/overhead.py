@@ -1,6 +1,6 @@
 """Framework overhead as a user sees it: the ``trainer`` command against a hand-written loop.
 
-    python bench/overhead.py [--epochs 3] [--rounds 5] [--threads 1 2]
+    python bench/overhead.py [--epochs 3] [--rounds 5] [--threads 1 2] [--set KEY=VALUE ...]
 
 Both sides train the MNIST MLP 784-512-512-10 (SGD lr 0.05 momentum 0.9, batch 128) for the
 same epochs as separate processes started the way a user starts them, alternated round by
@@ -45,13 +45,13 @@ from bench.side_by_side import (  # noqa: E402
 HERE = Path(__file__).resolve().parent
 
 
-def jobs(root: Path, epochs: int, threads: int) -> list[Job]:
+def jobs(root: Path, epochs: int, threads: int, extra: list[str]) -> list[Job]:
     plain = Job("hand-written", [sys.executable, str(HERE / "plain_loop.py"), "--root", str(root),
                                  "--epochs", str(epochs), "--threads", str(threads),
                                  "--out", "{out}"], last_json_line)
     ours = Job("trainer", [*trainer_command(), "recipe=mnist", f"data.root={root}",
                            "data.download=false", f"trainer.epochs={epochs}",
-                           f"dist.threads_per_worker={threads}", "hydra.run.dir={out}"],
+                           f"dist.threads_per_worker={threads}", "hydra.run.dir={out}", *extra],
                metrics_json)
     return [plain, ours]
 
@@ -61,13 +61,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides for the trainer side (what your config costs)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         root, source = mnist_root(Path(tmp))
         rows, startups = [], []
         for threads in args.threads:
-            got = alternate(jobs(root, args.epochs, threads), args.rounds, Path(tmp),
+            got = alternate(jobs(root, args.epochs, threads, args.set), args.rounds, Path(tmp),
                             f"{threads}t")
             plain, ours = got["hand-written"], got["trainer"]
             r = ratios(ours, plain)

@@ -106,14 +106,17 @@ def test_metrics_json_says_how_long_the_process_took_to_start_training(tmp_path)
     assert 0.3 < startup < elapsed  # at least the imports; less than the whole process
 
 
-def test_the_cli_turns_collection_back_on_for_training(tmp_path):
-    """The CLI pauses the collector while it starts; training must collect again."""
+def test_the_cli_turns_collection_back_on_for_training_and_imports_nothing_unused(tmp_path):
+    """The CLI pauses the collector while it starts; training must collect again. The default
+    job needs neither plots, quantization nor torchvision: none of them is imported."""
     code = (
         "import gc, sys\n"
         "import trainer\n"
         "class Watch(trainer.Callback):\n"
         "    def on_step_end(self, run):\n"
         "        print('collecting', gc.isenabled(), flush=True)\n"
+        "        unused = ('matplotlib', 'torchao', 'torchvision')\n"
+        "        print('imported', [m for m in unused if m in sys.modules], flush=True)\n"
         "from trainer.engine import build\n"
         "built = build.build_callbacks\n"
         "build.build_callbacks = lambda cfg, given=(): built(cfg, [*given, Watch()])\n"
@@ -125,6 +128,7 @@ def test_the_cli_turns_collection_back_on_for_training(tmp_path):
                             timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("collecting True") == 2
+    assert result.stdout.count("imported []") == 2, result.stdout
 
 
 def _bench(tmp_path, script: str, *args: str) -> str:

@@ -43,25 +43,33 @@ class Tally:
         """The summed counts since the last call (None if nothing was added)."""
         kept, self._kept = self._kept, []
         with torch.no_grad():
-            # Joined along the batch dimension, in runs of one shape (the last batch of a
-            # sequence task, or a grown batch, may differ).
-            start = 0
-            for end in range(1, len(kept) + 1):
-                if end == len(kept) or not _joinable(kept[end - 1], kept[end]):
-                    run = kept[start:end]
-                    outputs = run[0][0] if len(run) == 1 else torch.cat([o for o, _ in run])
-                    targets = run[0][1] if len(run) == 1 else torch.cat([t for _, t in run])
-                    self._counted.append(_count(self.task, outputs, targets))
-                    start = end
+            if kept:
+                try:  # one call over every batch kept: the usual case, one shape
+                    self._counted.append(_count(self.task, torch.cat([o for o, _ in kept]),
+                                                torch.cat([t for _, t in kept])))
+                except RuntimeError:  # shapes that do not join: in runs of one shape
+                    self._count_runs(kept)
             if not self._counted:
                 return None
             counted, self._counted = self._counted, []
             return counted[0] if len(counted) == 1 else torch.stack(counted).sum(0)
 
+    def _count_runs(self, kept: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Count consecutive batches of one shape together (the last batch of a sequence
+        task, or outputs that change width)."""
+        start = 0
+        for end in range(1, len(kept) + 1):
+            if end == len(kept) or not _joinable(kept[end - 1], kept[end]):
+                run = kept[start:end]
+                outputs = run[0][0] if len(run) == 1 else torch.cat([o for o, _ in run])
+                targets = run[0][1] if len(run) == 1 else torch.cat([t for _, t in run])
+                self._counted.append(_count(self.task, outputs, targets))
+                start = end
+
 
 def _joinable(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> bool:
-    return (a[0].shape[1:] == b[0].shape[1:] and a[1].shape[1:] == b[1].shape[1:]
-            and a[0].dtype == b[0].dtype and a[0].dim() > 0 and a[1].dim() > 0)
+    return (a[0].dim() > 0 and a[1].dim() > 0 and a[0].shape[1:] == b[0].shape[1:]
+            and a[1].shape[1:] == b[1].shape[1:])
 
 
 def _count(task, outputs, targets: torch.Tensor) -> torch.Tensor:

@@ -103,10 +103,17 @@ class Logger:
         return self._bar is not None
 
     def scalars(self, values: dict[str, float], step: int) -> None:
-        if self._writer is None:
+        """Scalars of one step (floats or one-element tensors), as one TensorBoard event:
+        ``add_scalar`` writes an event per value, and TensorBoard's writer thread, which
+        serialises and checksums each one, competes with training for the cores (a third of
+        the cost of the log line's three scalars on a 2-core machine; docs/performance.md)."""
+        if self._writer is None or not values:
             return
-        for tag, value in values.items():
-            self._writer.add_scalar(tag, value, step)
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value))
+                                 for tag, value in values.items()])
+        self._writer.file_writer.add_summary(summary, step)
 
     def eval_scalars(self, values: dict[str, float], step: int, samples: int) -> None:
         """An evaluation's metrics against the step, and again against the training samples
