@@ -59,6 +59,9 @@ def run_job(job: Job, out: Path, env: dict[str, str] | None = None) -> Timing:
     done = subprocess.run(command, capture_output=True, text=True, check=False,
                           env={**os.environ, **(env or {})})
     process_s = time.perf_counter() - started
+    # The job's files (checkpoints, TensorBoard) go to disk now, not while the next job trains:
+    # the kernel's writeback would otherwise steal a core from whichever contender runs next.
+    os.sync()
     if done.returncode:
         sys.exit(f"{job.name} failed (exit {done.returncode}): {' '.join(command)}\n"
                  f"{done.stderr[-3000:]}")
