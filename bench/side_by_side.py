@@ -33,7 +33,6 @@ class Job:
 @dataclass
 class Timing:
     samples_per_sec: float
-    train_s: float
     startup_s: float
     process_s: float
 
@@ -66,8 +65,7 @@ def run_job(job: Job, out: Path, env: dict[str, str] | None = None) -> Timing:
         sys.exit(f"{job.name} failed (exit {done.returncode}): {' '.join(command)}\n"
                  f"{done.stderr[-3000:]}")
     got = job.result(done.stdout, out)
-    return Timing(got["samples_per_sec"], got.get("train_time_s", float("nan")),
-                  got["startup_s"], process_s)
+    return Timing(got["samples_per_sec"], got["startup_s"], process_s)
 
 
 def alternate(jobs: list[Job], rounds: int, scratch: Path, tag: str,
