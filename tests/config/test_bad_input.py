@@ -126,3 +126,12 @@ def test_failed_resume_leaves_the_run_directory_untouched(tmp_path):
     result = run_cli("model.hidden=[32]", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     one_line_error(result, "does not fit this model", str(run_dir))
     assert _digests(run_dir / "checkpoints") == before
+
+
+def test_a_sweeps_unknown_option_fails_before_its_first_job(tmp_path):
+    # A single run finds an unknown option when Hydra fails on it; a sweep checks every
+    # listed option first, so the good one does not train before the bad one is named.
+    result = run_cli("-m", "recipe=mnist,nope", f"hydra.sweep.dir={tmp_path}/sweep",
+                     cwd=tmp_path)
+    one_line_error(result, "unknown recipe 'nope'", "mnist")
+    assert not [p for p in (tmp_path / "sweep").glob("*") if p.is_dir()]

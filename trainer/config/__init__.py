@@ -41,7 +41,7 @@ def register_configs() -> None:
             store.store(group=f"schema/{group}", name=name, node=node)
 
 
-_SWEEP_FUNCTIONS = ("range(", "choice(", "interval(", "glob(", "tag(", "sort(", "shuffle(")
+SWEEP_FUNCTIONS = ("range(", "choice(", "interval(", "glob(", "tag(", "sort(", "shuffle(")
 
 
 def swept_dirname(task_overrides, argv: list[str] | None = None) -> str:
@@ -57,7 +57,7 @@ def swept_dirname(task_overrides, argv: list[str] | None = None) -> str:
 
     swept = {key(a) for a in (sys.argv[1:] if argv is None else argv)
              if "=" in a and ("," in a.partition("=")[2]
-                              or a.partition("=")[2].startswith(_SWEEP_FUNCTIONS))}
+                              or a.partition("=")[2].startswith(SWEEP_FUNCTIONS))}
     chosen = [str(o) for o in task_overrides if key(str(o)) in swept]
     return ",".join(chosen).replace("/", "_") or "job"
 
