@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.lockstep import Turns
+
 
 def process_age() -> float:
     """Seconds since this process started (Linux /proc, 10 ms ticks), as trainer measures it."""
@@ -107,12 +109,17 @@ def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return correct / len(x)
 
 
-def report(samples: int, train_seconds: float, startup: float, test_accuracy: float) -> None:
-    """The JSON line the harness reads (rank 0's; the other ranks print nothing)."""
+def report(samples: int, train_seconds: float, startup: float, test_accuracy: float,
+           turns: Turns | None = None) -> None:
+    """The JSON line the harness reads (rank 0's; the other ranks print nothing); under the
+    lockstep (bench/lockstep.py) also the samples/s of this process's turns."""
     if world()[0] == 0:
-        print(json.dumps({"samples_per_sec": samples / train_seconds,
-                          "train_time_s": train_seconds, "startup_s": startup,
-                          "test_accuracy": test_accuracy}), flush=True)
+        line = {"samples_per_sec": samples / train_seconds, "train_time_s": train_seconds,
+                "startup_s": startup, "test_accuracy": test_accuracy}
+        if turns is not None and turns.seconds() > 0:
+            line["lockstep_samples_per_sec"] = samples / turns.seconds()
+            line["lockstep_turns"] = turns.turns
+        print(json.dumps(line), flush=True)
 
 
 class Clock:

@@ -1,17 +1,24 @@
 """Framework overhead as a user sees it: the ``trainer`` command against a hand-written loop.
 
-    python bench/overhead.py [--epochs 3] [--rounds 5] [--threads 1 2] [--set KEY=VALUE ...]
+    python bench/overhead.py [--epochs 3] [--lockstep-rounds 3] [--rounds 5] [--threads 1 2]
+                             [--set KEY=VALUE ...]
 
 Both sides train the MNIST MLP 784-512-512-10 (SGD lr 0.05 momentum 0.9, batch 128) for the
-same epochs as separate processes started the way a user starts them, alternated round by
-round: ``trainer recipe=mnist`` with its default logging (TensorBoard scalars every 50 steps,
-sample predictions, evaluation and a checkpoint every epoch, metrics.json) and
-bench/plain_loop.py (the same work written by hand, see there). Reported per thread count:
+same epochs as separate processes started the way a user starts them: ``trainer recipe=mnist``
+with its default logging (TensorBoard scalars every 50 steps, sample predictions, evaluation
+and a checkpoint every epoch, metrics.json) and bench/plain_loop.py (the same work written by
+hand, see there). Reported per thread count:
 
-- training samples/s: the steps alone, evaluation and checkpoints excluded on both sides
-  (trainer's own ``samples_per_sec`` in metrics.json; its log lines count as training);
-- whole-process seconds: interpreter start to exit, measured from outside;
-- start-up: process start to the first step, as each process measures it (``startup_s``).
+- training samples/s side by side (``--lockstep-rounds``): both processes started at once,
+  taking turns of 50 steps each on the machine (bench/lockstep.py; trainer takes its turns in
+  a callback, as a user adds one), each timing its own turns, evaluation and checkpoints
+  excluded. A shared VM's speed drifts 10-20% over seconds; taking turns cancels that, where
+  whole runs one after the other differ by more than the few percent looked for;
+- whole runs alternated (``--rounds``): training samples/s (the steps alone, evaluation and
+  checkpoints excluded on both sides: trainer's own ``samples_per_sec`` in metrics.json; its
+  log lines count as training), whole-process seconds (interpreter start to exit, measured
+  from outside) and start-up (process start to the first step, as each process measures it:
+  ``startup_s``).
 
 Data: real MNIST from $TRAINER_DATA_DIR/mnist (or ../shared/data) when present, else
 synthetic files in the same format. Done-when (issue 16): samples/s ratio >= 0.98 at 1 and 2
@@ -32,10 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import mnist_root, print_table  # noqa: E402
 from bench.side_by_side import (  # noqa: E402
+    LOCKSTEP_CALLBACK,
     Job,
     alternate,
     cpu_name,
     last_json_line,
+    lockstep,
     median,
     metrics_json,
     ratios,
@@ -52,14 +61,17 @@ def jobs(root: Path, epochs: int, threads: int, extra: list[str]) -> list[Job]:
     ours = Job("trainer", [*trainer_command(), "recipe=mnist", f"data.root={root}",
                            "data.download=false", f"trainer.epochs={epochs}",
                            f"dist.threads_per_worker={threads}", "hydra.run.dir={out}", *extra],
-               metrics_json)
+               metrics_json, lockstep=[LOCKSTEP_CALLBACK])
     return [plain, ours]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="whole runs, alternated")
+    parser.add_argument("--lockstep-rounds", type=int, default=3,
+                        help="runs side by side taking turns (0: none)")
+    parser.add_argument("--turn-steps", type=int, default=50, help="steps per turn")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="overrides for the trainer side (what your config costs)")
@@ -67,8 +79,17 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root, source = mnist_root(Path(tmp))
-        rows, startups = [], []
+        rows, startups, turns = [], [], []
         for threads in args.threads:
+            if args.lockstep_rounds:
+                got = lockstep(jobs(root, args.epochs, threads, args.set), args.lockstep_rounds,
+                               Path(tmp), f"{threads}t", args.turn_steps)
+                plain, ours = got["hand-written"], got["trainer"]
+                r = [o / p for o, p in zip(ours, plain, strict=True)]
+                turns.append([threads, f"{median(plain):,.0f}", f"{median(ours):,.0f}",
+                              f"{median(r):.3f} ({min(r):.3f}-{max(r):.3f})"])
+            if not args.rounds:
+                continue
             got = alternate(jobs(root, args.epochs, threads, args.set), args.rounds, Path(tmp),
                             f"{threads}t")
             plain, ours = got["hand-written"], got["trainer"]
@@ -86,15 +107,22 @@ def main() -> None:
                 f"{median([t.startup_s for t in plain]):.2f}",
                 f"{median([t.startup_s for t in ours]):.2f} ({median(start):+.2f})",
             ])
-    print(f"MNIST MLP 784-512-512-10, batch 128, {args.epochs} epochs, {args.rounds} rounds "
-          f"alternated; data: {source}; torch {torch.__version__}; {cpu_name()}, "
-          f"{os.cpu_count()} CPUs")
-    print_table(["threads", "hand-written samples/s", "trainer samples/s",
-                 "ratio (rounds min-max)", "hand-written process s", "trainer process s",
-                 "hand-written start-up s", "trainer start-up s"], rows)
-    print("ratio: trainer / hand-written training samples/s, median of the rounds (target "
-          ">= 0.98); start-up: process start to first step (target: within 0.3 s); "
-          f"start-up difference, median: {max(startups):+.2f} s")
+    print(f"MNIST MLP 784-512-512-10, batch 128, {args.epochs} epochs; data: {source}; "
+          f"torch {torch.__version__}; {cpu_name()}, {os.cpu_count()} CPUs")
+    if turns:
+        print(f"\nTraining side by side, taking turns every {args.turn_steps} steps "
+              f"({args.lockstep_rounds} "
+              "runs of each; the machine's drift cancels out)")
+        print_table(["threads", "hand-written samples/s", "trainer samples/s",
+                     "ratio (runs min-max)"], turns)
+    if rows:
+        print(f"\nWhole runs, one after the other, alternated ({args.rounds} rounds)")
+        print_table(["threads", "hand-written samples/s", "trainer samples/s",
+                     "ratio (rounds min-max)", "hand-written process s", "trainer process s",
+                     "hand-written start-up s", "trainer start-up s"], rows)
+    print("ratio: trainer / hand-written training samples/s, median (target >= 0.98)"
+          + ("; start-up: process start to first step (target: within 0.3 s), difference "
+             f"{max(startups):+.2f} s" if startups else ""))
 
 
 if __name__ == "__main__":

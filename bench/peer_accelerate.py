@@ -22,6 +22,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import mnist_job as job  # noqa: E402
+from bench.lockstep import Turns  # noqa: E402
 
 
 def main() -> None:
@@ -31,25 +32,29 @@ def main() -> None:
     net = job.model(args.seed)
     model, opt = accelerator.prepare(net, job.optimizer(net))
 
+    turns = Turns.from_env()  # taking turns with the other contenders (bench/lockstep.py)
     startup, clock, step, accuracy = job.process_age(), job.Clock(), 0, 0.0
     for epoch in range(args.epochs):
         clock.start()
+        turns.resume()
         for x, y in job.batches(x_train, y_train, args.batch, args.seed, epoch):
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             opt.step()
             step += 1
+            turns.step(step)  # under the lockstep only, every few steps: the next one's turn
             if step % 50 == 0:
                 mean = accelerator.gather(loss.detach()).mean()
                 accelerator.print(f"step {step} loss {mean.item():.4f}")
+        turns.pause()
         clock.stop()
         accuracy = job.accuracy(model, x_test, y_test)
         accelerator.print(f"epoch {epoch + 1} test accuracy {accuracy:.4f}")
         if accelerator.is_main_process:
             accelerator.save({"model": accelerator.unwrap_model(model).state_dict(),
                               "optimizer": opt.state_dict()}, args.out / "checkpoint.pt")
-    job.report(step * args.batch, clock.total, startup, accuracy)
+    job.report(step * args.batch, clock.total, startup, accuracy, turns)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, IterableDataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import mnist_job as job  # noqa: E402
+from bench.lockstep import Turns  # noqa: E402
 
 
 class Batches(IterableDataset):
@@ -75,19 +76,26 @@ class MNISTModule(L.LightningModule):
 
 
 class Timing(L.Callback):
+    """Training time, and the turns under the lockstep (bench/lockstep.py)."""
+
     def __init__(self) -> None:
         self.clock, self.startup, self.steps = job.Clock(), None, 0
+        self.turns = Turns.from_env()
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         if self.startup is None:
             self.startup = job.process_age()
         if batch_idx == 0:
             self.clock.start()
+            self.turns.resume()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self.steps += 1
         if batch_idx == trainer.num_training_batches - 1:
+            self.turns.pause()
             self.clock.stop()
+        else:
+            self.turns.step(self.steps)
 
 
 def main() -> None:
@@ -105,7 +113,8 @@ def main() -> None:
                 DataLoader(Batches(x_train, y_train, args.batch, args.seed), batch_size=None),
                 DataLoader(TestSet(x_test, y_test), batch_size=None))
     accuracy = module.correct / max(module.seen, 1)  # rank 0's share under DDP
-    job.report(timing.steps * args.batch, timing.clock.total, timing.startup, accuracy)
+    job.report(timing.steps * args.batch, timing.clock.total, timing.startup, accuracy,
+               timing.turns)
 
 
 if __name__ == "__main__":

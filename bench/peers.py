@@ -2,16 +2,21 @@
 job under each.
 
     pip install -e '.[bench]'      # lightning, accelerate (a contender not installed is skipped)
-    python bench/peers.py [--epochs 3] [--rounds 3] [--settings 1x1 1x2 2x1]
+    python bench/peers.py [--epochs 3] [--lockstep-rounds 3] [--rounds 3] [--settings 1x1 1x2 2x1]
 
 The job: MNIST MLP 784-512-512-10, SGD lr 0.05 momentum 0.9, global batch 128, real MNIST in
 memory (synthetic files of the same format where it is absent), the same initial weights and
 batch order everywhere (bench/mnist_job.py), an evaluation and a checkpoint every epoch. Each
-contender is a fresh process (``torchrun --standalone`` for several), the contenders alternated
-round by round. Settings: PxT = P processes of T threads each (2x1: DDP over Gloo, one thread
-per process). Printed: training samples/s (evaluation and checkpoints excluded; trainer's own
-metrics.json figure) with its ratio to the hand-written loop, medians over the rounds, and the
-start-up (process start to first step) of the 1-process runs.
+contender is a fresh process (``torchrun --standalone`` for several). Settings: PxT = P
+processes of T threads each (2x1: DDP over Gloo, one thread per process). Printed: training
+samples/s (evaluation and checkpoints excluded) with its ratio to the hand-written loop,
+medians over the rounds,
+
+- side by side for the 1-process settings (``--lockstep-rounds``): every contender started at
+  once, taking turns of 50 steps on the machine (bench/lockstep.py), each timing its own
+  turns, so that the machine's drift cancels out;
+- whole runs alternated round by round (``--rounds``; trainer's own metrics.json figure), and
+  the start-up (process start to first step) of the 1-process runs.
 """
 
 from __future__ import annotations
@@ -29,13 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import mnist_root, print_table  # noqa: E402
 from bench.side_by_side import (  # noqa: E402
+    LOCKSTEP_CALLBACK,
     Job,
     alternate,
     cpu_name,
     last_json_line,
+    lockstep,
     median,
     metrics_json,
-    ratios,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -55,7 +61,7 @@ def jobs(root: Path, epochs: int, processes: int, threads: int) -> list[Job]:
              Job("trainer", [*launch, "-m", "trainer", "recipe=mnist", f"data.root={root}",
                              "data.download=false", f"trainer.epochs={epochs}",
                              f"dist.threads_per_worker={threads}", "hydra.run.dir={out}"],
-                 metrics_json)]
+                 metrics_json, lockstep=[LOCKSTEP_CALLBACK])]
     for name, (package, script) in PEERS.items():
         if importlib.util.find_spec(package) is not None:
             found.append(Job(name, [*launch, str(HERE / script), *common], last_json_line))
@@ -67,42 +73,63 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--settings", nargs="+", default=["1x1", "1x2", "2x1"])
+    parser.add_argument("--lockstep-rounds", type=int, default=3,
+                        help="1-process settings side by side, taking turns of 50 steps")
     args = parser.parse_args()
 
     missing = [package for package, _ in PEERS.values()
                if importlib.util.find_spec(package) is None]
-    header, rows, startup = None, [], {}
+    header, rows, startup, turns = None, [], {}, []
     with tempfile.TemporaryDirectory() as tmp:
         root, source = mnist_root(Path(tmp))
         for setting in args.settings:
             processes, threads = (int(v) for v in setting.split("x"))
             contenders = jobs(root, args.epochs, processes, threads)
+            if processes == 1 and args.lockstep_rounds:
+                took = lockstep(contenders, args.lockstep_rounds, Path(tmp), setting,
+                                env={"OMP_NUM_THREADS": str(threads)})
+                turns.append([f"{processes} process, {threads} thread(s)",
+                              *_cells(took, took["hand-written"], lambda sps: sps)])
             got = alternate(contenders, args.rounds, Path(tmp), setting,
                             env={"OMP_NUM_THREADS": str(threads)})
             reference = got["hand-written"]
             header = ["setting", *got]
-            cells = []
-            for name, timings in got.items():
-                sps = median([t.samples_per_sec for t in timings])
-                r = ratios(timings, reference)
-                cells.append(f"{sps:,.0f}" if name == "hand-written"
-                             else f"{sps:,.0f} ({median(r):.3f}x, {min(r):.2f}-{max(r):.2f})")
-                if processes == 1:
+            cells = _cells(got, reference, lambda timing: timing.samples_per_sec)
+            if processes == 1:
+                for name, timings in got.items():
                     startup.setdefault(name, []).extend(t.startup_s for t in timings)
             label = (f"{processes} process, {threads} thread(s)" if processes == 1 else
                      f"{processes} processes (DDP, Gloo), {threads} thread(s) each")
             rows.append([label, *cells])
-    print(f"MNIST MLP 784-512-512-10, SGD, global batch 128, {args.epochs} epochs, "
-          f"{args.rounds} rounds alternated; data: {source}; torch {torch.__version__}; "
-          f"{cpu_name()}, {os.cpu_count()} CPUs")
+    print(f"MNIST MLP 784-512-512-10, SGD, global batch 128, {args.epochs} epochs; data: "
+          f"{source}; torch {torch.__version__}; {cpu_name()}, {os.cpu_count()} CPUs")
+    if turns:
+        print(f"\nSide by side, taking turns every 50 steps ({args.lockstep_rounds} runs of each; "
+              "the machine's drift cancels out)")
+        print_table(header, turns)
     if startup:
         rows.append(["start-up s (process start to first step)",
                      *[f"{median(startup[name]):.2f}" for name in header[1:]]])
+    print(f"\nWhole runs, one after the other, alternated ({args.rounds} rounds)")
     print_table(header, rows)
     print("cells: training samples/s (ratio to the hand-written loop, median and range of the "
           "rounds); evaluation and checkpoints excluded on every side")
     if missing:
         print(f"skipped (not installed): {', '.join(missing)}; pip install -e '.[bench]'")
+
+
+def _cells(got: dict, reference: list, samples_per_sec) -> list[str]:
+    """Each contender's median samples/s, and but for the reference its ratio to it (median
+    and range of the rounds, which pair up: each ran beside the reference)."""
+    cells = []
+    for name, runs in got.items():
+        sps = [samples_per_sec(run) for run in runs]
+        if name == "hand-written":
+            cells.append(f"{median(sps):,.0f}")
+            continue
+        r = [mine / samples_per_sec(ref) for mine, ref in zip(sps, reference, strict=True)]
+        cells.append(f"{median(sps):,.0f} ({median(r):.3f}x, {min(r):.2f}-{max(r):.2f})")
+    return cells
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import mnist_job as job  # noqa: E402
+from bench.lockstep import Turns  # noqa: E402
 
 
 def main() -> None:
@@ -38,24 +39,28 @@ def main() -> None:
         model = torch.nn.parallel.DistributedDataParallel(model)
     opt = job.optimizer(model)
 
+    turns = Turns.from_env()  # taking turns with the other contenders (bench/lockstep.py)
     startup, clock, step, accuracy = job.process_age(), job.Clock(), 0, 0.0
     for epoch in range(args.epochs):
         clock.start()
+        turns.resume()
         for x, y in job.batches(x_train, y_train, args.batch, args.seed, epoch):
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
+            turns.step(step)  # under the lockstep only, every few steps: the next one's turn
             if step % 50 == 0 and rank == 0:
                 print(f"step {step} loss {loss.item():.4f}")
+        turns.pause()
         clock.stop()
         accuracy = job.accuracy(model, x_test, y_test)
         if rank == 0:
             print(f"epoch {epoch + 1} test accuracy {accuracy:.4f}")
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()},
                        args.out / "checkpoint.pt")
-    job.report(step * args.batch, clock.total, startup, accuracy)
+    job.report(step * args.batch, clock.total, startup, accuracy, turns)
     if size > 1:
         dist.destroy_process_group()
 

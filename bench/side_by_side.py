@@ -11,23 +11,25 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
 @dataclass
 class Job:
     """One contender's command; ``result`` reads its numbers after it exits (from its output
-    and its run directory)."""
+    and its run directory); ``lockstep``: what the command adds to take turns (a callback)."""
 
     name: str
     command: list[str]
     result: Callable[[str, Path], dict]
+    lockstep: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -35,6 +37,11 @@ class Timing:
     samples_per_sec: float
     startup_s: float
     process_s: float
+
+
+REPO = Path(__file__).resolve().parents[1]
+# How trainer takes its turns in the lockstep: a callback, added as a user adds one.
+LOCKSTEP_CALLBACK = "+callbacks.lockstep._target_=bench.lockstep_callback.LockstepTurns"
 
 
 def last_json_line(stdout: str, _out: Path) -> dict:
@@ -81,6 +88,77 @@ def alternate(jobs: list[Job], rounds: int, scratch: Path, tag: str,
                   f"startup {timing.startup_s:.2f} s, process {timing.process_s:.2f} s",
                   file=sys.stderr, flush=True)
     return timings
+
+
+def lockstep(jobs: list[Job], rounds: int, scratch: Path, tag: str, every: int = 50,
+             env: dict[str, str] | None = None) -> dict[str, list[float]]:
+    """Every round, all jobs at once taking turns of ``every`` steps (bench/lockstep.py), the
+    first turn rotated each round; each job's training samples/s in its own turns."""
+    from bench.lockstep import ENV
+
+    got: dict[str, list[float]] = {job.name: [] for job in jobs}
+    # The repository first: the contenders import bench.lockstep (trainer its callback).
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    for r in range(rounds):
+        order = jobs[r % len(jobs):] + jobs[: r % len(jobs)]
+        turn = [os.pipe() for _ in order]  # turn[i]: where order[i]'s turn arrives
+        ready_in, ready_out = os.pipe()
+        running = []
+        for i, job in enumerate(order):
+            mine, following = turn[i][0], turn[(i + 1) % len(order)][1]
+            out = scratch / f"{tag}-lockstep-{job.name}-{r}"
+            out.mkdir(parents=True, exist_ok=True)
+            command = [c.replace("{out}", str(out)) for c in job.command + job.lockstep]
+            log = (out / "output.txt").open("w+")
+            proc = subprocess.Popen(
+                command, stdout=log, stderr=(out / "errors.txt").open("w"), text=True,
+                pass_fds=(mine, following, ready_out),
+                env={**os.environ, **(env or {}), "PYTHONPATH": path,
+                     ENV: f"{mine},{following},{ready_out},{every}"})
+            running.append((job, out, log, proc))
+        # Only the contenders hold the pipes now: one that exits closes its ends, and the
+        # next one reads the end of file (it then runs alone) instead of waiting for ever.
+        for fd in [ready_out, *(end for pipe in turn for end in pipe if end != turn[0][1])]:
+            os.close(fd)
+        _wait_until_ready(running, ready_in)
+        os.write(turn[0][1], b"t")  # the first turn
+        os.close(turn[0][1])
+        for job, out, log, proc in running:
+            proc.wait()
+            log.seek(0)
+            output = log.read()
+            log.close()
+            if proc.returncode:
+                errors = (out / "errors.txt").read_text()
+                sys.exit(f"{job.name} failed in lockstep (exit {proc.returncode}):\n"
+                         f"{errors[-3000:]}")
+            result = job.result(output, out)
+            sps = result["lockstep_samples_per_sec"]
+            got[job.name].append(sps)
+            print(f"  {tag} lockstep round {r} {job.name}: {sps:,.0f} samples/s in "
+                  f"{result['lockstep_turns']} turns", file=sys.stderr, flush=True)
+        os.close(ready_in)
+        os.sync()
+    return got
+
+
+def _wait_until_ready(running: list, ready: int) -> None:
+    """Until every contender has said it is ready to train (or one has failed)."""
+    waiting = len(running)
+    while waiting:
+        if select.select([ready], [], [], 1.0)[0]:
+            said = os.read(ready, waiting)
+            waiting -= len(said)
+            if said:
+                continue
+            time.sleep(0.1)  # the end of the file: all have closed it, one has exited
+        failed = [(job, proc) for job, _, _, proc in running if proc.poll() is not None]
+        if failed:
+            for _, _, _, proc in running:
+                proc.kill()
+            job, proc = failed[0]
+            sys.exit(f"{job.name} exited (code {proc.returncode}) before its first step in "
+                     "lockstep; its errors.txt says why")
 
 
 def ratios(mine: list[Timing], reference: list[Timing]) -> list[float]:

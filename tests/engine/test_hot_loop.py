@@ -131,29 +131,41 @@ def test_the_cli_turns_collection_back_on_for_training_and_imports_nothing_unuse
     assert result.stdout.count("imported []") == 2, result.stdout
 
 
-def _bench(tmp_path, script: str, *args: str) -> str:
+def _bench(tmp_path, script: str, *args: str) -> subprocess.CompletedProcess:
     make_fake_mnist(tmp_path / "mnist", 1280, 200)
     result = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args],
                             capture_output=True, text=True, timeout=600, cwd=tmp_path,
                             env={**os.environ, "TRAINER_DATA_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    return result
 
 
 @pytest.mark.slow
 def test_overhead_bench_times_the_trainer_command_against_the_plain_loop(tmp_path):
-    out = _bench(tmp_path, "overhead.py", "--epochs", "1", "--rounds", "1", "--threads", "1")
-    row = next(line for line in out.splitlines() if line.startswith("|       1 |"))
-    ratio = float(row.split("|")[4].split()[0])
-    assert 0.5 < ratio < 2.0 and "start-up difference" in out
+    # 10 steps an epoch in turns of 3: each side trains 4 turns, handing over after steps
+    # 3, 6 and 9; whole runs too.
+    result = _bench(tmp_path, "overhead.py", "--epochs", "1", "--rounds", "1",
+                    "--lockstep-rounds", "1", "--turn-steps", "3", "--threads", "1")
+    out = result.stdout
+    rows = [line for line in out.splitlines() if line.startswith("|       1 |")]
+    assert len(rows) == 2  # taking turns, then whole runs
+    for row in rows:
+        assert 0.5 < float(row.split("|")[4].split()[0]) < 2.0
+    assert "taking turns every 3 steps" in out and "start-up: process start" in out
+    for name in ("hand-written", "trainer"):
+        line = result.stderr.split(f"lockstep round 0 {name}: ")[1].splitlines()[0]
+        assert line.endswith("samples/s in 4 turns"), line
 
 
 @pytest.mark.slow
 def test_peers_bench_runs_every_installed_contender_alone_and_under_ddp(tmp_path):
-    out = _bench(tmp_path, "peers.py", "--epochs", "1", "--rounds", "1", "--settings", "1x1",
-                 "2x1")
-    header = next(line for line in out.splitlines() if line.startswith("|") and "setting" in line)
+    out = _bench(tmp_path, "peers.py", "--epochs", "1", "--rounds", "1", "--lockstep-rounds",
+                 "1", "--settings", "1x1", "2x1").stdout
+    headers = [line for line in out.splitlines() if line.startswith("|") and "setting" in line]
     expected = ["hand-written", "trainer"] + [name for name, (package, _) in PEERS.items()
                                               if importlib.util.find_spec(package)]
-    assert [c.strip() for c in header.strip("|").split("|")][1:] == expected
+    assert len(headers) == 2  # taking turns (1 process), then whole runs
+    for header in headers:
+        assert [c.strip() for c in header.strip("|").split("|")][1:] == expected
+    assert out.count(" 1 process, 1 thread(s) |") == 2
     assert "2 processes (DDP, Gloo)" in out and "start-up s" in out
