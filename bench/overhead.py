@@ -1,7 +1,7 @@
 """Framework overhead as a user sees it: the ``trainer`` command against a hand-written loop.
 
-    python bench/overhead.py [--epochs 3] [--lockstep-rounds 3] [--rounds 5] [--threads 1 2]
-                             [--set KEY=VALUE ...]
+    python bench/overhead.py [--epochs 3] [--lockstep-rounds 4] [--rounds 5] [--threads 1 2]
+                             [--set KEY=VALUE ...] [--against-itself]
 
 Both sides train the MNIST MLP 784-512-512-10 (SGD lr 0.05 momentum 0.9, batch 128) for the
 same epochs as separate processes started the way a user starts them: ``trainer recipe=mnist``
@@ -19,6 +19,9 @@ hand, see there). Reported per thread count:
   log lines count as training), whole-process seconds (interpreter start to exit, measured
   from outside) and start-up (process start to the first step, as each process measures it:
   ``startup_s``).
+
+``--against-itself`` runs trainer against trainer: the ratio's own spread on this machine (the
+first turn goes to each side in turn, so an even number of rounds balances who starts).
 
 Data: real MNIST from $TRAINER_DATA_DIR/mnist (or ../shared/data) when present, else
 synthetic files in the same format. Done-when (issue 16): samples/s ratio >= 0.98 at 1 and 2
@@ -54,7 +57,10 @@ from bench.side_by_side import (  # noqa: E402
 HERE = Path(__file__).resolve().parent
 
 
-def jobs(root: Path, epochs: int, threads: int, extra: list[str]) -> list[Job]:
+def jobs(root: Path, epochs: int, threads: int, extra: list[str],
+         itself: bool = False) -> list[Job]:
+    """The reference (the hand-written loop, or with ``itself`` trainer again: the method's own
+    noise and bias), then trainer."""
     plain = Job("hand-written", [sys.executable, str(HERE / "plain_loop.py"), "--root", str(root),
                                  "--epochs", str(epochs), "--threads", str(threads),
                                  "--out", "{out}"], last_json_line)
@@ -62,6 +68,8 @@ def jobs(root: Path, epochs: int, threads: int, extra: list[str]) -> list[Job]:
                            "data.download=false", f"trainer.epochs={epochs}",
                            f"dist.threads_per_worker={threads}", "hydra.run.dir={out}", *extra],
                metrics_json, lockstep=[LOCKSTEP_CALLBACK])
+    if itself:
+        plain = Job("trainer again", ours.command, ours.result, ours.lockstep)
     return [plain, ours]
 
 
@@ -69,9 +77,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5, help="whole runs, alternated")
-    parser.add_argument("--lockstep-rounds", type=int, default=3,
+    parser.add_argument("--lockstep-rounds", type=int, default=4,
                         help="runs side by side taking turns (0: none)")
     parser.add_argument("--turn-steps", type=int, default=50, help="steps per turn")
+    parser.add_argument("--against-itself", action="store_true",
+                        help="trainer against trainer: how far the method's ratio strays from 1")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="overrides for the trainer side (what your config costs)")
@@ -79,20 +89,24 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root, source = mnist_root(Path(tmp))
+
+        def contenders(threads: int) -> list[Job]:
+            return jobs(root, args.epochs, threads, args.set, args.against_itself)
+
+        reference = contenders(1)[0].name
         rows, startups, turns = [], [], []
         for threads in args.threads:
             if args.lockstep_rounds:
-                got = lockstep(jobs(root, args.epochs, threads, args.set), args.lockstep_rounds,
+                got = lockstep(contenders(threads), args.lockstep_rounds,
                                Path(tmp), f"{threads}t", args.turn_steps)
-                plain, ours = got["hand-written"], got["trainer"]
+                plain, ours = got[reference], got["trainer"]
                 r = [o / p for o, p in zip(ours, plain, strict=True)]
                 turns.append([threads, f"{median(plain):,.0f}", f"{median(ours):,.0f}",
                               f"{median(r):.3f} ({min(r):.3f}-{max(r):.3f})"])
             if not args.rounds:
                 continue
-            got = alternate(jobs(root, args.epochs, threads, args.set), args.rounds, Path(tmp),
-                            f"{threads}t")
-            plain, ours = got["hand-written"], got["trainer"]
+            got = alternate(contenders(threads), args.rounds, Path(tmp), f"{threads}t")
+            plain, ours = got[reference], got["trainer"]
             r = ratios(ours, plain)
             process = [o.process_s - p.process_s for o, p in zip(ours, plain, strict=True)]
             start = [o.startup_s - p.startup_s for o, p in zip(ours, plain, strict=True)]
@@ -113,14 +127,14 @@ def main() -> None:
         print(f"\nTraining side by side, taking turns every {args.turn_steps} steps "
               f"({args.lockstep_rounds} "
               "runs of each; the machine's drift cancels out)")
-        print_table(["threads", "hand-written samples/s", "trainer samples/s",
+        print_table(["threads", f"{reference} samples/s", "trainer samples/s",
                      "ratio (runs min-max)"], turns)
     if rows:
         print(f"\nWhole runs, one after the other, alternated ({args.rounds} rounds)")
-        print_table(["threads", "hand-written samples/s", "trainer samples/s",
-                     "ratio (rounds min-max)", "hand-written process s", "trainer process s",
-                     "hand-written start-up s", "trainer start-up s"], rows)
-    print("ratio: trainer / hand-written training samples/s, median (target >= 0.98)"
+        print_table(["threads", f"{reference} samples/s", "trainer samples/s",
+                     "ratio (rounds min-max)", f"{reference} process s", "trainer process s",
+                     f"{reference} start-up s", "trainer start-up s"], rows)
+    print(f"ratio: trainer / {reference} training samples/s, median (target >= 0.98)"
           + ("; start-up: process start to first step (target: within 0.3 s), difference "
              f"{max(startups):+.2f} s" if startups else ""))
 

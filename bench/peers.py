@@ -2,7 +2,7 @@
 job under each.
 
     pip install -e '.[bench]'      # lightning, accelerate (a contender not installed is skipped)
-    python bench/peers.py [--epochs 3] [--lockstep-rounds 3] [--rounds 3] [--settings 1x1 1x2 2x1]
+    python bench/peers.py [--epochs 3] [--lockstep-rounds 4] [--rounds 3] [--settings 1x1 1x2 2x1]
 
 The job: MNIST MLP 784-512-512-10, SGD lr 0.05 momentum 0.9, global batch 128, real MNIST in
 memory (synthetic files of the same format where it is absent), the same initial weights and
@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--settings", nargs="+", default=["1x1", "1x2", "2x1"])
-    parser.add_argument("--lockstep-rounds", type=int, default=3,
+    parser.add_argument("--lockstep-rounds", type=int, default=4,
                         help="1-process settings side by side, taking turns of 50 steps")
     args = parser.parse_args()
 
