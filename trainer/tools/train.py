@@ -256,5 +256,5 @@ def main() -> None:
     except InstantiationException:
         raise  # a class failed in its constructor: a bug there keeps its traceback
     except (HydraException, OmegaConfBaseException) as exc:
-        _check_group_choices(argv)  # an unknown option or a malformed override: its own line
+        _check_group_choices(argv)  # an unknown option: its own line, with the choices
         fail(one_line(exc))
