@@ -109,12 +109,13 @@ def lockstep(jobs: list[Job], rounds: int, scratch: Path, tag: str, every: int =
             out = scratch / f"{tag}-lockstep-{job.name}-{r}"
             out.mkdir(parents=True, exist_ok=True)
             command = [c.replace("{out}", str(out)) for c in job.command + job.lockstep]
-            log = (out / "output.txt").open("w+")
+            log, errors = (out / "output.txt").open("w+"), (out / "errors.txt").open("w")
             proc = subprocess.Popen(
-                command, stdout=log, stderr=(out / "errors.txt").open("w"), text=True,
+                command, stdout=log, stderr=errors, text=True,
                 pass_fds=(mine, following, ready_out),
                 env={**os.environ, **(env or {}), "PYTHONPATH": path,
                      ENV: f"{mine},{following},{ready_out},{every}"})
+            errors.close()  # the child has its own copy
             running.append((job, out, log, proc))
         # Only the contenders hold the pipes now: one that exits closes its ends, and the
         # next one reads the end of file (it then runs alone) instead of waiting for ever.
