@@ -125,8 +125,7 @@ def main() -> None:
           f"torch {torch.__version__}; {cpu_name()}, {os.cpu_count()} CPUs")
     if turns:
         print(f"\nTraining side by side, taking turns every {args.turn_steps} steps "
-              f"({args.lockstep_rounds} "
-              "runs of each; the machine's drift cancels out)")
+              f"({args.lockstep_rounds} runs of each; the machine's drift cancels out)")
         print_table(["threads", f"{reference} samples/s", "trainer samples/s",
                      "ratio (runs min-max)"], turns)
     if rows:

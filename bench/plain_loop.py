@@ -50,7 +50,9 @@ def main() -> None:
             loss.backward()
             opt.step()
             step += 1
-            turns.step(step)  # under the lockstep only, every few steps: the next one's turn
+            # Under the lockstep only, every few steps: the next one's turn (else a no-op call,
+            # 0.06 us of a 5 ms step).
+            turns.step(step)
             if step % 50 == 0 and rank == 0:
                 print(f"step {step} loss {loss.item():.4f}")
         turns.pause()
