@@ -108,7 +108,9 @@ def test_metrics_json_says_how_long_the_process_took_to_start_training(tmp_path)
 
 def test_the_cli_turns_collection_back_on_for_training_and_imports_nothing_unused(tmp_path):
     """The CLI pauses the collector while it starts; training must collect again. The default
-    job needs neither plots, quantization nor torchvision: none of them is imported."""
+    job needs neither plots, quantization nor torchvision: none of them is imported. As it
+    exits, the CLI leaves what remains to the process's end (frozen: the interpreter's
+    teardown skips walking it), its run's own objects collected before."""
     code = (
         "import gc, sys\n"
         "import trainer\n"
@@ -123,12 +125,17 @@ def test_the_cli_turns_collection_back_on_for_training_and_imports_nothing_unuse
         "from trainer.tools.train import main\n"
         f"sys.argv = ['trainer', 'trainer.max_steps=2', 'hydra.run.dir={tmp_path}', *{SHRINK!r}]\n"
         "main()\n"
+        "print('frozen at exit', gc.get_freeze_count() > 100_000, flush=True)\n"
+        "import trainer.engine.loop as loop\n"
+        "print('runs left', sum(isinstance(o, loop.Loop) for o in gc.get_objects()))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("collecting True") == 2
     assert result.stdout.count("imported []") == 2, result.stdout
+    assert "frozen at exit True" in result.stdout and "runs left 0" in result.stdout
+    assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 2
 
 
 def _bench(tmp_path, script: str, *args: str) -> subprocess.CompletedProcess:
@@ -145,16 +152,33 @@ def test_overhead_bench_times_the_trainer_command_against_the_plain_loop(tmp_pat
     # 10 steps an epoch in turns of 3: each side trains 4 turns, handing over after steps
     # 3, 6 and 9; whole runs too.
     result = _bench(tmp_path, "overhead.py", "--epochs", "1", "--rounds", "1",
-                    "--lockstep-rounds", "1", "--turn-steps", "3", "--threads", "1")
+                    "--lockstep-rounds", "1", "--turn-steps", "3", "--threads", "1",
+                    "--startup-rounds", "1")
     out = result.stdout
     rows = [line for line in out.splitlines() if line.startswith("|       1 |")]
     assert len(rows) == 2  # taking turns, then whole runs
     for row in rows:
         assert 0.5 < float(row.split("|")[4].split()[0]) < 2.0
     assert "taking turns every 3 steps" in out and "start-up: process start" in out
+    assert "Start-up, 1-step runs one right after the other (1 rounds" in out
+    assert "start-up round 0 trainer: " in result.stderr
     for name in ("hand-written", "trainer"):
         line = result.stderr.split(f"lockstep round 0 {name}: ")[1].splitlines()[0]
         assert line.endswith("samples/s in 4 turns"), line
+
+
+def test_the_plain_loop_stops_after_max_steps_across_epochs(tmp_path):
+    """bench/overhead.py's start-up runs train one step: the hand-written loop must stop there
+    as trainer.max_steps does (3 steps of 10-step epochs here: 3 batches' samples)."""
+    make_fake_mnist(tmp_path / "mnist", 1280, 200)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "plain_loop.py"), "--root", str(tmp_path / "mnist"),
+         "--epochs", "2", "--max-steps", "13", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    assert round(got["samples_per_sec"] * got["train_time_s"]) == 13 * 128
+    assert result.stdout.count("test accuracy") == 2  # into the second epoch, evaluated
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from trainer.config import PRIMARY_CONFIG, SWEEP_FUNCTIONS, register_configs
-from trainer.engine.collector import pause_for_startup
+from trainer.engine.collector import freeze_for_exit, pause_for_startup
 from trainer.errors import Preempted, UserError, WorkerLost
 from trainer.parallel import identity
 from trainer.tools.hydra_errors import one_line
@@ -248,13 +248,14 @@ def main() -> None:
     register_configs()
     if _SHOW_HYDRA_ERRORS:
         _hydra_entry()
-        return
-    # Hydra then raises its errors instead of printing them: each becomes one line here.
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        _hydra_entry()
-    except InstantiationException:
-        raise  # a class failed in its constructor: a bug there keeps its traceback
-    except (HydraException, OmegaConfBaseException) as exc:
-        _check_group_choices(argv)  # an unknown option: its own line, with the choices
-        fail(one_line(exc))
+    else:
+        # Hydra then raises its errors instead of printing them: each becomes one line here.
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        try:
+            _hydra_entry()
+        except InstantiationException:
+            raise  # a class failed in its constructor: a bug there keeps its traceback
+        except (HydraException, OmegaConfBaseException) as exc:
+            _check_group_choices(argv)  # an unknown option: its own line, with the choices
+            fail(one_line(exc))
+    freeze_for_exit()
