@@ -32,13 +32,18 @@ def process_age() -> float:
     return uptime - ticks / os.sysconf("SC_CLK_TCK")
 
 
-def arguments(doc: str) -> argparse.Namespace:
+def arguments(doc: str, max_steps: bool = False) -> argparse.Namespace:
+    """The command line every job takes; ``max_steps``: also ``--max-steps`` (the hand-written
+    loop's, for bench/overhead.py's start-up runs)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=128, help="the global batch")
     parser.add_argument("--threads", type=int, default=1, help="per process")
     parser.add_argument("--seed", type=int, default=0)
+    if max_steps:
+        parser.add_argument("--max-steps", type=int, default=0,
+                            help="stop after this many steps (0: every epoch to the end)")
     parser.add_argument("--out", type=Path, default=Path("mnist-job"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -89,13 +94,16 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def batches(x: torch.Tensor, y: torch.Tensor, global_batch: int, seed: int, epoch: int):
-    """This worker's ``(inputs, labels)`` of each global batch of the epoch, inputs as floats
-    in [0, 1] (``index_select``: 0.05 ms a batch here where ``x[idx]`` takes 0.16 ms)."""
+def batches(x: torch.Tensor, y: torch.Tensor, global_batch: int, seed: int, epoch: int,
+            limit: int = 0):
+    """This worker's ``(inputs, labels)`` of each global batch of the epoch (the first
+    ``limit`` only, where given), inputs as floats in [0, 1] (``index_select``: 0.05 ms a
+    batch here where ``x[idx]`` takes 0.16 ms)."""
     rank, size = world()
     local = global_batch // size
     order = epoch_order(len(x), seed, epoch)
-    for i in range(len(x) // global_batch):
+    steps = len(x) // global_batch
+    for i in range(min(steps, limit) if limit > 0 else steps):
         idx = order[i * global_batch + rank * local : i * global_batch + (rank + 1) * local]
         yield x.index_select(0, idx).float().div_(255), y.index_select(0, idx)
 
@@ -114,8 +122,9 @@ def report(samples: int, train_seconds: float, startup: float, test_accuracy: fl
     """The JSON line the harness reads (rank 0's; the other ranks print nothing); under the
     lockstep (bench/lockstep.py) also the samples/s of this process's turns."""
     if world()[0] == 0:
-        line = {"samples_per_sec": samples / train_seconds, "train_time_s": train_seconds,
-                "startup_s": startup, "test_accuracy": test_accuracy}
+        line = {"samples_per_sec": samples / max(train_seconds, 1e-9),
+                "train_time_s": train_seconds, "startup_s": startup,
+                "test_accuracy": test_accuracy}
         if turns is not None and turns.seconds() > 0:
             line["lockstep_samples_per_sec"] = samples / turns.seconds()
             line["lockstep_turns"] = turns.turns

@@ -1,7 +1,7 @@
 """Framework overhead as a user sees it: the ``trainer`` command against a hand-written loop.
 
     python bench/overhead.py [--epochs 3] [--lockstep-rounds 4] [--rounds 5] [--threads 1 2]
-                             [--set KEY=VALUE ...] [--against-itself]
+                             [--startup-rounds 10] [--set KEY=VALUE ...] [--against-itself]
 
 Both sides train the MNIST MLP 784-512-512-10 (SGD lr 0.05 momentum 0.9, batch 128) for the
 same epochs as separate processes started the way a user starts them: ``trainer recipe=mnist``
@@ -18,7 +18,11 @@ hand, see there). Reported per thread count:
   checkpoints excluded on both sides: trainer's own ``samples_per_sec`` in metrics.json; its
   log lines count as training), whole-process seconds (interpreter start to exit, measured
   from outside) and start-up (process start to the first step, as each process measures it:
-  ``startup_s``).
+  ``startup_s``);
+- start-up (``--startup-rounds``, once, at the first thread count): both sides run for one
+  step, one right after the other, round after round, each round's difference taken between
+  two runs seconds apart (a 3-epoch run takes long enough for the machine to change pace
+  between the two start-ups it pairs).
 
 ``--against-itself`` runs trainer against trainer: the ratio's own spread on this machine (the
 first turn goes to each side in turn, so an even number of rounds balances who starts).
@@ -58,15 +62,17 @@ HERE = Path(__file__).resolve().parent
 
 
 def jobs(root: Path, epochs: int, threads: int, extra: list[str],
-         itself: bool = False) -> list[Job]:
+         itself: bool = False, steps: int = 0) -> list[Job]:
     """The reference (the hand-written loop, or with ``itself`` trainer again: the method's own
-    noise and bias), then trainer."""
+    noise and bias), then trainer; ``steps``: only the first so many."""
     plain = Job("hand-written", [sys.executable, str(HERE / "plain_loop.py"), "--root", str(root),
                                  "--epochs", str(epochs), "--threads", str(threads),
-                                 "--out", "{out}"], last_json_line)
+                                 "--out", "{out}", *(["--max-steps", str(steps)] if steps else [])],
+                last_json_line)
     ours = Job("trainer", [*trainer_command(), "recipe=mnist", f"data.root={root}",
                            "data.download=false", f"trainer.epochs={epochs}",
-                           f"dist.threads_per_worker={threads}", "hydra.run.dir={out}", *extra],
+                           f"dist.threads_per_worker={threads}", "hydra.run.dir={out}",
+                           *([f"trainer.max_steps={steps}"] if steps else []), *extra],
                metrics_json, lockstep=[LOCKSTEP_CALLBACK])
     if itself:
         plain = Job("trainer again", ours.command, ours.result, ours.lockstep)
@@ -80,6 +86,8 @@ def main() -> None:
     parser.add_argument("--lockstep-rounds", type=int, default=4,
                         help="runs side by side taking turns (0: none)")
     parser.add_argument("--turn-steps", type=int, default=50, help="steps per turn")
+    parser.add_argument("--startup-rounds", type=int, default=10,
+                        help="1-step runs of each, alternated, for the start-up (0: none)")
     parser.add_argument("--against-itself", action="store_true",
                         help="trainer against trainer: how far the method's ratio strays from 1")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -90,11 +98,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root, source = mnist_root(Path(tmp))
 
-        def contenders(threads: int) -> list[Job]:
-            return jobs(root, args.epochs, threads, args.set, args.against_itself)
+        def contenders(threads: int, steps: int = 0) -> list[Job]:
+            return jobs(root, args.epochs, threads, args.set, args.against_itself, steps)
 
         reference = contenders(1)[0].name
-        rows, startups, turns = [], [], []
+        rows, startups, turns, startup = [], [], [], None
+        if args.startup_rounds:
+            got = alternate(contenders(args.threads[0], steps=1), args.startup_rounds,
+                            Path(tmp), "start-up")
+            plain, ours = got[reference], got["trainer"]
+            start = [o.startup_s - p.startup_s for o, p in zip(ours, plain, strict=True)]
+            startup = [f"{median([t.startup_s for t in plain]):.2f}",
+                       f"{median([t.startup_s for t in ours]):.2f}",
+                       f"{median(start):+.2f} ({min(start):+.2f} to {max(start):+.2f})",
+                       f"{median([t.process_s for t in plain]):.2f}",
+                       f"{median([t.process_s for t in ours]):.2f}"]
+            startups = [median(start)]
         for threads in args.threads:
             if args.lockstep_rounds:
                 got = lockstep(contenders(threads), args.lockstep_rounds,
@@ -110,7 +129,8 @@ def main() -> None:
             r = ratios(ours, plain)
             process = [o.process_s - p.process_s for o, p in zip(ours, plain, strict=True)]
             start = [o.startup_s - p.startup_s for o, p in zip(ours, plain, strict=True)]
-            startups.append(median(start))
+            if not args.startup_rounds:
+                startups.append(median(start))
             rows.append([
                 threads,
                 f"{median([t.samples_per_sec for t in plain]):,.0f}",
@@ -128,6 +148,11 @@ def main() -> None:
               f"({args.lockstep_rounds} runs of each; the machine's drift cancels out)")
         print_table(["threads", f"{reference} samples/s", "trainer samples/s",
                      "ratio (runs min-max)"], turns)
+    if startup:
+        print(f"\nStart-up, 1-step runs one right after the other ({args.startup_rounds} rounds, "
+              f"{args.threads[0]} thread(s))")
+        print_table([f"{reference} start-up s", "trainer start-up s", "difference (min to max)",
+                     f"{reference} 1-step process s", "trainer 1-step process s"], [startup])
     if rows:
         print(f"\nWhole runs, one after the other, alternated ({args.rounds} rounds)")
         print_table(["threads", f"{reference} samples/s", "trainer samples/s",

@@ -1,6 +1,7 @@
 """The hand-written MNIST loop that bench/overhead.py and bench/peers.py hold trainer against.
 
     python bench/plain_loop.py --root DIR [--epochs 3] [--batch 128] [--threads 1] [--out DIR]
+                               [--max-steps N]
     torchrun --standalone --nproc-per-node=2 bench/plain_loop.py --root DIR ...   (DDP, Gloo)
 
 What a user writes without a framework, and nothing more: MNIST's IDX files read into uint8
@@ -30,7 +31,7 @@ from bench.lockstep import Turns  # noqa: E402
 
 
 def main() -> None:
-    args = job.arguments(__doc__)
+    args = job.arguments(__doc__, max_steps=True)
     x_train, y_train, x_test, y_test = job.load(args.root)
     model = job.model(args.seed)
     rank, size = job.world()
@@ -42,9 +43,12 @@ def main() -> None:
     turns = Turns.from_env()  # taking turns with the other contenders (bench/lockstep.py)
     startup, clock, step, accuracy = job.process_age(), job.Clock(), 0, 0.0
     for epoch in range(args.epochs):
+        if args.max_steps and step >= args.max_steps:
+            break
         clock.start()
         turns.resume()
-        for x, y in job.batches(x_train, y_train, args.batch, args.seed, epoch):
+        left = args.max_steps - step if args.max_steps else 0
+        for x, y in job.batches(x_train, y_train, args.batch, args.seed, epoch, left):
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
