@@ -32,18 +32,16 @@ def process_age() -> float:
     return uptime - ticks / os.sysconf("SC_CLK_TCK")
 
 
-def arguments(doc: str, max_steps: bool = False) -> argparse.Namespace:
-    """The command line every job takes; ``max_steps``: also ``--max-steps`` (the hand-written
-    loop's, for bench/overhead.py's start-up runs)."""
+def arguments(doc: str) -> argparse.Namespace:
+    """The command line every job takes (``--max-steps``: the 1-step runs that time start-up)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=128, help="the global batch")
     parser.add_argument("--threads", type=int, default=1, help="per process")
     parser.add_argument("--seed", type=int, default=0)
-    if max_steps:
-        parser.add_argument("--max-steps", type=int, default=0,
-                            help="stop after this many steps (0: every epoch to the end)")
+    parser.add_argument("--max-steps", type=int, default=0,
+                        help="stop after this many steps (0: every epoch to the end)")
     parser.add_argument("--out", type=Path, default=Path("mnist-job"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -1,6 +1,7 @@
 """The MNIST job under Hugging Face Accelerate, for bench/peers.py (``pip install -e '.[bench]'``).
 
     python bench/peer_accelerate.py --root DIR [--epochs 3] [--threads 1] [--out DIR]
+                                    [--max-steps N]
     torchrun --standalone --nproc-per-node=2 bench/peer_accelerate.py --root DIR ...
 
 The same model, initial weights, optimizer, batches and order as bench/plain_loop.py
@@ -35,9 +36,12 @@ def main() -> None:
     turns = Turns.from_env()  # taking turns with the other contenders (bench/lockstep.py)
     startup, clock, step, accuracy = job.process_age(), job.Clock(), 0, 0.0
     for epoch in range(args.epochs):
+        if args.max_steps and step >= args.max_steps:
+            break
         clock.start()
         turns.resume()
-        for x, y in job.batches(x_train, y_train, args.batch, args.seed, epoch):
+        left = args.max_steps - step if args.max_steps else 0
+        for x, y in job.batches(x_train, y_train, args.batch, args.seed, epoch, left):
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             accelerator.backward(loss)

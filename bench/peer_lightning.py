@@ -1,6 +1,7 @@
 """The MNIST job under PyTorch Lightning, for bench/peers.py (``pip install -e '.[bench]'``).
 
     python bench/peer_lightning.py --root DIR [--epochs 3] [--threads 1] [--out DIR]
+                                   [--max-steps N]
     torchrun --standalone --nproc-per-node=2 bench/peer_lightning.py --root DIR ...
 
 The same model, initial weights, optimizer, batches and order as bench/plain_loop.py
@@ -97,6 +98,9 @@ class Timing(L.Callback):
         else:
             self.turns.step(self.steps)
 
+    def on_train_end(self, trainer, module) -> None:
+        self.clock.stop()  # a run stopped by --max-steps mid-epoch (no-op otherwise)
+
 
 def main() -> None:
     args = job.arguments(__doc__)
@@ -105,7 +109,8 @@ def main() -> None:
     rank, size = job.world()
     trainer = L.Trainer(
         accelerator="cpu", devices=size, num_nodes=1, strategy="ddp" if size > 1 else "auto",
-        max_epochs=args.epochs, log_every_n_steps=50, default_root_dir=str(args.out),
+        max_epochs=args.epochs, max_steps=args.max_steps or -1, log_every_n_steps=50,
+        default_root_dir=str(args.out),
         enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
         callbacks=[timing],
     )

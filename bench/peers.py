@@ -2,7 +2,8 @@
 job under each.
 
     pip install -e '.[bench]'      # lightning, accelerate (a contender not installed is skipped)
-    python bench/peers.py [--epochs 3] [--lockstep-rounds 4] [--rounds 3] [--settings 1x1 1x2 2x1]
+    python bench/peers.py [--epochs 3] [--lockstep-rounds 4] [--rounds 3] [--startup-rounds 6]
+                          [--settings 1x1 1x2 2x1]
 
 The job: MNIST MLP 784-512-512-10, SGD lr 0.05 momentum 0.9, global batch 128, real MNIST in
 memory (synthetic files of the same format where it is absent), the same initial weights and
@@ -15,8 +16,10 @@ medians over the rounds,
 - side by side for the 1-process settings (``--lockstep-rounds``): every contender started at
   once, taking turns of 50 steps on the machine (bench/lockstep.py), each timing its own
   turns, so that the machine's drift cancels out;
-- whole runs alternated round by round (``--rounds``; trainer's own metrics.json figure), and
-  the start-up (process start to first step) of the 1-process runs.
+- whole runs alternated round by round (``--rounds``; trainer's own metrics.json figure);
+- start-up (process start to first step) from 1-step runs of each, one right after the other
+  (``--startup-rounds``, 1 process of 1 thread), each round's differences to the hand-written
+  loop taken between runs seconds apart (bench/overhead.py says why).
 """
 
 from __future__ import annotations
@@ -49,18 +52,20 @@ PEERS = {"Lightning": ("lightning", "peer_lightning.py"),
          "Accelerate": ("accelerate", "peer_accelerate.py")}
 
 
-def jobs(root: Path, epochs: int, processes: int, threads: int) -> list[Job]:
-    """The contenders for one setting, started as a user starts them."""
+def jobs(root: Path, epochs: int, processes: int, threads: int, steps: int = 0) -> list[Job]:
+    """The contenders for one setting, started as a user starts them; ``steps``: only the
+    first so many."""
     launch = [sys.executable]
     if processes > 1:
         launch += ["-m", "torch.distributed.run", "--standalone",
                    f"--nproc-per-node={processes}"]
     common = ["--root", str(root), "--epochs", str(epochs), "--threads", str(threads),
-              "--out", "{out}"]
+              "--out", "{out}", *(["--max-steps", str(steps)] if steps else [])]
     found = [Job("hand-written", [*launch, str(HERE / "plain_loop.py"), *common], last_json_line),
              Job("trainer", [*launch, "-m", "trainer", "recipe=mnist", f"data.root={root}",
                              "data.download=false", f"trainer.epochs={epochs}",
-                             f"dist.threads_per_worker={threads}", "hydra.run.dir={out}"],
+                             f"dist.threads_per_worker={threads}", "hydra.run.dir={out}",
+                             *([f"trainer.max_steps={steps}"] if steps else [])],
                  metrics_json, lockstep=[LOCKSTEP_CALLBACK])]
     for name, (package, script) in PEERS.items():
         if importlib.util.find_spec(package) is not None:
@@ -75,29 +80,34 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=["1x1", "1x2", "2x1"])
     parser.add_argument("--lockstep-rounds", type=int, default=4,
                         help="1-process settings side by side, taking turns of 50 steps")
+    parser.add_argument("--startup-rounds", type=int, default=6,
+                        help="1-step runs of each, alternated, for the start-up (0: none)")
     args = parser.parse_args()
 
     missing = [package for package, _ in PEERS.values()
                if importlib.util.find_spec(package) is None]
-    header, rows, startup, turns = None, [], {}, []
+    header, rows, startup, turns = None, [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         root, source = mnist_root(Path(tmp))
+        if args.startup_rounds:
+            got = alternate(jobs(root, args.epochs, 1, 1, steps=1), args.startup_rounds,
+                            Path(tmp), "start-up", env={"OMP_NUM_THREADS": "1"})
+            startup = _startup_rows(got)
         for setting in args.settings:
             processes, threads = (int(v) for v in setting.split("x"))
             contenders = jobs(root, args.epochs, processes, threads)
+            header = ["setting", *(job.name for job in contenders)]
             if processes == 1 and args.lockstep_rounds:
                 took = lockstep(contenders, args.lockstep_rounds, Path(tmp), setting,
                                 env={"OMP_NUM_THREADS": str(threads)})
                 turns.append([f"{processes} process, {threads} thread(s)",
                               *_cells(took, took["hand-written"], lambda sps: sps)])
+            if not args.rounds:
+                continue
             got = alternate(contenders, args.rounds, Path(tmp), setting,
                             env={"OMP_NUM_THREADS": str(threads)})
             reference = got["hand-written"]
-            header = ["setting", *got]
             cells = _cells(got, reference, lambda timing: timing.samples_per_sec)
-            if processes == 1:
-                for name, timings in got.items():
-                    startup.setdefault(name, []).extend(t.startup_s for t in timings)
             label = (f"{processes} process, {threads} thread(s)" if processes == 1 else
                      f"{processes} processes (DDP, Gloo), {threads} thread(s) each")
             rows.append([label, *cells])
@@ -107,15 +117,38 @@ def main() -> None:
         print(f"\nSide by side, taking turns every 50 steps ({args.lockstep_rounds} runs of each; "
               "the machine's drift cancels out)")
         print_table(header, turns)
+    if rows:
+        print(f"\nWhole runs, one after the other, alternated ({args.rounds} rounds)")
+        print_table(header, rows)
+    if turns or rows:
+        print("cells: training samples/s (ratio to the hand-written loop, median and range of "
+              "the runs); evaluation and checkpoints excluded on every side")
     if startup:
-        rows.append(["start-up s (process start to first step)",
-                     *[f"{median(startup[name]):.2f}" for name in header[1:]]])
-    print(f"\nWhole runs, one after the other, alternated ({args.rounds} rounds)")
-    print_table(header, rows)
-    print("cells: training samples/s (ratio to the hand-written loop, median and range of the "
-          "rounds); evaluation and checkpoints excluded on every side")
+        print(f"\nStart-up, 1-step runs one right after the other ({args.startup_rounds} rounds, "
+              "1 process of 1 thread)")
+        print_table(["", *(name for name, _ in startup[0][1:])],
+                    [[row[0], *(cell for _, cell in row[1:])] for row in startup])
+        print("cells: median seconds (median difference to the hand-written loop, the rounds "
+              "paired)")
     if missing:
         print(f"skipped (not installed): {', '.join(missing)}; pip install -e '.[bench]'")
+
+
+def _startup_rows(got: dict) -> list[list]:
+    """Start-up and whole-process seconds of the 1-step runs: ``[label, (name, cell)...]``."""
+    reference = got["hand-written"]
+    rows = []
+    for label, seconds in (("start-up s (process start to first step)", lambda t: t.startup_s),
+                           ("whole 1-step process s", lambda t: t.process_s)):
+        row = [label]
+        for name, runs in got.items():
+            cell = f"{median([seconds(t) for t in runs]):.2f}"
+            if name != "hand-written":
+                d = [seconds(t) - seconds(r) for t, r in zip(runs, reference, strict=True)]
+                cell += f" ({median(d):+.2f})"
+            row.append((name, cell))
+        rows.append(row)
+    return rows
 
 
 def _cells(got: dict, reference: list, samples_per_sec) -> list[str]:

@@ -31,7 +31,7 @@ from bench.lockstep import Turns  # noqa: E402
 
 
 def main() -> None:
-    args = job.arguments(__doc__, max_steps=True)
+    args = job.arguments(__doc__)
     x_train, y_train, x_test, y_test = job.load(args.root)
     model = job.model(args.seed)
     rank, size = job.world()

@@ -184,7 +184,7 @@ def test_the_plain_loop_stops_after_max_steps_across_epochs(tmp_path):
 @pytest.mark.slow
 def test_peers_bench_runs_every_installed_contender_alone_and_under_ddp(tmp_path):
     out = _bench(tmp_path, "peers.py", "--epochs", "1", "--rounds", "1", "--lockstep-rounds",
-                 "1", "--settings", "1x1", "2x1").stdout
+                 "1", "--startup-rounds", "1", "--settings", "1x1", "2x1").stdout
     headers = [line for line in out.splitlines() if line.startswith("|") and "setting" in line]
     expected = ["hand-written", "trainer"] + [name for name, (package, _) in PEERS.items()
                                               if importlib.util.find_spec(package)]
@@ -192,4 +192,7 @@ def test_peers_bench_runs_every_installed_contender_alone_and_under_ddp(tmp_path
     for header in headers:
         assert [c.strip() for c in header.strip("|").split("|")][1:] == expected
     assert out.count(" 1 process, 1 thread(s) |") == 2
-    assert "2 processes (DDP, Gloo)" in out and "start-up s" in out
+    assert "2 processes (DDP, Gloo)" in out
+    assert "Start-up, 1-step runs one right after the other (1 rounds" in out
+    startup = [line for line in out.splitlines() if line.startswith("| start-up s")]
+    assert len(startup) == 1 and len(startup[0].strip("|").split("|")) == len(expected) + 1
