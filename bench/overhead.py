@@ -46,16 +46,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import mnist_root, print_table  # noqa: E402
 from bench.side_by_side import (  # noqa: E402
-    LOCKSTEP_CALLBACK,
     Job,
     alternate,
     cpu_name,
+    differences,
     last_json_line,
     lockstep,
     median,
-    metrics_json,
     ratios,
     trainer_command,
+    trainer_job,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -69,11 +69,7 @@ def jobs(root: Path, epochs: int, threads: int, extra: list[str],
                                  "--epochs", str(epochs), "--threads", str(threads),
                                  "--out", "{out}", *(["--max-steps", str(steps)] if steps else [])],
                 last_json_line)
-    ours = Job("trainer", [*trainer_command(), "recipe=mnist", f"data.root={root}",
-                           "data.download=false", f"trainer.epochs={epochs}",
-                           f"dist.threads_per_worker={threads}", "hydra.run.dir={out}",
-                           *([f"trainer.max_steps={steps}"] if steps else []), *extra],
-               metrics_json, lockstep=[LOCKSTEP_CALLBACK])
+    ours = trainer_job(trainer_command(), root, epochs, threads, steps, tuple(extra))
     if itself:
         plain = Job("trainer again", ours.command, ours.result, ours.lockstep)
     return [plain, ours]
@@ -107,7 +103,7 @@ def main() -> None:
             got = alternate(contenders(args.threads[0], steps=1), args.startup_rounds,
                             Path(tmp), "start-up")
             plain, ours = got[reference], got["trainer"]
-            start = [o.startup_s - p.startup_s for o, p in zip(ours, plain, strict=True)]
+            start = differences(ours, plain, "startup_s")
             startup = [f"{median([t.startup_s for t in plain]):.2f}",
                        f"{median([t.startup_s for t in ours]):.2f}",
                        f"{median(start):+.2f} ({min(start):+.2f} to {max(start):+.2f})",
@@ -127,8 +123,8 @@ def main() -> None:
             got = alternate(contenders(threads), args.rounds, Path(tmp), f"{threads}t")
             plain, ours = got[reference], got["trainer"]
             r = ratios(ours, plain)
-            process = [o.process_s - p.process_s for o, p in zip(ours, plain, strict=True)]
-            start = [o.startup_s - p.startup_s for o, p in zip(ours, plain, strict=True)]
+            process = differences(ours, plain, "process_s")
+            start = differences(ours, plain, "startup_s")
             if not args.startup_rounds:
                 startups.append(median(start))
             rows.append([

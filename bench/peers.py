@@ -37,14 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import mnist_root, print_table  # noqa: E402
 from bench.side_by_side import (  # noqa: E402
-    LOCKSTEP_CALLBACK,
     Job,
     alternate,
     cpu_name,
+    differences,
     last_json_line,
     lockstep,
     median,
-    metrics_json,
+    trainer_job,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -62,11 +62,7 @@ def jobs(root: Path, epochs: int, processes: int, threads: int, steps: int = 0) 
     common = ["--root", str(root), "--epochs", str(epochs), "--threads", str(threads),
               "--out", "{out}", *(["--max-steps", str(steps)] if steps else [])]
     found = [Job("hand-written", [*launch, str(HERE / "plain_loop.py"), *common], last_json_line),
-             Job("trainer", [*launch, "-m", "trainer", "recipe=mnist", f"data.root={root}",
-                             "data.download=false", f"trainer.epochs={epochs}",
-                             f"dist.threads_per_worker={threads}", "hydra.run.dir={out}",
-                             *([f"trainer.max_steps={steps}"] if steps else [])],
-                 metrics_json, lockstep=[LOCKSTEP_CALLBACK])]
+             trainer_job([*launch, "-m", "trainer"], root, epochs, threads, steps)]
     for name, (package, script) in PEERS.items():
         if importlib.util.find_spec(package) is not None:
             found.append(Job(name, [*launch, str(HERE / script), *common], last_json_line))
@@ -138,14 +134,13 @@ def _startup_rows(got: dict) -> list[list]:
     """Start-up and whole-process seconds of the 1-step runs: ``[label, (name, cell)...]``."""
     reference = got["hand-written"]
     rows = []
-    for label, seconds in (("start-up s (process start to first step)", lambda t: t.startup_s),
-                           ("whole 1-step process s", lambda t: t.process_s)):
+    for label, field in (("start-up s (process start to first step)", "startup_s"),
+                         ("whole 1-step process s", "process_s")):
         row = [label]
         for name, runs in got.items():
-            cell = f"{median([seconds(t) for t in runs]):.2f}"
+            cell = f"{median([getattr(t, field) for t in runs]):.2f}"
             if name != "hand-written":
-                d = [seconds(t) - seconds(r) for t, r in zip(runs, reference, strict=True)]
-                cell += f" ({median(d):+.2f})"
+                cell += f" ({median(differences(runs, reference, field)):+.2f})"
             row.append((name, cell))
         rows.append(row)
     return rows

@@ -58,6 +58,17 @@ def trainer_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "trainer"]
 
 
+def trainer_job(launch: list[str], root: Path, epochs: int, threads: int, steps: int = 0,
+                extra: tuple[str, ...] = ()) -> Job:
+    """trainer's MNIST contender: ``launch`` (the console script, or torchrun's ``-m
+    trainer``) with the recipe and its default logging; ``steps``: only the first so many."""
+    return Job("trainer", [*launch, "recipe=mnist", f"data.root={root}", "data.download=false",
+                           f"trainer.epochs={epochs}", f"dist.threads_per_worker={threads}",
+                           "hydra.run.dir={out}",
+                           *([f"trainer.max_steps={steps}"] if steps else []), *extra],
+               metrics_json, lockstep=[LOCKSTEP_CALLBACK])
+
+
 def run_job(job: Job, out: Path, env: dict[str, str] | None = None) -> Timing:
     out.mkdir(parents=True, exist_ok=True)
     command = [c.replace("{out}", str(out)) for c in job.command]
@@ -165,6 +176,11 @@ def _wait_until_ready(running: list, ready: int) -> None:
 def ratios(mine: list[Timing], reference: list[Timing]) -> list[float]:
     """Per-round ratios of samples/s (rounds pair up: each ran side by side)."""
     return [m.samples_per_sec / r.samples_per_sec for m, r in zip(mine, reference, strict=True)]
+
+
+def differences(mine: list[Timing], reference: list[Timing], field: str) -> list[float]:
+    """Per-round differences of a timing's ``field`` (``startup_s``, ``process_s``)."""
+    return [getattr(m, field) - getattr(r, field) for m, r in zip(mine, reference, strict=True)]
 
 
 def median(values: list[float]) -> float:
