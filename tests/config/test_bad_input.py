@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import run_cli
 from tests.helpers.errors import one_line_error
-from trainer.io.checkpoint import read_checkpoint
+from trainer.io.checkpoint_read import read_checkpoint
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from trainer.errors import UserError
-from trainer.io.checkpoint import Checkpointer, read_checkpoint, resolve_resume
+from trainer.io.checkpoint import Checkpointer, resolve_resume
+from trainer.io.checkpoint_read import read_checkpoint
 
 
 def _state(value: float = 1.0) -> dict:

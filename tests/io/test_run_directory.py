@@ -17,7 +17,8 @@ import torch
 
 from tests.helpers import run_cli, train_in_process, weights
 from trainer.errors import UserError
-from trainer.io.checkpoint import LOCK, Checkpointer, read_checkpoint
+from trainer.io.checkpoint import LOCK, Checkpointer
+from trainer.io.checkpoint_read import read_checkpoint
 
 SMALL = ("trainer.max_steps=12", "trainer.checkpoint_every=2", "trainer.keep_last=2",
          "logger.tensorboard=false", "logger.sample_predictions=0")

@@ -24,7 +24,8 @@ from trainer.config.instantiate import (
     upgrade_stored_config,
 )
 from trainer.errors import UserError
-from trainer.io.checkpoint import CheckpointError, open_checkpoint
+from trainer.io.checkpoint import open_checkpoint
+from trainer.io.checkpoint_read import CheckpointError
 from trainer.parallel.backends.base import Backend
 
 
