@@ -46,8 +46,8 @@ def run_trainer(run_dir: Path, overrides: list[str], torchrun: bool = False,
     command = [*head, *overrides, f"hydra.run.dir={run_dir}",
                "logger.progress_bar=false", "logger.sample_predictions=0"]
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})},
-                          timeout=600)
+    done = subprocess.run(command, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=600)
     wall = time.perf_counter() - started
     tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-6:])
     metrics_file = run_dir / "metrics.json"

@@ -5,6 +5,7 @@ as a wheel). Also trainer.fit and the key checks that hold for options without a
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import EXACT, max_difference, run_cli, weights
+from tests.helpers import EXACT, max_difference, run_cli, train_in_process, weights
 from tests.helpers.user_project import (
     CONF,
     ENV,
@@ -170,6 +171,8 @@ def test_fit_api_trains_objects_twice_in_one_process_and_on_two_workers(tmp_path
     one = outputs[1]
     assert one["steps"] == 32 and one["again"] == 3 and one["best"] >= one["acc"]
     assert "trainer.epochz" in one["error"]
+    for n in (1, 2):  # the transform and the hook given to fit ran, on every worker
+        assert abs(outputs[n]["hooked_loss"] - math.log(2)) < 1e-12 and outputs[n]["clipped"] == 1
     assert (tmp_path / "fit1" / "fit_best.json").exists()
     reference = weights(shapes_one)
     assert max_difference(reference, weights(tmp_path / "fit1")) < EXACT
@@ -177,3 +180,51 @@ def test_fit_api_trains_objects_twice_in_one_process_and_on_two_workers(tmp_path
     saved = torch.load(tmp_path / "fit1" / "checkpoints" / "last.pt", weights_only=True)
     assert saved["config"]["model"]["_target_"] == "shapes.model.SmallCNN"
     assert saved["config"]["data"]["_target_"] == "trainer.data.datasets.Datasets"
+
+
+# A user's own model transform and gradient hook (shapes/transforms.py, shapes/callbacks.py),
+# trained in this process: the process start is not what these test.
+HOOKED = (SEARCHPATH, *SHAPES[:-1], "trainer.max_steps=6", "trainer.log_every=1")
+
+
+def test_a_users_transform_from_config_changes_the_model_before_training(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(PROJECT))
+    zeroed = train_in_process(tmp_path / "z", *HOOKED, "trainer.max_steps=1",
+                              "+transforms.zero_head._target_=shapes.transforms.ZeroInitHead")
+    # Equal logits for every input: the first step's loss is ln 2 (two classes), exactly.
+    assert abs(zeroed["train_loss"] - math.log(2)) < 1e-12
+    plain = train_in_process(tmp_path / "p", *HOOKED, "trainer.max_steps=1")
+    assert abs(plain["train_loss"] - math.log(2)) > 1e-4  # (the transform did it)
+    saved = torch.load(tmp_path / "z" / "checkpoints" / "last.pt", weights_only=True)
+    target = saved["config"]["transforms"]["zero_head"]["_target_"]
+    assert target == "shapes.transforms.ZeroInitHead"
+
+
+def test_a_transform_target_that_is_not_a_transform_is_named(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(PROJECT))
+    from trainer.errors import UserError
+
+    with pytest.raises(UserError, match=r"transforms.bad is a BestAccuracy, not a "
+                                        r"trainer.ModelTransform"):
+        train_in_process(tmp_path / "r", *HOOKED,
+                         "+transforms.bad._target_=shapes.callbacks.BestAccuracy")
+    assert not list((tmp_path / "r").rglob("*.pt"))  # refused before the first step
+
+
+def test_a_users_gradient_hook_clips_where_the_built_in_clipping_does(tmp_path, monkeypatch):
+    """The user's clipping rule in on_before_optimizer_step gives the built-in
+    trainer.clip_grad_norm's weights (float64), and differs from not clipping; on two workers
+    it gives one worker's."""
+    monkeypatch.syspath_prepend(str(PROJECT))
+    hook = ("+callbacks.clip._target_=shapes.callbacks.ClipGradNorm",
+            "+callbacks.clip.max_norm=0.05")
+    train_in_process(tmp_path / "user", *HOOKED, *hook)
+    train_in_process(tmp_path / "builtin", *HOOKED, "trainer.clip_grad_norm=0.05")
+    train_in_process(tmp_path / "none", *HOOKED)
+    user = weights(tmp_path / "user")
+    assert max_difference(user, weights(tmp_path / "builtin")) < EXACT
+    assert max_difference(user, weights(tmp_path / "none")) > 1e-4
+    result = trainer(*HOOKED, *hook, f"hydra.run.dir={tmp_path}/two", cwd=tmp_path,
+                     launcher=torchrun(2))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert max_difference(user, weights(tmp_path / "two")) < EXACT

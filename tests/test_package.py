@@ -10,6 +10,7 @@ plugin and the example come only from their wheels, which the first test checks.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import site
@@ -170,8 +171,11 @@ def test_installed_user_project_on_one_and_two_workers_and_through_fit(fresh):
     assert (fresh["cwd"] / "shapes1" / "best.json").exists()  # the project's callback
     script = fresh["cwd"] / "fit_script.py"
     script.write_text(FIT_SCRIPT)
-    _ok(_run(fresh, fresh["py"], str(script), str(fresh["cwd"] / "fit")))
+    out = _ok(_run(fresh, fresh["py"], str(script), str(fresh["cwd"] / "fit")))
     assert max_difference(one, weights(fresh["cwd"] / "fit")) < EXACT
+    # The project's own model transform and gradient hook, from the installed wheels.
+    result = json.loads(out.split("RESULT", 1)[1].splitlines()[0])
+    assert abs(result["hooked_loss"] - math.log(2)) < 1e-12 and result["clipped"] == 1
     saved = torch.load(fresh["cwd"] / "shapes2" / "checkpoints" / "last.pt", weights_only=True)
     assert saved["config"]["trainer"]["dtype"] == "float64"
 

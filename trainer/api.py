@@ -46,7 +46,8 @@ def _record(cfg: DictConfig, group: str, obj: Any) -> None:
 
 
 def fit(overrides: Sequence[str] | DictConfig = (), *, model=None, data=None,
-        callbacks: Iterable[Callback] = (), run_dir: str | Path | None = None) -> dict:
+        callbacks: Iterable[Callback] = (), transforms: Iterable = (),
+        run_dir: str | Path | None = None) -> dict:
     """Train and return the final metrics (what ``metrics.json`` holds).
 
     Args:
@@ -59,6 +60,8 @@ def fit(overrides: Sequence[str] | DictConfig = (), *, model=None, data=None,
             or a ``(train_dataset, test_dataset)`` pair of map-style Datasets of
             ``(input, target)``, instead of the config's data.
         callbacks: ``trainer.Callback`` instances, run after the config's own.
+        transforms: ``trainer.ModelTransform`` instances, applied to the model after the
+            config's own (before freezing and compile, unless their ``after`` says later).
         run_dir: where the run writes (default ``outputs/fit/<time>``); a directory with
             checkpoints resumes (``trainer.resume=auto``).
 
@@ -82,7 +85,7 @@ def fit(overrides: Sequence[str] | DictConfig = (), *, model=None, data=None,
             raise UserError(" ".join(ln.strip() for ln in text.splitlines() if ln.strip())) \
                 from None
     data = _as_data(data)
-    given: dict[str, Any] = {"callbacks": list(callbacks)}
+    given: dict[str, Any] = {"callbacks": list(callbacks), "transforms": list(transforms)}
     for group, obj in (("model", model), ("data", data)):
         if obj is not None:
             _record(cfg, group, obj)

@@ -36,9 +36,10 @@ def torchrun(n: int) -> list[str]:
 
 FIT_SCRIPT = '''
 import json, os, sys, torch, trainer
-from shapes.callbacks import BestAccuracy
+from shapes.callbacks import BestAccuracy, ClipGradNorm
 from shapes.data import ShapesDataset
 from shapes.model import SmallCNN
+from shapes.transforms import ZeroInitHead
 
 torch.manual_seed(0)
 overrides = ["recipe=shapes", "optimizer=sgd", "trainer.epochs=2", "logger.sample_predictions=0",
@@ -54,7 +55,14 @@ except trainer.UserError as exc:
     error = str(exc)
 again = trainer.fit(["trainer.max_steps=3", "logger.progress_bar=false"],
                     run_dir=sys.argv[1] + "_again")
+# The project's own transform and gradient hook, given to fit: one step from a zeroed head.
+clip = ClipGradNorm(max_norm=0.05)
+hooked = trainer.fit([*overrides, "trainer.max_steps=1"], model=SmallCNN(width=8),
+                     data=(ShapesDataset(512, seed=0), ShapesDataset(128, seed=1)),
+                     transforms=[ZeroInitHead()], callbacks=[clip],
+                     run_dir=sys.argv[1] + "_hooked")
 if os.environ.get("RANK", "0") == "0":  # one line, not one per worker (they interleave)
     print("RESULT", json.dumps({"steps": metrics["steps"], "acc": metrics["test_accuracy"],
-                                "best": best.best, "error": error, "again": again["steps"]}))
+                                "best": best.best, "error": error, "again": again["steps"],
+                                "hooked_loss": hooked["train_loss"], "clipped": clip.steps}))
 '''

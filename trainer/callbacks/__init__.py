@@ -36,6 +36,18 @@ class Callback:
     def on_step_start(self, run) -> None:
         """Before each optimizer step (``run.step`` steps done). Keep it cheap."""
 
+    def on_after_backward(self, run) -> None:
+        """After the step's last backward, inside the backend's step context: the gradients
+        (``p.grad``) are averaged over workers and final, not yet unscaled (fp16 gradients
+        still carry ``run.precision.loss_scale()``). For reading them (measurements); runs
+        every step, so keep it on the device (no ``.item()``)."""
+
+    def on_before_optimizer_step(self, run, optimizer) -> None:
+        """Right before ``optimizer.step()``: the averaged gradients at their true size (a
+        loss scaler has unscaled them); change them in place here (clipping, noise). Every
+        worker holds the same gradient, so the same change on each keeps the replicas equal.
+        A step whose fp16 gradients overflowed is still skipped by the scaler after this."""
+
     def on_step_end(self, run) -> None:
         """After each optimizer step. Keep it cheap: it runs every step, and the step's loss is
         still on the device (reading it would stall the pipeline); see ``on_log``."""
@@ -57,8 +69,9 @@ class Callback:
         callback adds go into metrics.json too."""
 
 
-HOOKS = ("on_fit_start", "on_epoch_start", "on_step_start", "on_step_end", "on_log",
-         "on_eval_end", "on_checkpoint", "on_fit_end")
+HOOKS = ("on_fit_start", "on_epoch_start", "on_step_start", "on_after_backward",
+         "on_before_optimizer_step", "on_step_end", "on_log", "on_eval_end", "on_checkpoint",
+         "on_fit_end")
 
 
 class CallbackList:

@@ -1,5 +1,5 @@
 """The run's callbacks from its config: the framework's own features that run as callbacks
-(where the config asks for them: the loop names none of them), then the config's
+(where the config asks for them: the loop and the step name none of them), then the config's
 ``callbacks.NAME`` entries, then the instances ``trainer.fit`` was given."""
 
 from __future__ import annotations
@@ -9,29 +9,37 @@ from omegaconf import DictConfig
 from trainer.callbacks import Callback, CallbackList
 from trainer.callbacks.best_checkpoint import BestCheckpoint
 from trainer.callbacks.early_stopping import EarlyStopping
-from trainer.callbacks.grad_norm_report import GradNormReport
-from trainer.callbacks.noise_scale_report import NoiseScaleReport
+from trainer.callbacks.noise_scale import NoiseScaleCallback
 from trainer.callbacks.profiler import Profiler
 from trainer.callbacks.qat_phases import QATPhases
 from trainer.callbacks.sample_predictions import SamplePredictions
 from trainer.callbacks.stage_switch import StageSwitch
 from trainer.config.instantiate import safe_instantiate
 from trainer.errors import UserError
+from trainer.optim.clip import GradClip
+from trainer.quant.qat import QATSchedule
 
 
-def framework_callbacks(cfg: DictConfig) -> dict[str, Callback]:
+def framework_callbacks(cfg: DictConfig, noise: Callback | None = None) -> dict[str, Callback]:
     """The framework's own features that run as callbacks, where the config asks for them: the
-    loop names none of them."""
+    loop names none of them. Their order is the order their hooks run in: the stage switch
+    first (it changes the trainable parameters the gradient hooks follow), then the gradient
+    hooks (measure the gradient, clip it, add noise to the clipped one). ``noise``: the run's
+    built ``noise`` object (its additive noise is a gradient hook)."""
     loop = cfg.trainer
     named: dict[str, Callback] = {}
     if loop.stages:
         named["stage_switch"] = StageSwitch()
     if cfg.quant.mode == "qat":
-        named["qat_phases"] = QATPhases()
+        q = cfg.quant
+        named["qat_phases"] = QATPhases(QATSchedule(q.start_step, q.freeze_observer_step,
+                                                    q.freeze_bn_step))
     # Always: it also says in metrics.json why B_simple was not measured.
-    named["noise_scale"] = NoiseScaleReport()
+    named["noise_scale"] = NoiseScaleCallback()
     if loop.clip_grad_norm is not None or loop.clip_grad_value is not None:
-        named["grad_norm"] = GradNormReport()
+        named["clip_grad"] = GradClip(loop.clip_grad_norm, loop.clip_grad_value)
+    if noise is not None:
+        named["grad_noise"] = noise
     if cfg.logger.sample_predictions:
         named["sample_predictions"] = SamplePredictions()
     named["best_checkpoint"] = BestCheckpoint(loop.early_stop_metric, loop.early_stop_mode)
@@ -44,10 +52,10 @@ def framework_callbacks(cfg: DictConfig) -> dict[str, Callback]:
     return named
 
 
-def build_callbacks(cfg: DictConfig, given=()) -> CallbackList:
+def build_callbacks(cfg: DictConfig, given=(), noise: Callback | None = None) -> CallbackList:
     """The framework's callbacks, the config's by name (null entries removed), then ``given``
     (instances from ``trainer.fit``), called in that order."""
-    named = framework_callbacks(cfg)
+    named = framework_callbacks(cfg, noise)
     for name, node in cfg.callbacks.items():
         if node is None:  # callbacks.NAME=null: off, the framework's own included
             named.pop(str(name), None)

@@ -8,12 +8,13 @@ from trainer.callbacks import Callback
 
 
 class QATPhases(Callback):
-    def __init__(self) -> None:
+    def __init__(self, schedule) -> None:
+        self.schedule = schedule  # trainer.quant.qat.QATSchedule
         self.observing = False
 
     def on_step_start(self, run) -> None:
         step = run.progress.step
-        phase = run.quant.phase(step)
+        phase = self.schedule.phase(step)
         if phase != run.model.phase:
             run.model.set_phase(phase)
             run.logger.info(f"step {step}: quantization-aware training phase: {phase.describe()}")

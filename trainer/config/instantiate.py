@@ -32,10 +32,10 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from hydra._internal.utils import _locate
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 
+from trainer.compat import locate
 from trainer.errors import UserError
 
 ALLOWED_PACKAGES = ("trainer", "trainer_recipes", "torch", "torchvision")
@@ -71,7 +71,7 @@ def check_target(target: Any, where: str) -> type:
 
 def _resolve(target: str, where: str) -> type:
     try:
-        obj = _locate(target)  # get_object's lookup, without its ERROR log line
+        obj = locate(target)  # get_object's lookup, without its ERROR log line
     except Exception as exc:
         detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         raise UserError(f"{where}._target_={target} cannot be imported ({detail}); check the "

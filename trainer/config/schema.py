@@ -234,5 +234,8 @@ class TrainConfig:
     quant: QuantConfig = field(default_factory=QuantConfig)
     # name -> a trainer.Callback's config (_target_ and its arguments); null removes one.
     callbacks: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
+    # name -> a trainer.ModelTransform's config, applied to the model before training in the
+    # order trainer.engine.transforms gives; null removes one (the built-ins' names included).
+    transforms: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
     # A one-line description the run prints first; recipes say honestly what they train on.
     description: str = ""

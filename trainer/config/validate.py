@@ -75,9 +75,10 @@ def check_keys(cfg: DictConfig, given: tuple[str, ...] = ()) -> None:
         if group == "data":
             _check_data_class(cfg.data)
         check_arguments(cfg[group], group, schema.framework_keys(group))
-    for name, node in cfg.callbacks.items():
-        if node is not None:
-            check_arguments(node, f"callbacks.{name}")
+    for kind in ("callbacks", "transforms"):
+        for name, node in cfg[kind].items():
+            if node is not None:
+                check_arguments(node, f"{kind}.{name}")
     for i, stage in enumerate(cfg.trainer.stages):
         if stage.optimizer:
             check_arguments(stage_optimizer(cfg.optimizer, stage),

@@ -25,20 +25,22 @@ from trainer.data import InMemoryData, InMemoryLoader
 from trainer.engine.precision import Precision
 from trainer.engine.progress import Progress
 from trainer.engine.seeding import seed_everything, worker_seed
-from trainer.engine.stages import freeze, stage_optimizer
+from trainer.engine.stages import stage_optimizer
+from trainer.engine.transforms import (
+    BuildContext,
+    apply_transforms,
+    run_transforms,
+    structure_transforms,
+)
 from trainer.errors import UserError
 from trainer.io.checkpoint import Checkpointer
 from trainer.io.logger import Logger
 from trainer.io.state import ModelState, OptimizerState, ProgressState, RNGState
-from trainer.large_batch.noise_scale import MicroBatchNorms, NoiseScale
-from trainer.norms.ghost import apply_ghost_batchnorm
-from trainer.norms.sync import convert_sync_batchnorm
-from trainer.optim.clip import GradClip
+from trainer.large_batch.noise_scale import NoiseScale
 from trainer.optim.factory import build_optimizer
 from trainer.optim.schedule import Schedule
 from trainer.parallel.backends import Backend
-from trainer.parallel.sample_dropout import BatchPosition, apply_sample_dropout
-from trainer.quant.qat import QATModel, QATSchedule, example_batch
+from trainer.parallel.sample_dropout import BatchPosition
 
 # Keys of the data, model and optimizer groups that the framework applies itself.
 _LOADER_KEYS = framework_keys("data")
@@ -68,15 +70,16 @@ class Run:
     noise: Any  # trainer.large_batch.grad_noise: NoNoise, Annealed or SmallBatch
     micro_batches: int  # per optimizer step (trainer.accumulate, or 2 to measure B_simple)
     noise_scale: NoiseScale | None  # the B_simple estimate, when measured
-    micro_norms: MicroBatchNorms | None  # each backward's own gradient norm (for B_simple)
-    quant: QATSchedule | None  # quant=qat: when fake quantization, observers, BN switch
-    clip: GradClip | None = None  # trainer.clip_grad_norm / clip_grad_value
     # What the backend wraps: the model, or torch.compile's module around it (trainer.compile),
     # which shares its parameters, so checkpoints hold the same keys either way.
     forward: torch.nn.Module | None = None
     # Where the current forward's rows sit in the global batch (per-sample dropout masks).
     batch_position: BatchPosition = field(default_factory=BatchPosition)
     callbacks: CallbackList = field(default_factory=lambda: CallbackList({}))
+    # Components whose per-step device values are averaged over workers in the log line's one
+    # all-reduce, with the losses: ``to_average()`` -> a 1-D tensor or None, then
+    # ``averaged(values)`` with the averages (the B_simple estimate's small-batch norms).
+    averaged: list = field(default_factory=list)
     resumed_from: Path | str | None = None  # a checkpoint, or words for state held in memory
     resume_state: dict | None = None
     stop_reason: str = ""  # set by request_stop: the run ends after this step
@@ -159,38 +162,23 @@ def _typed(transform, dtype: torch.dtype, raw: torch.Tensor) -> torch.Tensor:
 
 def build_model(cfg: DictConfig, backend: Backend, dtype: torch.dtype = torch.float32,
                 given: torch.nn.Module | None = None, **from_data: Any) -> torch.nn.Module:
-    """The configured model (or ``given``, built by the caller: it is trained in place) in
-    ``dtype``, with the framework's model keys applied; ``from_data``: sizes only the data
-    knows."""
+    """The configured model (or ``given``, built by the caller: it is trained in place) with
+    the transforms that decide its modules (Ghost BN, SyncBN; trainer.engine.transforms), on
+    the backend's device in ``dtype``: what a checkpoint's weights load into.
+    ``from_data``: sizes only the data knows."""
+    model = instantiate_model(cfg, given, **from_data)
+    build = BuildContext(cfg=None, backend=backend, device=backend.device, dtype=dtype)
+    return apply_transforms(model, structure_transforms(cfg, backend.world_size), build)[0]
+
+
+def instantiate_model(cfg: DictConfig, given: torch.nn.Module | None = None,
+                      **from_data: Any) -> torch.nn.Module:
+    """The configured model, or ``given``, untransformed."""
     model = given if given is not None else safe_instantiate(
         cfg, "model", exclude=_MODEL_FRAMEWORK_KEYS, **from_data)
     if not isinstance(model, torch.nn.Module):
         raise UserError(f"model._target_ built a {type(model).__name__}, not a torch.nn.Module")
-    if cfg.ghost_batch_size and cfg.sync_bn:
-        raise UserError(
-            "model.ghost_batch_size and model.sync_bn both set: Ghost BN normalises small "
-            "slices of each worker's batch, SyncBN the whole global batch; choose one"
-        )
-    if cfg.ghost_batch_size:
-        model = apply_ghost_batchnorm(model, cfg.ghost_batch_size)
-    if cfg.sync_bn and backend.world_size > 1:
-        model = convert_sync_batchnorm(model, backend.all_reduce_sum)
-    # Weights are initialised in float32 either way, so float64 runs start from the same
-    # values (optimizer state follows the parameters' dtype).
-    return model.to(device=backend.device, dtype=dtype)
-
-
-def compile_model(model: torch.nn.Module) -> torch.nn.Module:
-    """``torch.compile`` of the bare model (the backend wraps the result: DDP's hooks and
-    Horovod's stay outside the compiled graph); on the CPU, inductor's C++ backend."""
-    import shutil
-
-    first = next(model.parameters(), None)
-    if (first is None or first.device.type == "cpu") and not (
-            shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
-        raise UserError("trainer.compile=true on the CPU needs a C++ compiler (inductor "
-                        "generates C++): install g++ (apt install g++), or trainer.compile=false")
-    return torch.compile(model)
+    return model
 
 
 def plan_noise_scale(loop: DictConfig, backend: Backend) -> tuple[NoiseScale | None, int]:
@@ -293,38 +281,25 @@ def _build_components(cfg: DictConfig, run_dir: Path, backend: Backend,
             )
         check_ghost_batches(cfg, batch // micro_batches)
 
-    model = build_model(cfg.model, backend, dtype, objects.get("model"), **data.model_kwargs())
-    if hasattr(model, "load_pretrained"):
-        # Weights from outside the checkpoint (ImageNet); first on each node, so that a
-        # download happens once per machine. A resumed run overwrites them below.
-        backend.first_on_each_node(model.load_pretrained)
-    quant = None
-    if cfg.quant.mode == "qat":
-        q = cfg.quant
-        quant = QATSchedule(q.start_step, q.freeze_observer_step, q.freeze_bn_step)
-        model = QATModel(model, example_batch(data))
+    # The model, then its transforms in their one order (trainer.engine.transforms), all
+    # from the shared seed: every rank builds the same weights.
+    model = instantiate_model(cfg.model, objects.get("model"), **data.model_kwargs())
+    transforms = run_transforms(cfg, backend.world_size, objects.get("transforms", ()))
     position = BatchPosition()
-    if loop.dropout_masks == "per_sample" and quant is None:
-        # (A QAT graph has no dropout modules to swap: its dropout keeps per-worker masks.)
-        kept = apply_sample_dropout(model, loop.seed, position)
-        if kept:
-            logger.warning(
-                f"trainer.dropout_masks=per_sample: {', '.join(kept)} draw their own dropout "
-                "inside the module (RNN/attention dropout=), which keeps per-worker masks"
-            )
+    build = BuildContext(cfg=cfg, backend=backend, device=device, dtype=dtype, data=data,
+                         logger=logger, batch_position=position)
+    model, forward = apply_transforms(model, transforms, build)
     # From here on each rank draws from its own stream (dropout outside the swapped layers,
-    # anything random in the model): the weights above came from the shared seed.
+    # anything random in the model).
     seed_everything(worker_seed(loop.seed, backend.rank))
-    first_stage = loop.stages[0] if loop.stages else None
-    if first_stage is not None:
-        freeze(model, first_stage.freeze)
-    forward = compile_model(model) if loop.compile else model
     train_model = backend.wrap_model(forward)
-    micro_norms = MicroBatchNorms(model) if noise_scale is not None else None
+    first_stage = loop.stages[0] if loop.stages else None
     optimizer = backend.wrap_optimizer(
         build_optimizer(stage_optimizer(cfg.optimizer, first_stage), model, cfg.data.batch_size),
         model,
     )
+    for transform in transforms:
+        transform.after_optimizer(model, optimizer)
     epoch_steps = [len(data.train) // batch for batch in epoch_batches]
     total_steps = sum(epoch_steps)
     if loop.max_steps is not None:
@@ -340,11 +315,9 @@ def _build_components(cfg: DictConfig, run_dir: Path, backend: Backend,
         schedule=schedule, precision=Precision(loop.precision, device), logger=logger,
         checkpointer=checkpointer, progress=Progress(), total_steps=total_steps, noise=noise,
         micro_batches=micro_batches, noise_scale=noise_scale, epoch_batches=epoch_batches,
-        epoch_steps=epoch_steps, micro_norms=micro_norms, quant=quant, batch_position=position,
-        forward=forward,
-        clip=(GradClip(loop.clip_grad_norm, loop.clip_grad_value)
-              if loop.clip_grad_norm is not None or loop.clip_grad_value is not None else None),
-        callbacks=build_callbacks(cfg, objects.get("callbacks", ())),
+        epoch_steps=epoch_steps, batch_position=position, forward=forward,
+        callbacks=build_callbacks(cfg, objects.get("callbacks", ()), noise),
+        averaged=[noise_scale] if noise_scale is not None else [],
     )
     register_state(run)
     return run

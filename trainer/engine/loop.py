@@ -69,13 +69,17 @@ class Loop:
             return None
         # Averaged over workers: the logged loss is the global batch's, and a NaN on any
         # worker stops every worker at the same step. The steps kept their losses as they
-        # came out of the graph (no kernel per step: see trainer/engine/tally.py).
-        backend, noise_scale, n = self.run.backend, self.run.noise_scale, len(self.pending)
+        # came out of the graph (no kernel per step: see trainer/engine/tally.py). Components
+        # with per-step values of their own (run.averaged) share the same all-reduce.
+        backend, n = self.run.backend, len(self.pending)
         with torch.no_grad():
             parts = [torch.stack([loss for _, loss in self.pending]).double()]
-            if noise_scale is not None and noise_scale.pending:
-                # Each worker's own gradient norm, averaged in the same all-reduce.
-                parts.append(torch.stack([s for s, _, _, _ in noise_scale.pending]).double())
+            users = []
+            for component in self.run.averaged:
+                values = component.to_average()
+                if values is not None:
+                    parts.append(values)
+                    users.append((component, len(values)))
             reduced = torch.cat(parts) if len(parts) > 1 else parts[0]
             if backend.world_size > 1:
                 reduced = backend.all_reduce_sum(reduced) / backend.world_size
@@ -88,9 +92,10 @@ class Loop:
                 "no checkpoint was written after it. Lower optimizer.lr, check the data, or "
                 "resume from the last checkpoint"
             )
-        if len(parts) > 1:
-            averaged = torch.stack([g for _, g, _, _ in noise_scale.pending]).double().tolist()
-            noise_scale.update(values[n:], averaged)
+        start = n
+        for component, size in users:
+            component.averaged(values[start:start + size])
+            start += size
         counts = self.tally.take().cpu().tolist()
         batch = self.run.loader.batch_size
         sums = self.progress.train_sums or [0.0] * sum_width(self.run.task)

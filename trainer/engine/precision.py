@@ -11,6 +11,7 @@ import contextlib
 
 import torch
 
+from trainer.compat import loss_scale_tensor
 from trainer.errors import UserError
 
 MODES = ("32", "bf16", "16")
@@ -52,7 +53,7 @@ class Precision:
         if self.scaler is None:
             return 1.0
         # The scaler's own device tensor: get_scale() would synchronise the host every step.
-        return self.scaler._scale
+        return loss_scale_tensor(self.scaler)
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.scaler is None:

@@ -104,8 +104,6 @@ def enter_stage(run, index: int) -> None:
     run.train_model = run.optimizer = None
     gc.collect()  # frees the old DDP reducer or Horovod optimizer, and their gradient hooks
     run.train_model = run.backend.wrap_model(run.forward or run.model)
-    if run.micro_norms is not None:  # B_simple's hooks follow the trainable parameters
-        run.micro_norms.watch()
     run.train_model.train()
     optimizer = build_optimizer(stage_optimizer(run.cfg.optimizer, stage), run.model,
                                 run.cfg.data.batch_size)

@@ -1,5 +1,11 @@
-"""One optimizer step: forward, backward (in micro-batches when accumulating), the backend's
-gradient averaging, the B_simple measurement, gradient clipping, gradient noise, the update.
+"""One optimizer step: forward and backward in micro-batches, the backend's gradient averaging,
+the gradient hooks, the update.
+
+What is done to the gradient between the backward and the update (B_simple's measurement,
+clipping, gradient noise, a user's own rule) is not named here: each is a callback's
+``on_after_backward`` (the averaged gradient, as the backward left it) or
+``on_before_optimizer_step`` (the averaged gradient at its true size, a loss scaler's unscale
+done), run inside the backend's step context, where the gradient is final.
 
 This is the hot path: it does no host synchronisation; the loss comes back as a device tensor
 for the loop to read in batches, and the outputs go to the loop's tally (counted later, many
@@ -14,72 +20,50 @@ import torch
 
 from trainer.engine.build import Run
 from trainer.engine.tally import Tally
-from trainer.large_batch.noise_scale import squared_norm
+
+_SYNC = contextlib.nullcontext()  # the last micro-batch's backward communicates
 
 
 def train_step(run: Run, inputs: torch.Tensor, targets: torch.Tensor, step: int,
                micro_batches: int, tally: Tally) -> torch.Tensor:
     """One optimizer step over this worker's share of the global batch; its loss, still on
-    the device (not detached: the loop reads it under no_grad). The outputs and targets go to
-    ``tally``."""
-    k = micro_batches
-    model, task, precision, noise = run.train_model, run.task, run.precision, run.noise
-    weights = noise.sample_weights(step, run.loader.global_batch_size, run.backend.rank,
-                                   run.backend.world_size)
-    # This worker's rows start here in the global batch (per-sample dropout masks use it).
-    first = run.loader.first_row
-    run.optimizer.zero_grad()  # set_to_none (torch >= 2.0 default; Horovod takes no args)
-    if k == 1:
-        run.batch_position.set(step, first, len(inputs))
-        with precision.autocast():
-            logits = model(inputs)
-            loss = task.loss(logits, targets, weights)
-        precision.backward(loss)
-        if run.micro_norms is not None:
-            run.micro_norms.end_backward()
-        tally.add(logits, targets)  # kept as they are: no kernel here (see tally.py)
-    else:
-        # k equal micro-batches, each loss scaled by 1/k: the summed gradient is the
-        # gradient of the whole batch's mean loss. Only the last backward communicates.
-        loss = 0.0
-        micro_weights = weights.chunk(k) if weights is not None else [None] * k
-        micro = zip(inputs.chunk(k), targets.chunk(k), micro_weights, strict=True)
-        for i, (x, y, w) in enumerate(micro):
-            sync = contextlib.nullcontext() if i == k - 1 else run.backend.no_sync(model)
-            run.batch_position.set(step, first + i * len(x), len(x))
-            with sync:
-                with precision.autocast():
-                    logits = model(x)
-                    part = task.loss(logits, y, w) / k
-                precision.backward(part)
-            if run.micro_norms is not None:
-                run.micro_norms.end_backward()
-            loss = loss + part.detach()
-            tally.add(logits, y)
-    run.batch_position.clear()
-    with run.backend.step_context(run.optimizer):  # gradients are averaged from here on
-        if run.noise_scale is not None:
-            _record_noise_scale(run, k)
-        if run.clip is not None:
-            precision.unscale(run.optimizer)
-            run.clip(run.model.parameters())
-        if noise.active:
-            precision.unscale(run.optimizer)
-            noise.perturb(run.model.parameters(), step)
-        precision.step(run.optimizer)
-    return loss
+    the device. The outputs and targets go to ``tally``.
 
-
-def _record_noise_scale(run: Run, micro_batches: int) -> None:
-    """This step's small- and large-batch squared gradient norms, for B_simple.
-
-    Small: the mean over this worker's micro-batches of each one's own gradient (its loss
-    carried a 1/k, hence the k^2); the loop averages it over workers. Large: the averaged
-    gradient of the whole global batch.
+    With k micro-batches each loss is scaled by 1/k, so the summed gradient is the gradient of
+    the whole batch's mean loss; only the last backward communicates.
     """
     k = micro_batches
-    scale_sq = run.precision.loss_scale() ** 2  # fp16 gradients still carry the loss scale
-    small = torch.stack(run.micro_norms.take()).mean() * (k * k)
-    big = squared_norm(run.model.parameters())
-    run.noise_scale.record(small / scale_sq, big / scale_sq, run.loader.batch_size // k,
-                           run.loader.global_batch_size)
+    model, task, precision, backend = run.train_model, run.task, run.precision, run.backend
+    # Per-sample loss weights (noise=small_batch), or None: the noise's, for the global batch.
+    weights = run.noise.sample_weights(step, run.loader.global_batch_size, backend.rank,
+                                       backend.world_size)
+    if k == 1:
+        parts = ((inputs, targets, weights),)
+    else:
+        parts = zip(inputs.chunk(k), targets.chunk(k),
+                    weights.chunk(k) if weights is not None else (None,) * k, strict=True)
+    # This worker's rows start here in the global batch (per-sample dropout masks use it).
+    first = run.loader.first_row
+    position = run.batch_position
+    run.optimizer.zero_grad()  # set_to_none (torch >= 2.0 default; Horovod takes no args)
+    loss = None
+    for i, (x, y, w) in enumerate(parts):
+        position.set(step, first, len(x))
+        first += len(x)
+        with _SYNC if i == k - 1 else backend.no_sync(model):
+            with precision.autocast():
+                logits = model(x)
+                part = task.loss(logits, y, w)
+                if k > 1:
+                    part = part / k
+            precision.backward(part)
+        loss = part.detach() if loss is None else loss + part.detach()
+        tally.add(logits, y)  # kept as they are: no kernel here (see tally.py)
+    position.clear()
+    callbacks = run.callbacks
+    with backend.step_context(run.optimizer):  # gradients are averaged from here on
+        callbacks.on_after_backward(run)
+        precision.unscale(run.optimizer)
+        callbacks.on_before_optimizer_step(run, run.optimizer)
+        precision.step(run.optimizer)
+    return loss

@@ -16,6 +16,10 @@ Both draw from a generator seeded by (trainer.seed, step) alone: every rank draw
 numbers, the annealed noise lands on the already-averaged gradient, and the multiplicative
 weights of global sample i are the same whichever rank holds it, so N workers still reproduce
 one worker and replicas never drift apart.
+
+The noise object is the built-in callback ``grad_noise``: the additive noise lands in its
+``on_before_optimizer_step`` hook (after clipping, on the unscaled gradient); the
+multiplicative weights are asked for by the step, as per-sample loss weights.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from trainer.callbacks import Callback
 from trainer.errors import UserError
 
 
@@ -33,10 +38,8 @@ def _generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-class NoNoise:
+class NoNoise(Callback):
     """The default: no noise."""
-
-    active = False
 
     def bind(self, seed: int) -> None:
         self.seed = seed
@@ -58,8 +61,6 @@ class Annealed(NoNoise):
         gamma: decay exponent (>= 0); the paper's 0.55.
     """
 
-    active = True
-
     def __init__(self, eta: float = 0.01, gamma: float = 0.55) -> None:
         if eta <= 0 or gamma < 0:
             raise UserError(f"noise.eta={eta} must be > 0 and noise.gamma={gamma} >= 0")
@@ -67,6 +68,9 @@ class Annealed(NoNoise):
 
     def variance(self, step: int) -> float:
         return self.eta / (1 + step) ** self.gamma
+
+    def on_before_optimizer_step(self, run, optimizer) -> None:
+        self.perturb(run.model.parameters(), run.step)
 
     @torch.no_grad()
     def perturb(self, params: Iterable[torch.nn.Parameter], step: int) -> None:
@@ -84,8 +88,6 @@ class SmallBatch(NoNoise):
     Args:
         small_batch: the batch whose gradient noise to imitate (>= 1, below the global batch).
     """
-
-    active = True
 
     def __init__(self, small_batch: int = 128) -> None:
         if small_batch < 1:

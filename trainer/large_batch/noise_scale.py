@@ -38,6 +38,8 @@ import math
 
 import torch
 
+from trainer.compat import graph_task_id
+
 # |G|^2 counts as measured once its average is this many standard errors above zero.
 _SIGNIFICANT = 2.0
 
@@ -69,6 +71,19 @@ class NoiseScale:
                b_big: int) -> None:
         """One step's mean small-batch and large-batch squared gradient norms (b < B)."""
         self.pending.append((small_sq, big_sq, b_small, b_big))
+
+    def to_average(self) -> torch.Tensor | None:
+        """What the loop's log-line all-reduce averages over workers for this estimate: each
+        pending step's small-batch norm (each worker's own); None when nothing is pending.
+        The large-batch norms are already the averaged gradient's, equal on every worker."""
+        if not self.pending:
+            return None
+        return torch.stack([small for small, _, _, _ in self.pending]).double()
+
+    def averaged(self, small_sq: list[float]) -> None:
+        """The pending steps' small-batch norms averaged over workers: fold them in."""
+        big = torch.stack([big for _, big, _, _ in self.pending]).double().tolist()
+        self.update(small_sq, big)
 
     def update(self, small_sq: list[float], big_sq: list[float]) -> None:
         """Fold the pending steps in, given their norms read back (and averaged over workers)."""
@@ -212,8 +227,10 @@ class MicroBatchNorms:
     backward before it is accumulated into ``.grad``, hence before DDP's reducer or Horovod's
     hook (both run after accumulation) all-reduce it: a micro-batch's own, local gradient on
     any backend. The hooks run on the autograd thread, in order, and cost one reduction per
-    parameter. (A DDP comm hook could do the same per bucket, but a Python comm hook turns a
-    dead peer into an abort instead of a clean error.)
+    parameter; a hook that finds itself in another backward pass than the last one (its
+    graph task) closes the last one's sum, so the step never has to say where a backward
+    ends. (A DDP comm hook could do the same per bucket, but a Python comm hook turns a dead
+    peer into an abort instead of a clean error.)
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
@@ -221,26 +238,37 @@ class MicroBatchNorms:
         self.handles: list = []
         self.parts: list[torch.Tensor] = []
         self.norms: list[torch.Tensor] = []
+        self.backward = -1  # the graph task the parts belong to
         self.watch()
 
     def watch(self) -> None:
         """Hook the parameters that train now (again after trainer.stages changes them)."""
-        for handle in self.handles:
-            handle.remove()
+        self.remove()
         self.handles = [p.register_hook(self._record)
                         for p in self.model.parameters() if p.requires_grad]
 
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
     def _record(self, grad: torch.Tensor) -> None:
+        backward = graph_task_id()
+        if backward != self.backward:
+            self._close()
+            self.backward = backward
         self.parts.append(torch.linalg.vector_norm(grad, dtype=torch.float64).square())
 
-    def end_backward(self) -> None:
-        """Close one backward pass: its squared norm joins this step's list."""
-        self.norms.append(torch.stack(self.parts).sum() if self.parts
-                          else torch.zeros((), dtype=torch.float64))
-        self.parts = []
+    def _close(self) -> None:
+        """The parts so far are one backward pass's: their sum joins this step's list."""
+        if self.parts:
+            self.norms.append(torch.stack(self.parts).sum())
+            self.parts = []
 
     def take(self) -> list[torch.Tensor]:
         """This step's per-backward squared norms (device tensors); starts the next step."""
+        self._close()
+        self.backward = -1
         norms, self.norms = self.norms, []
         return norms
 

@@ -11,7 +11,10 @@ Horovod's ``synchronize()``), after the last micro-batch of an accumulated step,
 scaler unscaled it (a step whose gradients overflowed is still skipped by the scaler), and
 before the optimizer, so LARS and LAMB compute their trust ratios on the clipped gradient. It is
 the same computation on every worker (they hold the same averaged gradient), so N workers
-clip exactly as one does.
+clip exactly as one does. It runs as the built-in callback ``clip_grad`` (the step's
+``on_before_optimizer_step`` hook: the loop and the step never name it), which also reports the
+norm before clipping (``train/grad_norm``) and the share of steps clipped
+(``train/grad_clipped``) at every log line.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from collections.abc import Iterable
 
 import torch
 
+from trainer.callbacks import Callback
 
-class GradClip:
+
+class GradClip(Callback):
     """Clip by value and/or by global norm; remembers each step's norm before clipping (a
     device tensor: reading it every step would stall the pipeline) for the log line.
 
@@ -59,3 +64,15 @@ class GradClip:
         self.norms.clear()
         clipped = float((norms > self.max_norm).double().mean()) if self.max_norm else 0.0
         return float(norms.mean()), clipped
+
+    def on_before_optimizer_step(self, run, optimizer) -> None:
+        self(run.model.parameters())
+
+    def on_log(self, run, metrics: dict[str, float]) -> None:
+        taken = self.take()
+        if taken is None:
+            return
+        norm, clipped = taken
+        run.logger.scalars({"train/grad_norm": norm, "train/grad_clipped": clipped}, run.step)
+        run.logger.note(f"grad norm {norm:.3g}" + (f" ({clipped:.0%} clipped)"
+                                                   if self.max_norm else ""))

@@ -19,6 +19,7 @@ from hydra.errors import HydraException, InstantiationException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from trainer.compat import hydra_group_options
 from trainer.config import PRIMARY_CONFIG, SWEEP_FUNCTIONS, register_configs
 from trainer.engine.collector import freeze_for_exit, pause_for_startup
 from trainer.errors import Preempted, UserError, WorkerLost
@@ -168,32 +169,15 @@ def _group_options(argv: list[str]):
     group's options as Hydra's own config repository sees them for this command line (the
     framework's configs, installed packages' through the entry point, ``--config-dir``,
     ``hydra.searchpath``). None where the command line is not one Hydra would compose."""
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra._internal.utils import create_config_search_path, get_args_parser
-    from hydra.core.config_search_path import SearchPathQuery
-    from hydra.core.object_type import ObjectType
-
-    try:
-        args = get_args_parser().parse_args(argv)
-    except SystemExit:
+    parsed = hydra_group_options(argv, PRIMARY_CONFIG, "train")
+    if parsed is None:
         return None  # Hydra's own parser reports the bad flag
+    args, options = parsed
     if args.help or args.hydra_help or args.info or args.shell_completion:
         return None
-    search_path = create_config_search_path(PRIMARY_CONFIG)
-    if args.config_dir is not None:  # as hydra.main adds it
-        if not os.path.isdir(args.config_dir):
-            fail(f"--config-dir {args.config_dir}: no such directory")
-        search_path.prepend(provider="command-line",
-                            path=f"file://{os.path.abspath(args.config_dir)}",
-                            anchor=SearchPathQuery(provider="schema"))
-    loader = ConfigLoaderImpl(config_search_path=search_path)
-    overrides = list(args.overrides)
-    name = args.config_name or "train"
-
-    def options(group: str) -> list[str]:
-        return loader.get_group_options(group, ObjectType.CONFIG, name, overrides)
-
-    return overrides, options
+    if args.config_dir is not None and not os.path.isdir(args.config_dir):
+        fail(f"--config-dir {args.config_dir}: no such directory")
+    return list(args.overrides), options
 
 
 def _check_group_choices(argv: list[str]) -> None:

@@ -2,6 +2,8 @@
 
 import json
 
+import torch
+
 import trainer
 
 
@@ -27,3 +29,20 @@ class BestAccuracy(trainer.Callback):
 
     def load_state_dict(self, state):
         self.best, self.best_step = state["best"], state["best_step"]
+
+
+class ClipGradNorm(trainer.Callback):
+    """A clipping rule of the project's own, as a gradient hook: rescale the gradient so its
+    global L2 norm is at most ``max_norm``. The hook sees the gradient averaged over workers
+    and unscaled, right before the optimizer steps; every worker holds the same one, so every
+    worker clips alike. (The built-in ``trainer.clip_grad_norm`` does the same; this shows
+    where a rule of your own goes, e.g. adaptive or per-layer clipping.)"""
+
+    def __init__(self, max_norm: float = 1.0) -> None:
+        self.max_norm = max_norm
+        self.steps = 0
+
+    def on_before_optimizer_step(self, run, optimizer):
+        params = [p for p in run.model.parameters() if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, self.max_norm)
+        self.steps += 1

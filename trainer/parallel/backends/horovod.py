@@ -10,11 +10,11 @@ Build Horovod for the installed torch with ``launch/install_horovod.sh``.
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Any
 
 import torch
 
+from trainer.compat import silence_horovod_optimizer
 from trainer.errors import UserError
 from trainer.parallel.backends.base import Backend
 from trainer.parallel.identity import Identity
@@ -82,12 +82,7 @@ class Horovod(Backend):
         )
 
     def release(self, optimizer: torch.optim.Optimizer) -> None:
-        # DistributedOptimizer's gradient hooks cannot be removed (it keeps no handles), and
-        # a retired optimizer's hook would start an all-reduce that nobody waits for. With an
-        # infinite countdown of backward passes the hook only counts and never communicates.
-        delays = getattr(optimizer, "_allreduce_delay", {})
-        for p in delays:
-            delays[p] = math.inf
+        silence_horovod_optimizer(optimizer)
 
     @contextlib.contextmanager
     def step_context(self, optimizer: torch.optim.Optimizer):
