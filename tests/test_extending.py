@@ -4,6 +4,7 @@ as a wheel). Also trainer.fit and the key checks that hold for options without a
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -228,3 +229,39 @@ def test_a_users_gradient_hook_clips_where_the_built_in_clipping_does(tmp_path, 
                      launcher=torchrun(2))
     assert result.returncode == 0, result.stderr[-3000:]
     assert max_difference(user, weights(tmp_path / "two")) < EXACT
+
+
+def test_a_users_log_output_gets_what_every_output_gets(tmp_path, monkeypatch):
+    """The project's JSON-lines output beside the shipped CSV one (logger=csv): the same
+    scalars, the same final metrics, the same hyper-parameters; TensorBoard still written."""
+    monkeypatch.syspath_prepend(str(PROJECT))
+    metrics = train_in_process(tmp_path, *HOOKED, "logger=csv",
+                               "+logger.outputs.jsonl._target_=shapes.outputs.JsonLines")
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    mine = {(e["step"], e["tag"], e["value"]) for e in lines if "tag" in e}
+    with (tmp_path / "scalars.csv").open() as f:
+        rows = {(int(r["step"]), r["tag"], float(r["value"])) for r in csv.DictReader(f)}
+    final = lines[-1]
+    assert {tag for _, tag, _ in mine} >= {"train/loss", "eval/accuracy", "train/lr"}
+    assert rows == mine | {(6, k, v) for k, v in final["metrics"].items()}
+    assert final["metrics"]["hparam/test_accuracy"] == metrics["test_accuracy"]
+    assert final["hparams"] == json.loads((tmp_path / "hparams.json").read_text())
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_a_resumed_run_logs_each_step_once_in_the_csv_output(tmp_path):
+    run = ("trainer.log_every=1", "logger=csv", "logger.tensorboard=false")
+    train_in_process(tmp_path, *run, "trainer.max_steps=4")
+    train_in_process(tmp_path, *run, "trainer.max_steps=8")
+    with (tmp_path / "scalars.csv").open() as f:
+        rows = [(int(r["step"]), r["tag"]) for r in csv.DictReader(f)]
+    losses = [step for step, tag in rows if tag == "train/loss"]
+    assert losses == list(range(1, 9))  # steps 1-4 kept, 5-8 logged once
+    assert not (tmp_path / "tb").exists()
+
+
+def test_a_log_output_target_that_is_not_an_output_is_named(tmp_path):
+    from trainer.errors import UserError
+
+    with pytest.raises(UserError, match=r"logger.outputs.x is a GradClip, not a trainer.LogOutput"):
+        train_in_process(tmp_path, "+logger.outputs.x._target_=trainer.optim.clip.GradClip")

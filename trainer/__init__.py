@@ -1,13 +1,13 @@
 """trainer: Hydra-configured data-parallel training of PyTorch models.
 
-``trainer.fit``, ``trainer.Callback``, ``trainer.ModelTransform``, ``trainer.UserError`` and
-``trainer.Preempted`` (what ``fit`` raises after checkpointing when SIGTERM, SIGUSR1 or Ctrl-C
-stopped it) are the Python API; they load on first use, so that importing a submodule (the CLI,
-Hydra's plugin scan) stays light.
+``trainer.fit``, ``trainer.Callback``, ``trainer.ModelTransform``, ``trainer.LogOutput``,
+``trainer.UserError`` and ``trainer.Preempted`` (what ``fit`` raises after checkpointing when
+SIGTERM, SIGUSR1 or Ctrl-C stopped it) are the Python API; they load on first use, so that
+importing a submodule (the CLI, Hydra's plugin scan) stays light.
 """
 
 __version__ = "0.1.0"
-__all__ = ["Callback", "ModelTransform", "Preempted", "UserError", "fit"]
+__all__ = ["Callback", "LogOutput", "ModelTransform", "Preempted", "UserError", "fit"]
 
 
 def __getattr__(name: str):
@@ -19,6 +19,10 @@ def __getattr__(name: str):
         from trainer.callbacks import Callback
 
         return Callback
+    if name == "LogOutput":
+        from trainer.io.outputs import LogOutput
+
+        return LogOutput
     if name == "ModelTransform":
         from trainer.engine.transforms import ModelTransform
 

@@ -24,7 +24,8 @@ class Mark(ModelTransform):
 def test_the_default_list_and_every_built_in_in_its_order():
     assert _names(run_transforms(compose_config(), 1)) == [
         "to_device", "pretrained", "sample_dropout"]
-    cfg = compose_config("recipe=vgg16_transfer", "model.ghost_batch_size=8", "trainer.compile=true")
+    cfg = compose_config("recipe=vgg16_transfer", "model.ghost_batch_size=8",
+                         "trainer.compile=true")
     assert _names(run_transforms(cfg, 1)) == [
         "ghost_bn", "to_device", "pretrained", "sample_dropout", "freeze", "compile"]
     # SyncBN where there are several workers; QAT's graph instead of swapped dropout.

@@ -181,10 +181,14 @@ class DistConfig:
 
 @dataclass
 class LoggerConfig:
+    # false leaves out the log output named tensorboard (logger.outputs.tensorboard=null).
     tensorboard: bool = True
     progress_bar: bool = True
     # How many test samples to draw with their predictions in TensorBoard (0: none).
     sample_predictions: int = 16
+    # name -> a trainer.LogOutput's config (trainer.io.outputs); null removes one. Every output
+    # gets the same scalars, texts, images, hyper-parameters and final metrics.
+    outputs: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
 
 
 @dataclass

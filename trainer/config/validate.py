@@ -75,8 +75,8 @@ def check_keys(cfg: DictConfig, given: tuple[str, ...] = ()) -> None:
         if group == "data":
             _check_data_class(cfg.data)
         check_arguments(cfg[group], group, schema.framework_keys(group))
-    for kind in ("callbacks", "transforms"):
-        for name, node in cfg[kind].items():
+    for kind in ("callbacks", "transforms", "logger.outputs"):
+        for name, node in OmegaConf.select(cfg, kind).items():
             if node is not None:
                 check_arguments(node, f"{kind}.{name}")
     for i, stage in enumerate(cfg.trainer.stages):

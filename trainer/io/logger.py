@@ -1,4 +1,5 @@
-"""Everything a run reports: console lines, the progress bar, TensorBoard, and the run files.
+"""Everything a run reports: console lines, the progress bar, the log outputs (TensorBoard by
+default, ``logger.outputs``: trainer.io.outputs), and the run files.
 
 Only the primary rank writes; on every other rank each method is a no-op. This class is where
 that decision lives, so the loop never asks which rank it is.
@@ -17,6 +18,9 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from trainer.config.flat import flatten
+from trainer.config.instantiate import safe_instantiate
+from trainer.errors import UserError
+from trainer.io.outputs import LogOutput, TensorBoardOutput
 from trainer.io.prediction_grid import draw_prediction_grid
 
 log = logging.getLogger("trainer")
@@ -28,22 +32,19 @@ class Logger:
         self.enabled = enabled
         self.cfg = cfg
         self._bar: tqdm | None = None
-        self._writer = None
+        # Built on every rank (a bad entry fails alike everywhere), opened on the primary.
+        self.outputs = build_outputs(cfg.logger)
+        self._open: list[LogOutput] = []
         self._notes: list[str] = []
 
     def start(self, data_description: str, resumed_from: Path | str | None, step: int) -> None:
-        """Open TensorBoard, write the resolved config and say what this run trains on."""
+        """Open the log outputs, write the resolved config and say what this run trains on."""
         if not self.enabled:
             return
-        if self.cfg.logger.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            # On resume, TensorBoard drops what the killed run logged after its checkpoint
-            # at `step` (purge_step: the first step this run logs again), so none shows twice.
-            self._writer = SummaryWriter(
-                log_dir=str(self.run_dir / "tb"), purge_step=step + 1 if resumed_from else None
-            )
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        for output in self.outputs:
+            output.open(self.run_dir, step if resumed_from else None)
+            self._open.append(output)
         (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
         if self.cfg.description:
             self.info(f"recipe: {self.cfg.description}")
@@ -103,17 +104,12 @@ class Logger:
         return self._bar is not None
 
     def scalars(self, values: dict[str, float], step: int) -> None:
-        """Scalars of one step (floats or one-element tensors), as one TensorBoard event:
-        ``add_scalar`` writes an event per value, and TensorBoard's writer thread, which
-        serialises and checksums each one, competes with training for the cores (a third of
-        the cost of the log line's three scalars on a 2-core machine; docs/performance.md)."""
-        if self._writer is None or not values:
+        """Scalars of one step (floats or one-element tensors), to every log output."""
+        if not self._open or not values:
             return
-        from tensorboard.compat.proto.summary_pb2 import Summary
-
-        summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value))
-                                 for tag, value in values.items()])
-        self._writer.file_writer.add_summary(summary, step)
+        values = {tag: float(value) for tag, value in values.items()}
+        for output in self._open:
+            output.scalars(values, step)
 
     def eval_scalars(self, values: dict[str, float], step: int, samples: int) -> None:
         """An evaluation's metrics against the step, and again against the training samples
@@ -123,28 +119,30 @@ class Logger:
         self.scalars({f"vs_samples/{k}": v for k, v in values.items()}, samples)
 
     def texts(self, tag: str, texts: list[str], step: int) -> None:
-        """Lines of generated text, for TensorBoard's text tab."""
-        if self._writer is not None:
-            self._writer.add_text(tag, "\n\n".join(texts), step)
+        """Lines of generated text (TensorBoard's text tab)."""
+        for output in self._open:
+            output.text(tag, "\n\n".join(texts), step)
 
     def predictions(
         self, images: torch.Tensor, predicted: list[str], actual: list[str], step: int
     ) -> None:
         """A captioned grid of test images with the model's guesses (wrong ones in red)."""
-        if self._writer is None or len(images) == 0:
+        if not self._open or len(images) == 0:
             return
         grid = draw_prediction_grid(images, predicted, actual)
-        self._writer.add_image("eval/predictions", grid, step)
+        for output in self._open:
+            output.image("eval/predictions", grid, step)
 
     def close(self) -> None:
-        """Close the bar and flush TensorBoard (safe to call twice, and after finish)."""
+        """Close the bar and the outputs (safe to call twice, and after finish)."""
         self.close_progress()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        outputs, self._open = self._open, []
+        for output in outputs:
+            output.close()
 
     def finish(self, metrics: dict[str, Any]) -> None:
-        """Write metrics.json, the hparams summary, and close TensorBoard."""
+        """Write metrics.json, give every output the hyper-parameters and the final metrics,
+        and close them."""
         self.close_progress()
         if not self.enabled:
             return
@@ -152,10 +150,12 @@ class Logger:
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         tmp.replace(path)
-        if self._writer is not None:
-            self._write_hparams(metrics)
-            self._writer.close()
-            self._writer = None
+        if self._open:
+            params = chosen_hparams(self.cfg, metrics.get("world_size", 1))
+            final = final_metrics(metrics)
+            for output in self._open:
+                output.finish(params, final)
+        self.close()
 
     def summary(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
         """The run's closing lines: what it reached, where everything is."""
@@ -174,29 +174,37 @@ class Logger:
             f"checkpoint: {checkpoint}" if checkpoint else None,
             # (Not "run directory:": the start's line says that once per job.)
             f"outputs: {self.run_dir} (metrics.json, config.yaml, checkpoints/, tb/)",
-            f"tensorboard --logdir {self.run_dir / 'tb'}" if self.cfg.logger.tensorboard
-            else None,
+            *(f"tensorboard --logdir {output.log_dir}" for output in self.outputs
+              if isinstance(output, TensorBoardOutput)),
         ]
         for line in lines:
             if line:
                 self.info(line)
 
-    def _write_hparams(self, metrics: dict[str, Any]) -> None:
-        # Written into this run's own event file (SummaryWriter.add_hparams would open a new
-        # sub-run), so the HPARAMS tab lines sweep jobs up side by side.
-        from torch.utils.tensorboard.summary import hparams
 
-        params = chosen_hparams(self.cfg, metrics.get("world_size", 1))
-        # The metrics a user compares runs by, first; the rest of metrics.json after them.
-        ranked = sorted((k for k, v in metrics.items()
-                         if isinstance(v, int | float) and not isinstance(v, bool)),
-                        key=lambda k: (k not in _FIRST_METRICS, _FIRST_METRICS.index(k)
-                                       if k in _FIRST_METRICS else 0, k))
-        final = {f"hparam/{k}": float(metrics[k]) for k in ranked}
-        for summary in hparams(params, final):
-            self._writer.file_writer.add_summary(summary)
-        for tag, value in final.items():
-            self._writer.add_scalar(tag, value, metrics.get("steps", 0))
+
+def build_outputs(logger_cfg) -> list[LogOutput]:
+    """The configured log outputs, in order (``logger.outputs``; ``logger.tensorboard=false``
+    leaves out the one named tensorboard)."""
+    built = []
+    for name, node in logger_cfg.get("outputs", {}).items():
+        if node is None or (name == "tensorboard" and not logger_cfg.tensorboard):
+            continue
+        output = safe_instantiate(node, f"logger.outputs.{name}")
+        if not isinstance(output, LogOutput):
+            raise UserError(f"logger.outputs.{name} is a {type(output).__name__}, not a "
+                            "trainer.LogOutput; subclass it and override what it keeps")
+        built.append(output)
+    return built
+
+
+def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """metrics.json's numbers as ``hparam/<name>``: the ones a user compares runs by first."""
+    ranked = sorted((k for k, v in metrics.items()
+                     if isinstance(v, int | float) and not isinstance(v, bool)),
+                    key=lambda k: (k not in _FIRST_METRICS, _FIRST_METRICS.index(k)
+                                   if k in _FIRST_METRICS else 0, k))
+    return {f"hparam/{k}": float(metrics[k]) for k in ranked}
 
 
 # The hyper-parameters every run shows in the HPARAMS tab; the command line's overrides (and
