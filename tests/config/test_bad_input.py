@@ -1,4 +1,7 @@
-"""Bad input: one line naming the problem and the fix, exit code 2, nothing saved is lost."""
+"""Bad input: one line naming the problem and the fix, exit code 2, nothing saved is lost.
+
+The CLI runs in this process (tests.helpers.cli_in_process): what is tested is its line and what
+it wrote or kept; tests/config/test_bad_input_table.py also runs rows as new processes."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import cli_in_process
 from tests.helpers.errors import one_line_error
 from trainer.io.checkpoint_read import read_checkpoint
 
@@ -39,7 +42,7 @@ from trainer.io.checkpoint_read import read_checkpoint
     ],
 )
 def test_bad_values_fail_fast_with_one_line(tmp_path, args, needles):
-    result = run_cli(*args, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    result = cli_in_process(*args, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     one_line_error(result, *needles)
     assert not (tmp_path / "run" / "checkpoints").exists() or not any(
         (tmp_path / "run" / "checkpoints").iterdir()
@@ -48,7 +51,7 @@ def test_bad_values_fail_fast_with_one_line(tmp_path, args, needles):
 
 def test_missing_data_directory_says_which_files_go_where(tmp_path):
     missing = tmp_path / "nowhere"
-    result = run_cli(
+    result = cli_in_process(
         "recipe=mnist",
         f"data.root={missing}",
         "data.download=false",
@@ -63,21 +66,21 @@ def test_missing_data_directory_says_which_files_go_where(tmp_path):
 def test_unreadable_checkpoint(tmp_path):
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"\x00" * 64)
-    result = run_cli(f"trainer.resume={bad}", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    result = cli_in_process(f"trainer.resume={bad}", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     one_line_error(result, str(bad), "trainer.resume=null")
 
 
 def test_unwritable_output_directory(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    result = run_cli(f"hydra.run.dir={blocker}/run", cwd=tmp_path)
+    result = cli_in_process(f"hydra.run.dir={blocker}/run", cwd=tmp_path)
     one_line_error(result, "hydra.run.dir", "is a file, not a directory")
 
 
 def test_checkpoint_folder_that_cannot_be_created(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "checkpoints").write_text("in the way")
-    result = run_cli(f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    result = cli_in_process(f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     one_line_error(result, "cannot write checkpoints", "hydra.run.dir")
 
 
@@ -87,7 +90,7 @@ def _digests(folder: Path) -> dict[str, str]:
 
 def test_nan_loss_stops_naming_the_step_and_keeps_good_checkpoints(tmp_path):
     run_dir = tmp_path / "run"
-    ok = run_cli(
+    ok = cli_in_process(
         "trainer.max_steps=6",
         "trainer.checkpoint_every=2",
         f"hydra.run.dir={run_dir}",
@@ -98,7 +101,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_good_checkpoints(tmp_path):
 
     # Resume the same run with a learning rate that blows up: the error names the step, and
     # the checkpoints written before it are still there, unchanged, and load.
-    result = run_cli(
+    result = cli_in_process(
         "trainer.max_steps=60",
         "trainer.checkpoint_every=1",
         "optimizer.lr=1e5",
@@ -121,9 +124,10 @@ def test_nan_loss_stops_naming_the_step_and_keeps_good_checkpoints(tmp_path):
 
 def test_failed_resume_leaves_the_run_directory_untouched(tmp_path):
     run_dir = tmp_path / "run"
-    assert run_cli("trainer.max_steps=4", f"hydra.run.dir={run_dir}", cwd=tmp_path).returncode == 0
+    first = cli_in_process("trainer.max_steps=4", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert first.returncode == 0
     before = _digests(run_dir / "checkpoints")
-    result = run_cli("model.hidden=[32]", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    result = cli_in_process("model.hidden=[32]", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     one_line_error(result, "does not fit this model", str(run_dir))
     assert _digests(run_dir / "checkpoints") == before
 
@@ -131,7 +135,7 @@ def test_failed_resume_leaves_the_run_directory_untouched(tmp_path):
 def test_a_sweeps_unknown_option_fails_before_its_first_job(tmp_path):
     # A single run finds an unknown option when Hydra fails on it; a sweep checks every
     # listed option first, so the good one does not train before the bad one is named.
-    result = run_cli("-m", "recipe=mnist,nope", f"hydra.sweep.dir={tmp_path}/sweep",
+    result = cli_in_process("-m", "recipe=mnist,nope", f"hydra.sweep.dir={tmp_path}/sweep",
                      cwd=tmp_path)
     one_line_error(result, "unknown recipe 'nope'", "mnist")
     assert not [p for p in (tmp_path / "sweep").glob("*") if p.is_dir()]

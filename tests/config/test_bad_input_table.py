@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import ROOT, SHRINK
+from tests.helpers import ROOT, SHRINK, cli_in_process
 from tests.helpers.errors import one_line_error
 from trainer_recipes.asl.data import HEADER
 
@@ -79,28 +79,22 @@ def _trainer(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.fixture(scope="module")
-def config_results(tmp_path_factory):
-    """Every CONFIG row, run two at a time (each is a whole process start on a 2-core machine:
-    run in turn they took minutes): row index -> (CompletedProcess, its run directory)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one(i: int):
-        folder = tmp_path_factory.mktemp(f"row{i}")
-        args = CONFIG[i][0]
-        if not any(a.startswith("hydra.run.dir") for a in args):
-            args = [*args, f"hydra.run.dir={folder}/run"]
-        return _trainer(*args, cwd=folder), folder / "run"
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(enumerate(pool.map(one, range(len(CONFIG)))))
-
-
 @pytest.mark.parametrize("row", range(len(CONFIG)), ids=[" ".join(a) for a, _ in CONFIG])
-def test_bad_config(config_results, row):
-    done, run_dir = config_results[row]
+def test_bad_config(tmp_path, row):
+    """The CLI's main() in this process (the message and what is written are tested, not the
+    interpreter's start: test_a_bad_config_row_is_the_same_line_from_a_new_process is)."""
+    args = CONFIG[row][0]
+    if not any(a.startswith("hydra.run.dir") for a in args):
+        args = [*args, f"hydra.run.dir={tmp_path}/run"]
+    done = cli_in_process(*args, cwd=tmp_path)
     one_line_error(done, CONFIG[row][1], prefix="trainer: error: ")
-    assert not list(run_dir.glob("checkpoints/step-*.pt"))
+    assert not list((tmp_path / "run").glob("checkpoints/step-*.pt"))
+
+
+@pytest.mark.parametrize("row", [0, 8, 13, 17])  # a value, '=3', a key typo, Hydra's parser
+def test_a_bad_config_row_is_the_same_line_from_a_new_process(tmp_path, row):
+    args = [*CONFIG[row][0], f"hydra.run.dir={tmp_path}/run"]
+    one_line_error(_trainer(*args, cwd=tmp_path), CONFIG[row][1], prefix="trainer: error: ")
 
 
 def _asl(folder: Path, case: str) -> None:
@@ -162,8 +156,8 @@ def test_bad_data_file(tmp_path, recipe, write, case, needle):
     folder = tmp_path / "data"
     folder.mkdir()
     write(folder, case)
-    done = _trainer(recipe, f"data.root={folder}", "trainer.max_steps=1",
-                    f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    done = cli_in_process(recipe, f"data.root={folder}", "trainer.max_steps=1",
+                          f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     one_line_error(done, needle, prefix="trainer: error: ")
     if case not in ("a directory",):
         assert str(folder) in done.stderr  # the file is named
@@ -173,7 +167,7 @@ def test_bad_data_file(tmp_path, recipe, write, case, needle):
 def checkpoints(tmp_path_factory):
     """A good checkpoint, and bad ones beside it: a pickle payload, an empty file, text."""
     folder = tmp_path_factory.mktemp("ckpt")
-    good = _trainer("trainer.max_steps=2", f"hydra.run.dir={folder}/run", cwd=folder)
+    good = cli_in_process("trainer.max_steps=2", f"hydra.run.dir={folder}/run", cwd=folder)
     assert good.returncode == 0, good.stderr[-2000:]
 
     class Payload:
@@ -195,8 +189,8 @@ CHECKPOINTS = [
 
 @pytest.mark.parametrize("name,needle", CHECKPOINTS)
 def test_bad_checkpoint_to_resume_from(checkpoints, tmp_path, name, needle):
-    done = _trainer(f"trainer.resume={checkpoints / name}", f"hydra.run.dir={tmp_path}/run",
-                    cwd=tmp_path)
+    done = cli_in_process(f"trainer.resume={checkpoints / name}",
+                          f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     one_line_error(done, needle, prefix="trainer: error: ")
     assert not (checkpoints / "pwned").exists()
 

@@ -20,6 +20,57 @@ def train_in_process(run_dir: Path, *overrides: str) -> dict:
     return train(compose_config(*overrides), run_dir)
 
 
+def cli_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``trainer ARGS`` as the CLI's ``main()`` runs it, in this process: for rows where what
+    is tested is the one-line error and what was (not) written, not the process start (a
+    process start costs seconds of the suite; this costs milliseconds). Returns what run_cli
+    returns; the process's state (argv, cwd, environment, collector, threads, Hydra's global
+    state) is put back as it was."""
+    import contextlib
+    import gc
+    import io
+    import traceback
+
+    import torch
+    from hydra.core.global_hydra import GlobalHydra
+
+    from trainer.tools import train as cli
+
+    argv, cwd_before, environ = sys.argv, os.getcwd(), dict(os.environ)
+    collecting, threads = gc.isenabled(), torch.get_num_threads()
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    try:
+        os.chdir(cwd)
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+        given = {a.partition("=")[0].lstrip("+~") for a in args}  # (a row may set SHRINK's)
+        sys.argv = ["trainer", *args, *(a for a in SHRINK if a.partition("=")[0] not in given)]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                cli.main()
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+            except Exception:  # noqa: BLE001 (a traceback, as the process would print it)
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv = argv
+        os.chdir(cwd_before)
+        os.environ.clear()
+        os.environ.update(environ)
+        gc.unfreeze()
+        (gc.enable if collecting else gc.disable)()
+        # The CLI pauses the collector for its start-up until training resumes it; a run
+        # that failed before training leaves that pause recorded.
+        from trainer.engine import collector
+
+        collector._paused_for_startup = False
+        torch.set_num_threads(threads)
+        GlobalHydra.instance().clear()
+    return subprocess.CompletedProcess(["trainer", *args], code, out.getvalue(),
+                                       err.getvalue())
+
+
 def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300):
     """Run ``python -m trainer ARGS`` and return the CompletedProcess (text mode)."""
     full_env = {**os.environ, **(env or {})}
