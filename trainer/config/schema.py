@@ -188,7 +188,8 @@ class LoggerConfig:
     sample_predictions: int = 16
     # name -> a trainer.LogOutput's config (trainer.io.outputs); null removes one. Every output
     # gets the same scalars, texts, images, hyper-parameters and final metrics.
-    outputs: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
+    outputs: Dict[str, Any] = field(default_factory=lambda: {  # noqa: UP006
+        "tensorboard": {"_target_": "trainer.io.outputs.TensorBoardOutput"}})
 
 
 @dataclass

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from trainer.config.flat import flatten
 from trainer.config.instantiate import safe_instantiate
 from trainer.errors import UserError
-from trainer.io.outputs import LogOutput, TensorBoardOutput
+from trainer.io.outputs import CSVOutput, LogOutput, TensorBoardOutput
 from trainer.io.prediction_grid import draw_prediction_grid
 
 log = logging.getLogger("trainer")
@@ -163,6 +163,11 @@ class Logger:
             return
         tested = ", ".join(f"{k[5:]} {v:.4f}" for k, v in sorted(metrics.items())
                            if k.startswith("test_") and isinstance(v, int | float))
+        boards = [output.log_dir for output in self.outputs
+                  if isinstance(output, TensorBoardOutput)]
+        written = ["metrics.json", "config.yaml", "checkpoints/",
+                   *(f"{board.name}/" for board in boards),
+                   *(output.path.name for output in self.outputs if isinstance(output, CSVOutput))]
         lines = [
             f"done: {metrics['steps']} steps ({metrics['epochs']:.2f} epochs) on "
             f"{metrics['world_size']} worker(s) in {metrics['wall_time_s']:.1f} s, "
@@ -173,9 +178,8 @@ class Logger:
             if metrics.get("best_step") is not None else None,
             f"checkpoint: {checkpoint}" if checkpoint else None,
             # (Not "run directory:": the start's line says that once per job.)
-            f"outputs: {self.run_dir} (metrics.json, config.yaml, checkpoints/, tb/)",
-            *(f"tensorboard --logdir {output.log_dir}" for output in self.outputs
-              if isinstance(output, TensorBoardOutput)),
+            f"outputs: {self.run_dir} ({', '.join(written)})",
+            *(f"tensorboard --logdir {board}" for board in boards),
         ]
         for line in lines:
             if line:
