@@ -179,6 +179,7 @@ def test_fit_api_trains_objects_twice_in_one_process_and_on_two_workers(tmp_path
     assert max_difference(reference, weights(tmp_path / "fit1")) < EXACT
     assert max_difference(reference, weights(tmp_path / "fit2")) < EXACT
     saved = torch.load(tmp_path / "fit1" / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["callbacks"]["BestAccuracy"]["best"] == one["best"]  # keyed by its class
     assert saved["config"]["model"]["_target_"] == "shapes.model.SmallCNN"
     assert saved["config"]["data"]["_target_"] == "trainer.data.datasets.Datasets"
 

@@ -122,9 +122,10 @@ def test_every_component_is_registered_once_and_saved_under_its_name(tmp_path):
         "callbacks", "rng"]
     with pytest.raises(ValueError, match="already registered"):
         run.checkpointer.register("model", run.model)
-    path = run.checkpointer.save(0, config={"x": 1}, model_kwargs={})
+    path = run.checkpointer.save(0)  # the run's metadata beside the components, set once
     saved = torch.load(path, weights_only=True)
     assert set(saved) == {"format", *run.checkpointer.components, "config", "model_kwargs"}
+    assert saved["config"]["trainer"]["noise_scale"] == "always"
 
 
 def test_a_checkpoint_from_before_callbacks_existed_resumes_exactly(tmp_path):

@@ -16,7 +16,8 @@ Configured by name, so recipes and users add or remove them without touching the
 ``trainer.fit(..., callbacks=[PrintBest()])`` adds instances.
 
 A callback that keeps state across a resume defines ``state_dict()`` / ``load_state_dict()``;
-its state is saved in every checkpoint under its name.
+its state is saved in every checkpoint under its name (``trainer.fit``'s instances: their
+class's qualified name).
 """
 
 from __future__ import annotations
@@ -81,8 +82,9 @@ class CallbackList:
     callbacks that override a hook are called for it: the per-step hooks then cost one empty
     loop when no callback uses them."""
 
-    def __init__(self, named: dict[str, Callback]) -> None:
+    def __init__(self, named: dict[str, Callback], formerly: dict[str, str] | None = None) -> None:
         self.named = dict(named)
+        self.formerly = formerly or {}  # name -> the key an older checkpoint saved it under
         for hook in HOOKS:
             hooked = [getattr(cb, hook) for cb in self.named.values()
                       if getattr(type(cb), hook, None) is not getattr(Callback, hook)]
@@ -105,8 +107,9 @@ class CallbackList:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, cb in self.named.items():
-            if name in state and hasattr(cb, "load_state_dict"):
-                cb.load_state_dict(state[name])
+            key = name if name in state else self.formerly.get(name)
+            if key in state and hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(state[key])
 
 
 __all__ = ["Callback", "CallbackList", "HOOKS"]

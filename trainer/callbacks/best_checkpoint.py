@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from trainer.callbacks import Callback
 
 
@@ -37,11 +35,8 @@ class BestCheckpoint(Callback):
         if best is not None and not (value > best if self.maximise else value < best):
             return
         p.best_checkpoint_step, p.best_checkpoint_value = p.step, value
-        run.checkpointer.save(
-            p.step, share=run.backend.on_primary,
-            best={"metric": self.metric, "value": value},
-            config=OmegaConf.to_container(run.cfg, resolve=True),
-            model_kwargs=run.data.model_kwargs())
+        run.checkpointer.save(p.step, share=run.backend.on_primary,
+                              best={"metric": self.metric, "value": value})
 
     def on_fit_end(self, run, metrics: dict[str, Any]) -> None:
         p = run.progress

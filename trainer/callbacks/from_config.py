@@ -65,9 +65,17 @@ def build_callbacks(cfg: DictConfig, given=(), noise: Callback | None = None) ->
             raise UserError(f"callbacks.{name}: {node._target_} is not a trainer.Callback "
                             "subclass; subclass it and override the hooks you need")
         named[str(name)] = callback
+    # trainer.fit's instances by their class's qualified name (a second instance of a class:
+    # NAME_2, ...), so that a checkpoint's state finds them whatever else the list holds.
+    # Checkpoints written before that keyed them by position: NAME_<index>.
+    formerly = {}
     for i, callback in enumerate(given):
         if not isinstance(callback, Callback):
             raise UserError(f"callbacks[{i}] is a {type(callback).__name__}, not a "
                             "trainer.Callback")
-        named[f"{type(callback).__name__}_{i}"] = callback
-    return CallbackList(named)
+        name, count = type(callback).__qualname__, 1
+        while (key := name if count == 1 else f"{name}_{count}") in named:
+            count += 1
+        named[key] = callback
+        formerly[key] = f"{type(callback).__name__}_{i}"
+    return CallbackList(named, formerly)

@@ -328,6 +328,10 @@ def register_state(run: Run) -> None:
     order: the progress first (a later stage is re-entered, whose optimizer the saved state
     fits), the RNGs last (nothing may draw after them)."""
     register = run.checkpointer.register
+    # Beside them, what rebuilding the model from a checkpoint alone needs (trainer-predict,
+    # -export): the config and the data's sizes, the same in every checkpoint of the run.
+    run.checkpointer.metadata = {"config": OmegaConf.to_container(run.cfg, resolve=True),
+                                 "model_kwargs": run.data.model_kwargs()}
     register("progress", ProgressState(run))
     register("model", ModelState(run))
     register("optimizer", OptimizerState(run))

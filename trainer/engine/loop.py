@@ -17,7 +17,6 @@ import time
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from trainer.engine.build import Run
 from trainer.engine.clock import Stopwatch, process_age
@@ -140,11 +139,8 @@ class Loop:
         self.check_replicas()
         run = self.run
         p.train_time_s, self.saved_clock = self.train_seconds, self.clock.total
-        # Every registered component (trainer.io.state), plus what rebuilding the model from the
-        # checkpoint alone needs (trainer-predict, -export): the config and the data's sizes.
-        path = run.checkpointer.save(p.step, share=run.backend.on_primary,
-                                     config=OmegaConf.to_container(run.cfg, resolve=True),
-                                     model_kwargs=run.data.model_kwargs())
+        # Every registered component (trainer.io.state) and the run's metadata.
+        path = run.checkpointer.save(p.step, share=run.backend.on_primary)
         self.saved_step, self.saved_path = p.step, path
         self.preemption.saved()
         run.callbacks.on_checkpoint(run, path)

@@ -109,6 +109,9 @@ class Checkpointer:
         self.keep_last = keep_last
         self.enabled = enabled
         self.components: dict[str, Any] = {}
+        # Saved beside the components in every checkpoint: what rebuilding the model from the
+        # file alone needs (trainer-predict, -export): the config, the data's sizes. Set once.
+        self.metadata: dict[str, Any] = {}
         # This run's checkpoints, oldest first: the files it adopted when it resumed, then
         # the ones it wrote. Pruning deletes only from here.
         self.written: list[Path] = []
@@ -201,19 +204,23 @@ class Checkpointer:
             raise ValueError(f"checkpoint component {name!r} is already registered")
         self.components[name] = component
 
-    def save(self, step: int, share=None, best: dict | None = None,
-             **metadata: Any) -> Path | None:
-        """Every component's state, plus ``metadata`` (the config...), as the checkpoint of
-        ``step``. Call it on every rank: a component's state may need all of them (the RNG
-        states are gathered); only the primary rank writes. ``share`` (the backend's
-        ``on_primary``) hands the primary's outcome to every rank: its path, or its error
-        (a full disk), so that no rank trains on alone. ``best``: write it as ``best.pt``
-        instead, with this record (metric, value) beside it in ``best.json``."""
-        state = {name: c.state_dict() for name, c in self.components.items()}
+    def snapshot(self) -> dict[str, Any]:
+        """What a checkpoint holds: every component's state, and the metadata."""
+        return {**{name: c.state_dict() for name, c in self.components.items()},
+                **self.metadata}
+
+    def save(self, step: int, share=None, best: dict | None = None) -> Path | None:
+        """The :meth:`snapshot` as the checkpoint of ``step``. Call it on every rank: a
+        component's state may need all of them (the RNG states are gathered); only the
+        primary rank writes. ``share`` (the backend's ``on_primary``) hands the primary's
+        outcome to every rank: its path, or its error (a full disk), so that no rank trains on
+        alone. ``best``: write it as ``best.pt`` instead, with this record (metric, value)
+        beside it in ``best.json``."""
+        state = self.snapshot()
         if best is not None:
-            write = lambda: self.write_best({**state, **metadata}, step, best)  # noqa: E731
+            write = lambda: self.write_best(state, step, best)  # noqa: E731
         else:
-            write = lambda: self.write({**state, **metadata}, step)  # noqa: E731
+            write = lambda: self.write(state, step)  # noqa: E731
         return share(write) if share is not None else write()
 
     def load(self, state: dict[str, Any]) -> None:

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from trainer.callbacks import Callback
 from trainer.engine.build import drop_unused_run_dir
@@ -72,9 +71,7 @@ class RunState(State):
 
     def save(self) -> None:
         run = self.run
-        state = {name: host_copy(component.state_dict())
-                 for name, component in run.checkpointer.components.items()}
-        state["config"] = OmegaConf.to_container(run.cfg, resolve=True)
+        state = host_copy(run.checkpointer.snapshot())
         # Replaced whole: a worker lost in the middle of a commit leaves the previous one.
         self.committed = state
 
