@@ -144,3 +144,27 @@ def test_a_checkpoint_from_before_callbacks_existed_resumes_exactly(tmp_path):
     a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_holding_early_stopping_in_its_progress_still_resumes_the_count(tmp_path):
+    """Checkpoints written when early stopping's and the best checkpoint's state lived in the
+    run's progress (best, bad_evals, best_checkpoint_step/_value): a resume hands that state to
+    the callbacks, so the run stops where the uninterrupted run stopped, with the same best."""
+    from tests.helpers import train_in_process
+
+    # Patience 2 with eval_every=1 over a plateaued learning rate: early stopping ends it.
+    common = ("trainer.max_steps=60", "trainer.eval_every=2", "trainer.checkpoint_every=2",
+              "trainer.keep_last=50", "trainer.early_stop=2", "optimizer.lr=0.0005",
+              "logger.tensorboard=false")
+    whole = train_in_process(tmp_path / "a", *common)
+    assert whole["stopped_early"] and whole["steps"] > 4
+    saved = torch.load(tmp_path / "a" / "checkpoints" / "step-00000004.pt", weights_only=True)
+    stopping = saved["callbacks"].pop("early_stopping")
+    best = saved["callbacks"].pop("best_checkpoint")
+    saved["progress"].update(best=stopping["best"], bad_evals=stopping["bad_evals"],
+                             best_checkpoint_step=best["step"],
+                             best_checkpoint_value=best["value"])
+    torch.save(saved, tmp_path / "old.pt")
+    resumed = train_in_process(tmp_path / "b", *common, f"trainer.resume={tmp_path / 'old.pt'}")
+    assert (resumed["steps"], resumed["best_step"], resumed["best_value"]) == (
+        whole["steps"], whole["best_step"], whole["best_value"])

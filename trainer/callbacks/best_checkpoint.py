@@ -20,6 +20,15 @@ class BestCheckpoint(Callback):
     def __init__(self, metric: str = "eval/accuracy", mode: str = "max") -> None:
         self.metric, self.maximise = metric, mode == "max"
         self._said = False
+        # The evaluation best.pt holds (saved in every checkpoint: a resume compares with it).
+        self.step: int | None = None
+        self.value: float | None = None
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "value": self.value}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.value = state["step"], state["value"]
 
     def on_eval_end(self, run, metrics: dict[str, float]) -> None:
         value = metrics.get(self.metric)
@@ -30,18 +39,16 @@ class BestCheckpoint(Callback):
                     f"eval metric of this task (it has {', '.join(metrics)})")
                 self._said = True
             return
-        p = run.progress
-        best = p.best_checkpoint_value
+        best = self.value
         if best is not None and not (value > best if self.maximise else value < best):
             return
-        p.best_checkpoint_step, p.best_checkpoint_value = p.step, value
-        run.checkpointer.save(p.step, share=run.backend.on_primary,
+        self.step, self.value = run.step, value  # before the save: best.pt holds it too
+        run.checkpointer.save(run.step, share=run.backend.on_primary,
                               best={"metric": self.metric, "value": value})
 
     def on_fit_end(self, run, metrics: dict[str, Any]) -> None:
-        p = run.progress
-        if p.best_checkpoint_step is None:
+        if self.step is None:
             return
-        metrics.update({"best_metric": self.metric, "best_value": p.best_checkpoint_value,
-                        "best_step": p.best_checkpoint_step,
+        metrics.update({"best_metric": self.metric, "best_value": self.value,
+                        "best_step": self.step,
                         "best_checkpoint": str(run.checkpointer.directory / "best.pt")})

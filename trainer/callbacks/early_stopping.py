@@ -3,7 +3,7 @@
 Configured by ``trainer.early_stop`` (the patience, in evaluations) with
 ``trainer.early_stop_metric`` / ``_mode`` / ``_min_delta``; the run adds this callback when the
 patience is set. Its best value and count of evaluations without improvement are saved in every
-checkpoint (as the run's progress), so a resumed run keeps counting.
+checkpoint (under ``callbacks.early_stopping``), so a resumed run keeps counting.
 """
 
 from __future__ import annotations
@@ -20,20 +20,27 @@ class EarlyStopping(Callback):
                  min_delta: float = 0.0) -> None:
         self.patience, self.metric, self.min_delta = patience, metric, min_delta
         self.maximise = mode == "max"
+        self.best: float | None = None  # the best value so far
+        self.bad_evals = 0  # evaluations since it last improved
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "bad_evals": self.bad_evals}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.bad_evals = state["best"], state["bad_evals"]
 
     def on_eval_end(self, run, metrics: dict[str, float]) -> None:
-        p = run.progress  # best / bad_evals live in the progress: checkpoints of any age hold them
         value = metrics.get(self.metric)
         if value is None:
             raise UserError(
                 f"trainer.early_stop_metric={self.metric} is not an eval metric; "
                 f"use one of {', '.join(metrics)}"
             )
-        d = self.min_delta
-        better = p.best is None or (value > p.best + d if self.maximise else value < p.best - d)
-        p.best, p.bad_evals = (value, 0) if better else (p.best, p.bad_evals + 1)
-        if p.bad_evals >= self.patience:
+        d, best = self.min_delta, self.best
+        better = best is None or (value > best + d if self.maximise else value < best - d)
+        self.best, self.bad_evals = (value, 0) if better else (best, self.bad_evals + 1)
+        if self.bad_evals >= self.patience:
             run.request_stop(
-                f"early stop: {self.metric} has not improved for {p.bad_evals} evaluations "
-                f"(best {p.best:.4f})"
+                f"early stop: {self.metric} has not improved for {self.bad_evals} evaluations "
+                f"(best {self.best:.4f})"
             )

@@ -7,16 +7,13 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Progress:
-    """Where a run is; saved in every checkpoint so that a resume continues mid-epoch."""
+    """Where a run is; saved in every checkpoint so that a resume continues mid-epoch. Only
+    progress: a feature's own state (early stopping's best value, the best checkpoint's step)
+    is its callback's, saved under the callback's name."""
 
     step: int = 0  # optimizer steps done
     epoch: int = 0  # current epoch, 0-based
     batch: int = 0  # batches of the current epoch already consumed
-    best: float | None = None  # best early-stop metric so far
-    bad_evals: int = 0  # evaluations since it last improved
-    # The evaluation checkpoints/best.pt holds (trainer.early_stop_metric, strictly better).
-    best_checkpoint_step: int | None = None
-    best_checkpoint_value: float | None = None
     train_sums: list[float] = field(default_factory=list)  # task metric sums of this epoch
     stage: int = 0  # index in trainer.stages whose model and optimizer are live
     train_time_s: float = 0.0  # training seconds before this process (resumed runs)

@@ -126,7 +126,8 @@ class Checkpointer:
         step = _step_of(resumed[0]) if mine else None
         others = [p for p in self.step_files() if step is None or _step_of(p) > step]
         # best.pt belongs to the lineage if its record is the best the resumed state knows.
-        best_step = resumed[1]["progress"].get("best_checkpoint_step") if mine else None
+        best_step = (resumed[1].get("callbacks", {}).get("best_checkpoint", {}).get("step")
+                     if mine else None)
         if self.best_step_on_disk() not in (None, best_step):
             others += [p for p in (self.directory / BEST, self.directory / BEST_RECORD)
                        if p.exists()]

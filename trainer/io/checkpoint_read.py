@@ -83,4 +83,21 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     bad = non_finite_tensors(state["model"])
     if bad:
         raise CheckpointError(f"holds non-finite weights in {', '.join(bad[:3])}")
+    return upgrade(state)
+
+
+# Checkpoints written before early stopping and the best checkpoint kept their own state held
+# it in the run's progress, under these keys: callback name -> {its key: the progress's key}.
+_MOVED_TO_CALLBACKS = {
+    "early_stopping": {"best": "best", "bad_evals": "bad_evals"},
+    "best_checkpoint": {"step": "best_checkpoint_step", "value": "best_checkpoint_value"},
+}
+
+
+def upgrade(state: dict[str, Any]) -> dict[str, Any]:
+    """An older checkpoint's state in the layout this version reads (in place, and returned)."""
+    progress, callbacks = state.get("progress", {}), state.setdefault("callbacks", {})
+    for name, keys in _MOVED_TO_CALLBACKS.items():
+        if name not in callbacks and all(old in progress for old in keys.values()):
+            callbacks[name] = {new: progress.pop(old) for new, old in keys.items()}
     return state

@@ -15,7 +15,7 @@ checkpoints written before this module existed resume unchanged.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any, Protocol, runtime_checkable
 
 from trainer.engine.progress import Progress
@@ -46,7 +46,8 @@ class ProgressState:
         stage = state.get("stage", 0)
         if stage != self.run.progress.stage:
             enter_stage(self.run, stage)
-        self.run.progress = Progress(**state)
+        known = {f.name for f in fields(Progress)}
+        self.run.progress = Progress(**{k: v for k, v in state.items() if k in known})
 
 
 class ModelState:
