@@ -36,7 +36,8 @@ from trainer.errors import UserError
 from trainer.io.checkpoint import Checkpointer
 from trainer.io.logger import Logger
 from trainer.io.state import ModelState, OptimizerState, ProgressState, RNGState
-from trainer.large_batch.noise_scale import NoiseScale
+from trainer.large_batch.noise_scale import NoiseScale, plan_noise_scale
+from trainer.norms.ghost import check_ghost_batches
 from trainer.optim.factory import build_optimizer
 from trainer.optim.schedule import Schedule
 from trainer.parallel.backends import Backend
@@ -179,42 +180,6 @@ def instantiate_model(cfg: DictConfig, given: torch.nn.Module | None = None,
     if not isinstance(model, torch.nn.Module):
         raise UserError(f"model._target_ built a {type(model).__name__}, not a torch.nn.Module")
     return model
-
-
-def plan_noise_scale(loop: DictConfig, backend: Backend) -> tuple[NoiseScale | None, int]:
-    """Whether this run estimates B_simple, and how many micro-batches each step then takes."""
-    k = loop.accumulate
-    if loop.noise_scale == "never":
-        return None, k
-    # Free where the two batch sizes exist anyway: the micro-batches against the step.
-    if k >= 2:
-        return NoiseScale(loop.noise_scale_ema), k
-    if loop.noise_scale == "auto":
-        return None, k
-    # always: each worker's own gradient against the averaged one (parameter hooks:
-    # measurable on small models, see bench/scaling.py), or two micro-batches in one process.
-    if backend.world_size > 1:
-        return NoiseScale(loop.noise_scale_ema), k
-    if not backend.can_split_steps:
-        raise UserError(
-            "trainer.noise_scale=always with one Horovod worker needs two micro-batches per "
-            "step (Horovod all-reduces after trainer.accumulate backward passes): add "
-            "trainer.accumulate=2"
-        )
-    return NoiseScale(loop.noise_scale_ema), 2
-
-
-def check_ghost_batches(cfg: DictConfig, micro_batch: int) -> None:
-    """A ghost batch size that does not divide each forward's batch is refused at start: the
-    last ghost batch would be smaller (down to one sample, which BatchNorm cannot normalise)
-    yet weigh like the full ones in the running statistics."""
-    ghost = cfg.model.ghost_batch_size
-    if ghost and micro_batch % ghost:
-        raise UserError(
-            f"model.ghost_batch_size={ghost} does not divide the per-worker micro-batch of "
-            f"{micro_batch} samples into equal ghost batches; choose a ghost batch size that "
-            f"divides {micro_batch} (or change data.batch_size / trainer.accumulate)"
-        )
 
 
 def build_run(cfg: DictConfig, run_dir: Path, backend: Backend,

@@ -39,6 +39,7 @@ import math
 import torch
 
 from trainer.compat import graph_task_id
+from trainer.errors import UserError
 
 # |G|^2 counts as measured once its average is this many standard errors above zero.
 _SIGNIFICANT = 2.0
@@ -210,6 +211,29 @@ class NoiseScale:
         d, n = self.decay, self.steps
         self.weight = state.get("weight", 1 - d**n)
         self.weight_sq = state.get("weight_sq", (1 - d) ** 2 * (1 - d ** (2 * n)) / (1 - d * d))
+
+
+def plan_noise_scale(loop, backend) -> tuple[NoiseScale | None, int]:
+    """Whether this run estimates B_simple, and how many micro-batches each step then takes."""
+    k = loop.accumulate
+    if loop.noise_scale == "never":
+        return None, k
+    # Free where the two batch sizes exist anyway: the micro-batches against the step.
+    if k >= 2:
+        return NoiseScale(loop.noise_scale_ema), k
+    if loop.noise_scale == "auto":
+        return None, k
+    # always: each worker's own gradient against the averaged one (parameter hooks:
+    # measurable on small models, see bench/scaling.py), or two micro-batches in one process.
+    if backend.world_size > 1:
+        return NoiseScale(loop.noise_scale_ema), k
+    if not backend.can_split_steps:
+        raise UserError(
+            "trainer.noise_scale=always with one Horovod worker needs two micro-batches per "
+            "step (Horovod all-reduces after trainer.accumulate backward passes): add "
+            "trainer.accumulate=2"
+        )
+    return NoiseScale(loop.noise_scale_ema), 2
 
 
 def not_measured_reason(loop) -> str:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from trainer.errors import UserError
 from trainer.norms.base import BatchNormVariant, swap_batchnorm
 
 
@@ -57,3 +58,16 @@ def apply_ghost_batchnorm(module: nn.Module, ghost_batch_size: int) -> nn.Module
         bn.num_features, ghost_batch_size, bn.eps, bn.momentum, bn.affine,
         bn.track_running_stats,
     ))
+
+
+def check_ghost_batches(cfg, micro_batch: int) -> None:
+    """A ghost batch size that does not divide each forward's batch is refused at start: the
+    last ghost batch would be smaller (down to one sample, which BatchNorm cannot normalise)
+    yet weigh like the full ones in the running statistics."""
+    ghost = cfg.model.ghost_batch_size
+    if ghost and micro_batch % ghost:
+        raise UserError(
+            f"model.ghost_batch_size={ghost} does not divide the per-worker micro-batch of "
+            f"{micro_batch} samples into equal ghost batches; choose a ghost batch size that "
+            f"divides {micro_batch} (or change data.batch_size / trainer.accumulate)"
+        )
