@@ -67,3 +67,27 @@ def test_checkpoints_hold_the_model_a_wrapping_transform_was_given():
     assert model is inner and forward[0] is inner
     with pytest.raises(UserError, match="'broken' returned a NoneType, not a torch.nn.Module"):
         apply_transforms(inner, [NotAModule()], build=None)
+
+
+def test_a_transform_hears_of_the_optimizer_over_the_model_it_changed(tmp_path):
+    from trainer.engine.build import build_run
+    from trainer.parallel.backends.base import Backend
+
+    class Record(ModelTransform):
+        name = "record"
+
+        def apply(self, model, build):
+            self.model = model
+            return model
+
+        def after_optimizer(self, model, optimizer):
+            self.seen = (model, optimizer)
+
+    record = Record()
+    run = build_run(compose_config(), tmp_path, Backend(torch.device("cpu")),
+                    objects={"transforms": [record]})
+    try:
+        assert record.seen == (run.model, run.optimizer) and record.model is run.model
+    finally:
+        run.logger.close()
+        run.checkpointer.close()

@@ -54,23 +54,6 @@ class NoiseScaleCallback(Callback):
     def on_fit_end(self, run, metrics: dict[str, Any]) -> None:
         if self.micro_norms is not None:
             self.micro_norms.remove()
-        self._report_end(run, metrics)
-
-    def on_log(self, run, metrics: dict[str, float]) -> None:
-        noise_scale, step = run.noise_scale, run.progress.step
-        if noise_scale is None or not noise_scale.steps:
-            return
-        w = noise_scale.weight  # the EMAs' bias correction
-        run.logger.scalars({"noise_scale/grad_sq": noise_scale.grad_sq / w,
-                            "noise_scale/trace_sigma": noise_scale.trace / w}, step)
-        b_simple = noise_scale.value
-        if b_simple is not None:
-            run.logger.scalars({"noise_scale/b_simple": b_simple,
-                                "noise_scale/b_simple_stderr": noise_scale.stderr}, step)
-            run.logger.note(f"B_simple {b_simple:,.0f} ± {noise_scale.stderr:,.0f}")
-
-    @staticmethod
-    def _report_end(run, metrics: dict[str, Any]) -> None:
         noise_scale = run.noise_scale
         b_simple = noise_scale.value if noise_scale is not None else None
         if noise_scale is not None:
@@ -85,3 +68,16 @@ class NoiseScaleCallback(Callback):
                               else None if b_simple is not None
                               else noise_scale.not_measurable_reason()),
         })
+
+    def on_log(self, run, metrics: dict[str, float]) -> None:
+        noise_scale, step = run.noise_scale, run.progress.step
+        if noise_scale is None or not noise_scale.steps:
+            return
+        w = noise_scale.weight  # the EMAs' bias correction
+        run.logger.scalars({"noise_scale/grad_sq": noise_scale.grad_sq / w,
+                            "noise_scale/trace_sigma": noise_scale.trace / w}, step)
+        b_simple = noise_scale.value
+        if b_simple is not None:
+            run.logger.scalars({"noise_scale/b_simple": b_simple,
+                                "noise_scale/b_simple_stderr": noise_scale.stderr}, step)
+            run.logger.note(f"B_simple {b_simple:,.0f} ± {noise_scale.stderr:,.0f}")

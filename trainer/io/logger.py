@@ -120,8 +120,9 @@ class Logger:
 
     def texts(self, tag: str, texts: list[str], step: int) -> None:
         """Lines of generated text (TensorBoard's text tab)."""
+        text = "\n\n".join(texts)
         for output in self._open:
-            output.text(tag, "\n\n".join(texts), step)
+            output.text(tag, text, step)
 
     def predictions(
         self, images: torch.Tensor, predicted: list[str], actual: list[str], step: int
