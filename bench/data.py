@@ -15,6 +15,7 @@ import gzip
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -23,12 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import mnist_root, print_table  # noqa: E402
 from trainer.data import InMemoryLoader  # noqa: E402
+from trainer.data.memory import prepare_batch  # noqa: E402
 from trainer_recipes.mnist.data import MNIST_FILES, MNISTData  # noqa: E402
 
 
 def in_memory_epoch(root: Path, batch: int, epoch: int) -> tuple[int, float]:
     data = MNISTData(str(root), download=False)
-    loader = InMemoryLoader(data.train, batch, seed=0, transform=data.transform)
+    prepare = partial(prepare_batch, transform=data.transform)
+    loader = InMemoryLoader(data.train, batch, seed=0, prepare=prepare)
     start = time.perf_counter()
     seen = sum(len(y) for _, y in loader.epoch(epoch))
     return seen, time.perf_counter() - start

@@ -178,10 +178,50 @@ def test_fit_api_trains_objects_twice_in_one_process_and_on_two_workers(tmp_path
     reference = weights(shapes_one)
     assert max_difference(reference, weights(tmp_path / "fit1")) < EXACT
     assert max_difference(reference, weights(tmp_path / "fit2")) < EXACT
+    # The task that owns the forward and the loss of dict batches: 2 workers = 1 worker.
+    assert 0 < outputs[1]["center_mse"] < 0.2
+    assert abs(outputs[2]["center_mse"] - outputs[1]["center_mse"]) < 1e-12
+    assert max_difference(weights(tmp_path / "fit1_located"),
+                          weights(tmp_path / "fit2_located")) < EXACT
     saved = torch.load(tmp_path / "fit1" / "checkpoints" / "last.pt", weights_only=True)
     assert saved["callbacks"]["BestAccuracy"]["best"] == one["best"]  # keyed by its class
     assert saved["config"]["model"]["_target_"] == "shapes.model.SmallCNN"
     assert saved["config"]["data"]["_target_"] == "trainer.data.datasets.Datasets"
+
+
+# Dict batches ({"image", "radius", "label"}) for a model of two inputs, through the default
+# forward (the targets under task.target_key, the rest as the model's keyword arguments).
+FIELDS = ("data=shape_fields", "model=two_input_cnn", "trainer.max_steps=8",
+          "noise=small_batch", "noise.small_batch=8")
+
+
+def test_dict_batches_feed_a_two_input_model_and_two_workers_reproduce_one(tmp_path,
+                                                                           monkeypatch):
+    """Cut into micro-batches (accumulate=2) on one worker and sharded over two, with
+    per-sample loss weights (noise=small_batch) and per-sample dropout over the dict: the same
+    weights in float64."""
+    monkeypatch.syspath_prepend(str(PROJECT))
+    one = train_in_process(tmp_path / "one", SEARCHPATH, *SHAPES, *FIELDS, "trainer.accumulate=2")
+    assert one["steps"] == 8 and 0 <= one["test_f1"] <= 1  # the recipe's F1 task, unchanged
+    result = trainer(SEARCHPATH, *SHAPES, *FIELDS, f"hydra.run.dir={tmp_path}/two", cwd=tmp_path,
+                     launcher=torchrun(2))
+    assert result.returncode == 0, result.stderr[-3000:]
+    reference = weights(tmp_path / "one")
+    assert max_difference(reference, weights(tmp_path / "two")) < EXACT
+    train_in_process(tmp_path / "plain", SEARCHPATH, *SHAPES, *FIELDS[:-2])
+    assert max_difference(reference, weights(tmp_path / "plain")) > 1e-6  # (the noise did it)
+
+
+def test_a_dict_batch_without_the_target_key_says_which_key_to_set(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(PROJECT))
+    from trainer.errors import UserError
+
+    with pytest.raises(UserError) as caught:
+        train_in_process(tmp_path / "r", SEARCHPATH, *SHAPES, *FIELDS, "task=classification",
+                         "task.target_key=y")
+    line = str(caught.value)
+    assert "dict(image: 32x1x16x16 float64, radius: 32x1 float64, label: 32 int64)" in line
+    assert "without the key 'y'" in line and "set task.target_key" in line
 
 
 # A user's own model transform and gradient hook (shapes/transforms.py, shapes/callbacks.py),

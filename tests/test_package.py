@@ -176,6 +176,12 @@ def test_installed_user_project_on_one_and_two_workers_and_through_fit(fresh):
     # The project's own model transform and gradient hook, from the installed wheels.
     result = json.loads(out.split("RESULT", 1)[1].splitlines()[0])
     assert abs(result["hooked_loss"] - math.log(2)) < 1e-12 and result["clipped"] == 1
+    # Dict batches, two inputs and outputs, the project's own task: through fit and config.
+    assert 0 < result["center_mse"] < 0.2
+    _ok(_run(fresh, trainer, searchpath, "recipe=shapes_locate", "trainer.max_steps=8",
+             "hydra.run.dir=located", *SHRINK))
+    located = json.loads((fresh["cwd"] / "located" / "metrics.json").read_text())
+    assert 0 < located["test_center_mse"] < 0.2 and "test_accuracy" in located
     saved = torch.load(fresh["cwd"] / "shapes2" / "checkpoints" / "last.pt", weights_only=True)
     assert saved["config"]["trainer"]["dtype"] == "float64"
 

@@ -45,7 +45,7 @@ def _record(cfg: DictConfig, group: str, obj: Any) -> None:
         cfg[group] = {"_target_": f"{type(obj).__module__}.{type(obj).__qualname__}", **kept}
 
 
-def fit(overrides: Sequence[str] | DictConfig = (), *, model=None, data=None,
+def fit(overrides: Sequence[str] | DictConfig = (), *, model=None, data=None, task=None,
         callbacks: Iterable[Callback] = (), transforms: Iterable = (),
         run_dir: str | Path | None = None) -> dict:
     """Train and return the final metrics (what ``metrics.json`` holds).
@@ -58,7 +58,10 @@ def fit(overrides: Sequence[str] | DictConfig = (), *, model=None, data=None,
             way on every rank; rank 0's weights are broadcast before the first step.
         data: a trainer data object (``trainer.data.InMemoryData``, ``trainer.data.Datasets``)
             or a ``(train_dataset, test_dataset)`` pair of map-style Datasets of
-            ``(input, target)``, instead of the config's data.
+            ``(input, target)`` (or dicts, several inputs: any structure the task feeds),
+            instead of the config's data.
+        task: the task instead of the config's (``trainer.tasks``): its loss and metrics, and
+            with a ``forward(model, batch)`` of its own how a batch feeds the model.
         callbacks: ``trainer.Callback`` instances, run after the config's own.
         transforms: ``trainer.ModelTransform`` instances, applied to the model after the
             config's own (before freezing and compile, unless their ``after`` says later).
@@ -86,15 +89,16 @@ def fit(overrides: Sequence[str] | DictConfig = (), *, model=None, data=None,
                 from None
     data = _as_data(data)
     given: dict[str, Any] = {"callbacks": list(callbacks), "transforms": list(transforms)}
-    for group, obj in (("model", model), ("data", data)):
+    for group, obj in (("model", model), ("data", data), ("task", task)):
         if obj is not None:
             _record(cfg, group, obj)
             given[group] = obj
-    if model is not None or data is not None:
+    if model is not None or data is not None or task is not None:
         with open_dict(cfg):
             cfg.description = "trainer.fit with " + ", ".join(
                 f"the given {group} ({type(obj).__name__})"
-                for group, obj in (("model", model), ("data", data)) if obj is not None)
+                for group, obj in (("model", model), ("data", data), ("task", task))
+                if obj is not None)
     if run_dir is None:
         run_dir = Path("outputs") / "fit" / datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     run_dir = Path(run_dir).absolute()

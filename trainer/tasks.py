@@ -8,8 +8,20 @@ may add its own, named in ``extra_sums`` and returned by ``counts`` after the co
 the others and hands them to ``metrics`` by name, whose every entry is logged to TensorBoard
 (``train/epoch_<name>``, ``eval/<name>``) and to metrics.json (``test_<name>``).
 
+A batch is whatever the data yields, collated: ``(inputs, targets)``, ``(x1, x2, targets)``,
+a dict of named tensors, nested (trainer/data/batch.py). The task decides how it feeds the model
+and the loss; the framework keeps accumulation, averaging, clipping, precision and checkpoints,
+and cuts, moves and casts the batch over its whole structure.
+
 The protocol (a task need not subclass anything):
 
+- ``forward(model, batch)``: ``(outputs, targets)`` of one (micro-)batch, each any structure.
+  Optional; the default (:class:`Task`'s, and any task without one) calls the model on the
+  batch's inputs (a tuple as positional arguments, a dict as keyword arguments) and takes the
+  targets as :func:`trainer.data.batch.inputs_and_targets` finds them (a dict's
+  ``target_key``). A task's own ``forward`` with its ``loss`` owns the whole forward-and-loss
+  of a micro-batch (Lightning's ``training_step``): several inputs, several outputs, a loss
+  from two of them.
 - ``loss(outputs, targets, weights=None)``: the scalar to train on (weights: per-sample).
 - ``predict(outputs)``: predicted labels (sample images, trainer-predict, the int8 report).
 - ``counts(outputs, targets)``: 1-D tensor ``[correct, *extra_sums]`` for one batch, on the
@@ -20,18 +32,60 @@ The protocol (a task need not subclass anything):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.nn import functional as F
 
+from trainer.data.batch import call_model, describe, inputs_and_targets
 from trainer.errors import UserError
 
 
-class Classification:
-    """Cross-entropy over class logits; accuracy is the share of argmax hits."""
+def default_forward(model: torch.nn.Module, batch: Any, target_key: str = "label",
+                    name: str = "the task") -> tuple[Any, Any]:
+    """The model's outputs on the batch's inputs, and the batch's targets (see
+    :func:`trainer.data.batch.inputs_and_targets`)."""
+    if type(batch) is tuple and len(batch) == 2:  # (inputs, targets), as the in-memory data
+        inputs, targets = batch
+    else:
+        inputs, targets = inputs_and_targets(batch, target_key)
+        if targets is None:
+            raise UserError(
+                f"{name} needs targets, and the batch {describe(batch)} has none; give the "
+                "Dataset's items as (input, target) or dicts with a 'label' key (or set "
+                "task.target_key), or give the task its own forward(model, batch)"
+            )
+    return call_model(model, inputs), targets
+
+
+def forward_of(task: Any) -> Callable[[torch.nn.Module, Any], tuple[Any, Any]]:
+    """How a batch feeds the model for ``task``: its own ``forward``, else the default."""
+    own = getattr(task, "forward", None)
+    if callable(own):
+        return own
+    target_key = getattr(task, "target_key", "label")
+    return lambda model, batch: default_forward(model, batch, target_key, type(task).__name__)
+
+
+class Task:
+    """What the built-in tasks share: the default ``forward``, with the key of a dict batch's
+    targets as an option (``task.target_key``)."""
 
     # Names of the sums ``counts`` returns after the correct count (none here).
     extra_sums: tuple[str, ...] = ()
+    target_key: str = "label"
+
+    def __init__(self, target_key: str = "label") -> None:
+        self.target_key = target_key
+
+    def forward(self, model: torch.nn.Module, batch: Any) -> tuple[Any, Any]:
+        """``(outputs, targets)`` of one batch; override for multi-input/-output models."""
+        return default_forward(model, batch, self.target_key, type(self).__name__)
+
+
+class Classification(Task):
+    """Cross-entropy over class logits; accuracy is the share of argmax hits."""
 
     def counts(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """``[correct, *extra_sums]`` of one batch."""
@@ -96,10 +150,8 @@ class NextToken(Classification):
         return {**values, "perplexity": math.exp(min(values["loss"], 700.0))}
 
 
-class Regression:
+class Regression(Task):
     """Mean squared error on one output per sample; the only metric is the MSE itself."""
-
-    extra_sums: tuple[str, ...] = ()
 
     def counts(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.count_correct(outputs, targets).reshape(1)

@@ -37,8 +37,9 @@ def torchrun(n: int) -> list[str]:
 FIT_SCRIPT = '''
 import json, os, sys, torch, trainer
 from shapes.callbacks import BestAccuracy, ClipGradNorm
-from shapes.data import ShapesDataset
-from shapes.model import SmallCNN
+from shapes.data import ShapeFields, ShapesDataset
+from shapes.model import SmallCNN, TwoInputCNN
+from shapes.tasks import ClassifyAndLocate
 from shapes.transforms import ZeroInitHead
 
 torch.manual_seed(0)
@@ -61,8 +62,16 @@ hooked = trainer.fit([*overrides, "trainer.max_steps=1"], model=SmallCNN(width=8
                      data=(ShapesDataset(512, seed=0), ShapesDataset(128, seed=1)),
                      transforms=[ZeroInitHead()], callbacks=[clip],
                      run_dir=sys.argv[1] + "_hooked")
+# Dict batches, a model of two inputs and two outputs, and the project's task that feeds the
+# batch and trains both outputs as one loss; in micro-batches, with per-sample dropout.
+located = trainer.fit([*overrides, "trainer.max_steps=8", "trainer.accumulate=2"],
+                      model=TwoInputCNN(locate=True),
+                      data=(ShapeFields(512, seed=0, center=True),
+                            ShapeFields(128, seed=1, center=True)),
+                      task=ClassifyAndLocate(), run_dir=sys.argv[1] + "_located")
 if os.environ.get("RANK", "0") == "0":  # one line, not one per worker (they interleave)
     print("RESULT", json.dumps({"steps": metrics["steps"], "acc": metrics["test_accuracy"],
                                 "best": best.best, "error": error, "again": again["steps"],
-                                "hooked_loss": hooked["train_loss"], "clipped": clip.steps}))
+                                "hooked_loss": hooked["train_loss"], "clipped": clip.steps,
+                                "center_mse": located["test_center_mse"]}))
 '''

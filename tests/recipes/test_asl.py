@@ -81,7 +81,8 @@ def test_a_sample_is_augmented_the_same_on_any_number_of_workers():
 
     def batches(rank: int, world: int):
         loader = InMemoryLoader(split, 16, seed=3, rank=rank, world_size=world,
-                                transform=lambda x: x.float() / 255, augment=augment)
+                                prepare=lambda b: (b[0].float() / 255, b[1]),
+                                augment=augment)
         return [x for x, _ in loader.epoch(1)]
 
     one = batches(0, 1)

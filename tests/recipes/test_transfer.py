@@ -7,6 +7,7 @@ import logging
 import socket
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from tests.helpers import (
     weights,
 )
 from trainer.data import InMemoryLoader, TensorSplit
-from trainer.data.memory import eval_batches
+from trainer.data.memory import eval_batches, prepare_batch
 from trainer.engine.stages import freeze
 from trainer.errors import UserError
 from trainer.tasks import Binary
@@ -114,15 +115,15 @@ def test_file_backed_batches_equal_in_memory_batches_on_any_rank(folder):
     data = ImageFolderData(str(folder), image_size=32, augment=True, workers=2)
     held = TensorSplit(torch.stack([data.train[i][0] for i in range(len(data.train))]),
                        data.train.dataset.targets)
+    prepare = partial(prepare_batch, transform=data.transform)
     for rank in range(2):
-        kwargs = dict(seed=3, rank=rank, world_size=2, transform=data.transform,
-                      augment=data.augmentation)
+        kwargs = dict(seed=3, rank=rank, world_size=2, prepare=prepare, augment=data.augmentation)
         from_files = list(InMemoryLoader(data.train, 8, **kwargs).epoch(1, start=1))
         in_memory = list(InMemoryLoader(held, 8, **kwargs).epoch(1, start=1))
         assert len(from_files) == len(in_memory) == 2
         for (x, y), (x2, y2) in zip(from_files, in_memory, strict=True):
             assert torch.equal(x, x2) and torch.equal(y, y2)
-    evaluated = torch.cat([x for x, _ in eval_batches(data.test, 3, transform=data.transform)])
+    evaluated = torch.cat([x for x, _ in eval_batches(data.test, 3, prepare=prepare)])
     assert torch.equal(evaluated, data.transform(torch.stack([data.test[i][0] for i in range(8)])))
 
 

@@ -28,7 +28,11 @@ def log_sample_predictions(run) -> None:
         run.model.train(was_training)
         if texts:
             run.logger.texts("eval/samples", texts, run.progress.step)
-    raw, targets = next(run.data.test.stream([slice(0, count)]))
+    raw = next(run.data.test.stream([slice(0, count)]))
+    if not (isinstance(raw, tuple | list) and len(raw) == 2
+            and isinstance(raw[0], torch.Tensor)):
+        return  # images come from (image, label) data; a dict batch draws none
+    raw, targets = raw
     images = run.data.as_images(raw)
     if images is None:
         return

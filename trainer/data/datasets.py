@@ -22,16 +22,18 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from trainer.data.batch import to_device
 from trainer.data.memory import InMemoryData
 from trainer.errors import UserError
 
 
 class DatasetSplit:
-    """One split as a map-style Dataset whose items are ``(input, target)``.
+    """One split as a map-style Dataset: items ``(input, target)``, ``(x1, x2, target)``, or
+    dicts of named fields (``{"image": ..., "label": ...}``), nested as deep as you like.
 
     Args:
         dataset: any ``Dataset`` with ``__len__``; items are collated by torch's default
-            collate (tensors, numbers, numpy arrays), so inputs must be tensors or arrays.
+            collate (tensors, numbers, numpy arrays, strings; tuples and dicts of them).
         workers: DataLoader worker processes (0: read in the training process).
         device: where batches arrive (the training device).
     """
@@ -60,9 +62,9 @@ class DatasetSplit:
         """Batches are read on the host and arrive on ``device``."""
         return DatasetSplit(self.dataset, self.workers, device)
 
-    def stream(self, batches: Sequence[torch.Tensor | slice]
-               ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """``(inputs, targets)`` of each batch of row indices (or slice), in order."""
+    def stream(self, batches: Sequence[torch.Tensor | slice]) -> Iterator:
+        """Each batch of row indices (or slice), in order, as the DataLoader collates the
+        items (``(inputs, targets)``, a dict, ...), on the device."""
         rows = [list(range(len(self))[b]) if isinstance(b, slice) else b.tolist() for b in batches]
         if not rows:
             return
@@ -74,18 +76,18 @@ class DatasetSplit:
                             num_workers=min(self.workers, len(rows)), pin_memory=pin,
                             generator=torch.Generator().manual_seed(0))
         for item in loader:
-            if not isinstance(item, list | tuple) or len(item) != 2:
-                raise UserError(
-                    f"{type(self.dataset).__name__} items must be (input, target) pairs; got "
-                    f"a batch of {type(item).__name__}"
-                )
-            x, y = item
-            yield (x.to(self.device, non_blocking=pin),
-                   torch.as_tensor(y).to(self.device, non_blocking=pin))
+            if isinstance(item, list | tuple) and len(item) == 2:  # (inputs, targets)
+                x, y = item
+                if not isinstance(y, torch.Tensor):
+                    y = torch.as_tensor(y)
+                yield to_device(x, self.device, pin), y.to(self.device, non_blocking=pin)
+            else:  # a dict of named fields, several inputs: the structure as it collated
+                yield to_device(item, self.device, pin)
 
 
 class Datasets(InMemoryData):
-    """A run's data from two map-style Datasets of ``(input, target)``.
+    """A run's data from two map-style Datasets: items ``(input, target)``, or any structure
+    the task knows how to feed (trainer/tasks.py: a dict's ``task.target_key``, several inputs).
 
     In a config, ``data._target_: trainer.data.Datasets`` with ``train:`` and ``test:`` each a
     nested ``_target_`` (``torchvision.datasets.FakeData``, ``ImageFolder``, your own class);

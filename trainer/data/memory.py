@@ -9,7 +9,7 @@ N workers see exactly the samples one worker sees at the same global batch.
 The loader and the evaluation never touch a split's storage directly: they hand it batches of
 row indices and read back raw samples (``split.stream``), so a split may also live on disk and
 be any map-style Dataset read in DataLoader workers (:class:`trainer.data.datasets.DatasetSplit`)
-with the same order.
+with the same order, whose batches may have any structure (:func:`prepare_batch`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from trainer.data.batch import cast_floats
 
 
 @dataclass
@@ -114,7 +116,7 @@ class InMemoryLoader:
         seed: int,
         rank: int = 0,
         world_size: int = 1,
-        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        prepare: Callable | None = None,
         augment: Callable | None = None,
     ) -> None:
         self.split = split
@@ -122,7 +124,7 @@ class InMemoryLoader:
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
-        self.transform = transform or (lambda x: x)
+        self.prepare = prepare or (lambda batch: batch)
         self.resize(global_batch_size)
 
     def resize(self, global_batch_size: int) -> None:
@@ -153,8 +155,10 @@ class InMemoryLoader:
         order = epoch_permutation(len(self.split), self.seed, epoch)[:used]
         return order.view(len(self), self.world_size, self.batch_size)[:, self.rank].reshape(-1)
 
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield batches ``start, start+1, ...`` of the epoch (``start`` > 0 when resuming)."""
+    def epoch(self, epoch: int, start: int = 0) -> Iterator:
+        """Yield batches ``start, start+1, ...`` of the epoch (``start`` > 0 when resuming),
+        prepared (:func:`prepare_batch`): ``(inputs, targets)``, or the structure a Dataset's
+        items collate to."""
         index = self.shard_indices(epoch)[start * self.batch_size :]
         if isinstance(self.split, TensorSplit):
             index = index.to(self.split.inputs.device)  # gathered where the tensors live
@@ -163,13 +167,14 @@ class InMemoryLoader:
         # (An epoch resumed at its end has no batches left: split() of an empty index would
         # still give one empty batch, and the mean loss over it is NaN.)
         rows = list(index.split(self.batch_size)) if len(index) else []
-        for batch, (raw, y) in enumerate(self.split.stream(rows), start=start):
-            x = self.transform(raw)
-            if self.augment is not None:
+        for index, raw in enumerate(self.split.stream(rows), start=start):
+            batch = self.prepare(raw)
+            if self.augment is not None:  # (in-memory data: always an (inputs, targets) pair)
                 # Drawn per (seed, epoch, batch) for the global batch: see data/augment.py.
-                x = self.augment(x, _generator(self.seed, epoch, batch, 0x6175),
-                                 self.first_row, self.global_batch_size)
-            yield x, y
+                x, y = batch
+                batch = (self.augment(x, _generator(self.seed, epoch, index, 0x6175),
+                                      self.first_row, self.global_batch_size), y)
+            yield batch
 
 
 def eval_batches(
@@ -178,13 +183,30 @@ def eval_batches(
     *,
     rank: int = 0,
     world_size: int = 1,
-    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """This rank's contiguous share of an eval split, in order, every sample exactly once."""
-    transform = transform or (lambda x: x)
+    prepare: Callable | None = None,
+) -> Iterator:
+    """This rank's contiguous share of an eval split, in order, every sample exactly once;
+    batches prepared like the loader's."""
+    prepare = prepare or (lambda batch: batch)
     bounds = np.linspace(0, len(split), world_size + 1).round().astype(int)
     lo_rank, hi_rank = int(bounds[rank]), int(bounds[rank + 1])
     slices = [slice(lo, min(lo + batch_size, hi_rank))
               for lo in range(lo_rank, hi_rank, batch_size)]
-    for raw, targets in split.stream(slices):
-        yield transform(raw), targets
+    for raw in split.stream(slices):
+        yield prepare(raw)
+
+
+def prepare_batch(raw, transform: Callable[[torch.Tensor], torch.Tensor],
+                  dtype: torch.dtype = torch.float32):
+    """A raw batch as the task takes it. An ``(inputs, targets)`` pair of tensors (the
+    in-memory data's, a Dataset's ``(input, target)`` items) gets the data's ``transform`` on
+    its inputs (pixels to floats, in the run's dtype) and stays a tuple; any other structure
+    (a dict, several inputs) is the Dataset's own, as it collated. Either way floating-point
+    tensors come in the run's dtype (trainer.dtype) and integer ones (labels, word indices) as
+    they are."""
+    if type(raw) in (tuple, list) and len(raw) == 2 and isinstance(raw[0], torch.Tensor):
+        x, y = raw
+        if isinstance(y, torch.Tensor) and y.is_floating_point() and y.dtype != dtype:
+            y = y.to(dtype)  # (compared first: even a .to() that changes nothing costs)
+        return transform(x), y
+    return cast_floats(raw, dtype)

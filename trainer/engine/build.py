@@ -22,6 +22,7 @@ from trainer.config.flat import flatten
 from trainer.config.instantiate import safe_instantiate
 from trainer.config.schema import framework_keys
 from trainer.data import InMemoryData, InMemoryLoader
+from trainer.data.memory import prepare_batch
 from trainer.engine.precision import Precision
 from trainer.engine.progress import Progress
 from trainer.engine.seeding import seed_everything, worker_seed
@@ -42,6 +43,7 @@ from trainer.optim.factory import build_optimizer
 from trainer.optim.schedule import Schedule
 from trainer.parallel.backends import Backend
 from trainer.parallel.sample_dropout import BatchPosition
+from trainer.tasks import forward_of
 
 # Keys of the data, model and optimizer groups that the framework applies itself.
 _LOADER_KEYS = framework_keys("data")
@@ -59,6 +61,9 @@ class Run:
     model: torch.nn.Module  # the bare model: what checkpoints hold
     train_model: torch.nn.Module  # the backend's wrapper around `forward`
     task: Any
+    # How a (micro-)batch feeds the model: ``feed(model, batch) -> (outputs, targets)``, the
+    # task's own ``forward`` or the default (trainer.tasks.forward_of).
+    feed: Any
     optimizer: torch.optim.Optimizer
     schedule: Schedule
     precision: Precision
@@ -227,7 +232,8 @@ def _build_components(cfg: DictConfig, run_dir: Path, backend: Backend,
     try:
         loader = InMemoryLoader(
             data.train, cfg.data.batch_size, seed=loop.seed, rank=backend.rank,
-            world_size=backend.world_size, transform=data.transform,
+            world_size=backend.world_size,
+            prepare=functools.partial(prepare_batch, transform=data.transform, dtype=dtype),
             augment=data.augmentation,
         )
     except ValueError as exc:
@@ -270,13 +276,14 @@ def _build_components(cfg: DictConfig, run_dir: Path, backend: Backend,
     if loop.max_steps is not None:
         total_steps = min(total_steps, loop.max_steps)
     schedule.attach(optimizer, steps_per_epoch=epoch_steps, total_steps=total_steps)
-    task = safe_instantiate(cfg.task, "task")
+    task = objects["task"] if "task" in objects else safe_instantiate(cfg.task, "task")
     noise = safe_instantiate(cfg.noise, "noise")
     noise.bind(loop.seed)
 
     run = Run(
         cfg=cfg, run_dir=run_dir, device=device, backend=backend, data=data, loader=loader,
-        model=model, train_model=train_model, task=task, optimizer=optimizer,
+        model=model, train_model=train_model, task=task, feed=forward_of(task),
+        optimizer=optimizer,
         schedule=schedule, precision=Precision(loop.precision, device), logger=logger,
         checkpointer=checkpointer, progress=Progress(), total_steps=total_steps, noise=noise,
         micro_batches=micro_batches, noise_scale=noise_scale, epoch_batches=epoch_batches,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from trainer.data.batch import rows
 from trainer.data.memory import eval_batches
 from trainer.engine.build import Run
 from trainer.tasks import batch_counts, sum_width, task_metrics
@@ -20,13 +21,13 @@ def evaluate(run: Run) -> dict[str, float]:
     sums = torch.zeros(sum_width(task), dtype=torch.float64, device=run.device)
     batches = eval_batches(
         data.test, run.cfg.data.eval_batch_size, rank=run.backend.rank,
-        world_size=run.backend.world_size, transform=data.transform,
+        world_size=run.backend.world_size, prepare=run.loader.prepare,
     )
-    for inputs, targets in batches:
-        logits = model(inputs)
-        n = len(targets)
-        sums[0] += task.loss(logits, targets).double() * n
-        counts = batch_counts(task, logits, targets).double()
+    for batch in batches:
+        outputs, targets = run.feed(model, batch)
+        n = rows(batch)
+        sums[0] += task.loss(outputs, targets).double() * n
+        counts = batch_counts(task, outputs, targets).double()
         sums[1] += counts[0]
         sums[2] += n
         sums[3:] += counts[1:]

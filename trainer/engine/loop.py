@@ -189,10 +189,10 @@ class Loop:
         run.loader.resize(run.epoch_batches[p.epoch])  # schedule=increase_batch grows it
         window = (p.samples, clock.total)
         clock.start()
-        for inputs, targets in run.loader.epoch(p.epoch, start=p.batch):
+        for batch in run.loader.epoch(p.epoch, start=p.batch):
             lr = run.schedule.apply(run.optimizer, p.step)
             run.callbacks.on_step_start(run)
-            loss = train_step(run, inputs, targets, p.step, self.accumulate, self.tally)
+            loss = train_step(run, batch, p.step, self.accumulate, self.tally)
             self.pending.append((p.step + 1, loss))
             p.step += 1
             p.batch += 1

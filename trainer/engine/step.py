@@ -15,50 +15,52 @@ steps at once: trainer/engine/tally.py).
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import torch
 
+from trainer.data.batch import rows, split
 from trainer.engine.build import Run
 from trainer.engine.tally import Tally
 
 _SYNC = contextlib.nullcontext()  # the last micro-batch's backward communicates
 
 
-def train_step(run: Run, inputs: torch.Tensor, targets: torch.Tensor, step: int,
-               micro_batches: int, tally: Tally) -> torch.Tensor:
-    """One optimizer step over this worker's share of the global batch; its loss, still on
-    the device. The outputs and targets go to ``tally``.
+def train_step(run: Run, batch: Any, step: int, micro_batches: int,
+               tally: Tally) -> torch.Tensor:
+    """One optimizer step over this worker's share of the global batch (any structure: the
+    task feeds it to the model, trainer/tasks.py); its loss, still on the device. The outputs
+    and targets go to ``tally``.
 
     With k micro-batches each loss is scaled by 1/k, so the summed gradient is the gradient of
     the whole batch's mean loss; only the last backward communicates.
     """
     k = micro_batches
-    model, task, precision, backend = run.train_model, run.task, run.precision, run.backend
+    model, task, feed = run.train_model, run.task, run.feed
+    precision, backend = run.precision, run.backend
     # Per-sample loss weights (noise=small_batch), or None: the noise's, for the global batch.
     weights = run.noise.sample_weights(step, run.loader.global_batch_size, backend.rank,
                                        backend.world_size)
-    if k == 1:
-        parts = ((inputs, targets, weights),)
-    else:
-        parts = zip(inputs.chunk(k), targets.chunk(k),
-                    weights.chunk(k) if weights is not None else (None,) * k, strict=True)
+    parts = split(batch, k)
+    part_weights = (None,) * k if weights is None else split(weights, k)
     # This worker's rows start here in the global batch (per-sample dropout masks use it).
     first = run.loader.first_row
     position = run.batch_position
     run.optimizer.zero_grad()  # set_to_none (torch >= 2.0 default; Horovod takes no args)
     loss = None
-    for i, (x, y, w) in enumerate(parts):
-        position.set(step, first, len(x))
-        first += len(x)
+    for i, (part, w) in enumerate(zip(parts, part_weights, strict=True)):
+        n = rows(part)
+        position.set(step, first, n)
+        first += n
         with _SYNC if i == k - 1 else backend.no_sync(model):
             with precision.autocast():
-                logits = model(x)
-                part = task.loss(logits, y, w)
+                outputs, targets = feed(model, part)
+                part_loss = task.loss(outputs, targets, w)
                 if k > 1:
-                    part = part / k
-            precision.backward(part)
-        loss = part.detach() if loss is None else loss + part.detach()
-        tally.add(logits, y)  # kept as they are: no kernel here (see tally.py)
+                    part_loss = part_loss / k
+            precision.backward(part_loss)
+        loss = part_loss.detach() if loss is None else loss + part_loss.detach()
+        tally.add(outputs, targets)  # kept as they are: no kernel here (see tally.py)
     position.clear()
     callbacks = run.callbacks
     with backend.step_context(run.optimizer):  # gradients are averaged from here on

@@ -16,8 +16,11 @@ mentioning.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from trainer.data.batch import cat, elements, joinable
 from trainer.tasks import batch_counts
 
 # Per step: 64k elements (256 KB of float32); a log window of 50 steps then holds 12.5 MB.
@@ -25,16 +28,18 @@ KEEP_ELEMENTS = 1 << 16
 
 
 class Tally:
-    """Collects ``(outputs, targets)`` of training batches; :meth:`take` returns their summed
-    counts ``[correct, *extra_sums]`` in float64, on the outputs' device."""
+    """Collects ``(outputs, targets)`` of training batches (tensors, or any structure a task's
+    forward returns); :meth:`take` returns their summed counts ``[correct, *extra_sums]`` in
+    float64, on the outputs' device."""
 
     def __init__(self, task) -> None:
         self.task = task
-        self._kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._kept: list[tuple[Any, Any]] = []
         self._counted: list[torch.Tensor] = []
 
-    def add(self, outputs, targets: torch.Tensor) -> None:
-        if isinstance(outputs, torch.Tensor) and outputs.numel() <= KEEP_ELEMENTS:
+    def add(self, outputs: Any, targets: Any) -> None:
+        size = outputs.numel() if isinstance(outputs, torch.Tensor) else elements(outputs)
+        if size <= KEEP_ELEMENTS:
             self._kept.append((outputs, targets))
         else:
             self._counted.append(_count(self.task, outputs, targets))
@@ -45,35 +50,32 @@ class Tally:
         with torch.no_grad():
             if kept:
                 try:  # one call over every batch kept: the usual case, one shape
-                    self._counted.append(_count(self.task, torch.cat([o for o, _ in kept]),
-                                                torch.cat([t for _, t in kept])))
-                except RuntimeError:  # shapes that do not join: in runs of one shape
+                    self._counted.append(_count(self.task, cat([o for o, _ in kept]),
+                                                cat([t for _, t in kept])))
+                except (RuntimeError, LookupError, TypeError):  # shapes that do not join
                     self._count_runs(kept)
             if not self._counted:
                 return None
             counted, self._counted = self._counted, []
             return counted[0] if len(counted) == 1 else torch.stack(counted).sum(0)
 
-    def _count_runs(self, kept: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def _count_runs(self, kept: list[tuple[Any, Any]]) -> None:
         """Count consecutive batches of one shape together (the last batch of a sequence
         task, or outputs that change width)."""
         start = 0
         for end in range(1, len(kept) + 1):
             if end == len(kept) or not _joinable(kept[end - 1], kept[end]):
                 run = kept[start:end]
-                outputs = run[0][0] if len(run) == 1 else torch.cat([o for o, _ in run])
-                targets = run[0][1] if len(run) == 1 else torch.cat([t for _, t in run])
+                outputs = run[0][0] if len(run) == 1 else cat([o for o, _ in run])
+                targets = run[0][1] if len(run) == 1 else cat([t for _, t in run])
                 self._counted.append(_count(self.task, outputs, targets))
                 start = end
 
 
-def _joinable(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> bool:
-    return (a[0].dim() > 0 and a[1].dim() > 0 and a[0].shape[1:] == b[0].shape[1:]
-            and a[1].shape[1:] == b[1].shape[1:])
+def _joinable(a: tuple[Any, Any], b: tuple[Any, Any]) -> bool:
+    return joinable(a[0], b[0]) and joinable(a[1], b[1])
 
 
-def _count(task, outputs, targets: torch.Tensor) -> torch.Tensor:
+def _count(task, outputs: Any, targets: Any) -> torch.Tensor:
     with torch.no_grad():
-        if isinstance(outputs, torch.Tensor):
-            outputs = outputs.detach()
         return batch_counts(task, outputs, targets).double()

@@ -115,8 +115,8 @@ def predictions(module: nn.Module, split, transform, task,
                 batch_size: int) -> tuple[torch.Tensor, float]:
     """Predicted classes on a whole split, and the accuracy."""
     predicted, correct = [], 0
-    for inputs, targets in eval_batches(split, batch_size, transform=transform):
-        p = task.predict(module(inputs))
+    for raw, targets in eval_batches(split, batch_size):  # (images: (inputs, targets) pairs)
+        p = task.predict(module(transform(raw)))
         predicted.append(p)
         correct += int((p == targets).sum())
     return torch.cat(predicted), correct / max(len(split), 1)

@@ -44,7 +44,7 @@ def train(cfg: DictConfig, run_dir: Path, objects: dict | None = None) -> dict:
 
     objects = objects or {}
     # Before any process group exists: every rank fails alike, nothing hangs.
-    validate(cfg, given=tuple(k for k in ("model", "data") if k in objects))
+    validate(cfg, given=tuple(k for k in ("model", "data", "task") if k in objects))
     backend = build_backend(cfg.dist, pick_device(cfg.trainer.device), cfg.trainer.accumulate)
     try:
         attempt = functools.partial(_attempt, cfg, backend, objects)

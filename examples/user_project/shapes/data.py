@@ -1,5 +1,9 @@
-"""A map-style torch Dataset: item i is a 1 x size x size image of a circle (label 0) or a
-square (label 1) on noise, drawn from (seed, i) alone, so any process reads the same item."""
+"""Map-style torch Datasets: item i is a 1 x size x size image of a circle (label 0) or a
+square (label 1) on noise, drawn from (seed, i) alone, so any process reads the same item.
+
+``ShapesDataset`` gives ``(image, label)`` pairs; ``ShapeFields`` gives the same shapes as
+dicts of named fields (the image, the shape's radius as a second model input, its centre as a
+second target), which the framework batches as dicts (see shapes/tasks.py)."""
 
 import torch
 from torch.utils.data import Dataset
@@ -15,6 +19,11 @@ class ShapesDataset(Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label, _, _ = self.draw(index)
+        return image, label
+
+    def draw(self, index: int) -> tuple[torch.Tensor, int, torch.Tensor, float]:
+        """The image, its label, the shape's centre (y, x) and its radius, both / size."""
         if not 0 <= index < self.length:
             raise IndexError(index)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
@@ -29,4 +38,21 @@ class ShapesDataset(Dataset):
         else:
             inside = ((yy - cy).abs() <= r) & ((xx - cx).abs() <= r)
         image[0][inside] += 0.7
-        return image, label
+        return image, label, torch.tensor([cy / n, cx / n]), r / n
+
+
+class ShapeFields(ShapesDataset):
+    """Item i as ``{"image", "radius", "label"}`` (and ``"center"``, the shape's centre, with
+    ``center=True``): a dict batch for a model of two inputs (see shapes/model.py)."""
+
+    def __init__(self, length: int = 512, size: int = 16, seed: int = 0,
+                 center: bool = False) -> None:
+        super().__init__(length, size, seed)
+        self.center = center
+
+    def __getitem__(self, index: int) -> dict:
+        image, label, centre, radius = self.draw(index)
+        item = {"image": image, "radius": torch.tensor([radius]), "label": label}
+        if self.center:
+            item["center"] = centre
+        return item
