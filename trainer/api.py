@@ -77,16 +77,16 @@ def fit(overrides: Sequence[str] | DictConfig = (), *, model=None, data=None, ta
     from trainer.tools.train import train
 
     if isinstance(overrides, DictConfig):
-        cfg = OmegaConf.create(OmegaConf.to_container(overrides))
+        cfg = OmegaConf.create(OmegaConf.to_container(overrides, enum_to_str=True))
     else:
         if isinstance(overrides, str):
             overrides = [overrides]
         try:
             cfg = compose_config(*overrides)
         except HydraException as exc:  # a misspelt key, an unknown option: one line
-            text = str(exc).split("Config search path")[0]
-            raise UserError(" ".join(ln.strip() for ln in text.splitlines() if ln.strip())) \
-                from None
+            from trainer.tools.hydra_errors import one_line
+
+            raise UserError(one_line(exc) or str(exc).splitlines()[0]) from None
     data = _as_data(data)
     given: dict[str, Any] = {"callbacks": list(callbacks), "transforms": list(transforms)}
     for group, obj in (("model", model), ("data", data), ("task", task)):

@@ -28,7 +28,7 @@ from trainer.io.checkpoint_read import read_checkpoint
         (["trainer.keep_last=0"], ["trainer.keep_last=0"]),
         (["optimizer.momentum=0", "optimizer.nesterov=true"], ["Nesterov", "momentum > 0"]),
         (["model._target_=os.system"], ["model._target_=os.system is refused"]),
-        (["dist.backend=gloo"], ["dist.backend='gloo'", "auto"]),
+        (["dist.backend=gloo"], ["dist.backend=gloo is invalid", "auto"]),
         (["trainer.dtype=float16"], ["trainer.dtype=float16", "float32 or float64"]),
         (["trainer.dtype=float64", "trainer.precision=bf16"],
          ["trainer.precision=bf16", "trainer.dtype=float64", "trainer.precision=32"]),

@@ -55,8 +55,18 @@ CONFIG = [
     (["trainer.epochs=0"], "trainer.epochs=0 is invalid"),
     (["trainer.max_steps=0"], "trainer.max_steps=0 is invalid"),
     (["trainer.accumulate=0"], "trainer.accumulate=0 is invalid"),
-    (["trainer.early_stop=-1"], "trainer.early_stop=-1 is invalid"),
-    (["trainer.early_stop_mode=up"], "trainer.early_stop_mode=up is invalid"),
+    (["trainer.early_stop=3"], "trainer.early_stop moved out of the trainer group: use "
+                               "callbacks=[default,early_stopping] "
+                               "callbacks.early_stopping.patience=N"),
+    (["callbacks=[default,early_stopping]", "callbacks.early_stopping.patience=-1"],
+     "EarlyStopping refused its arguments (patience=-1: use a number of evaluations >= 1)"),
+    (["callbacks.best_checkpoint.mode=up"],
+     "BestCheckpoint refused its arguments (mode='up': use max or min)"),
+    (["callbacks=[default,profiler]", "callbacks.profiler.active=0"],
+     "Profiler refused its arguments (active=0: use a step count >= 1)"),
+    (["dist.op=sum"], "dist.op=sum is invalid: use average or adasum"),
+    (["callbacks=[default,early_stop]"], "unknown callbacks 'early_stop'; choose one of: "
+                                         "best_checkpoint, default, early_stopping"),
     (["trainer.noise_scale=sometimes"], "trainer.noise_scale=sometimes is invalid"),
     (["trainer.precision=8"], "trainer.precision=8 is unknown"),
     (["optimizer.scale_lr=sqrt"], "optimizer.scale_lr=sqrt is invalid"),

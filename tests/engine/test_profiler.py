@@ -1,4 +1,4 @@
-"""trainer.profile=true: a torch.profiler trace of the scheduled steps, per rank."""
+"""callbacks=[default,profiler]: a torch.profiler trace of the scheduled steps, per rank."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 
 from tests.helpers import run, train_in_process
 
-PROFILE = ("trainer.profile=true", "trainer.profile_wait=2", "trainer.profile_warmup=1",
-           "trainer.profile_active=3", "trainer.max_steps=12", "logger.sample_predictions=0")
+PROFILE = ("callbacks=[default,profiler]", "callbacks.profiler.wait=2",
+           "callbacks.profiler.warmup=1", "callbacks.profiler.active=3", "trainer.max_steps=12",
+           "logger.sample_predictions=0")
 
 
 def _steps(trace: Path) -> list[str]:
@@ -27,7 +28,7 @@ def test_the_trace_holds_the_active_steps(tmp_path):
 
 
 def test_every_rank_writes_its_trace_when_asked(tmp_path):
-    run("torchrun", 2, *PROFILE, "trainer.profile_all_ranks=true",
+    run("torchrun", 2, *PROFILE, "callbacks.profiler.all_ranks=true",
         f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
     names = sorted(p.name.split(".")[0] for p in (tmp_path / "r" / "profile").glob("*.json"))
     assert names == ["rank0", "rank1"]

@@ -144,7 +144,8 @@ def test_early_stop_ends_the_run_after_patience(tmp_path):
         tmp_path,
         "optimizer.lr=1e-9",
         "trainer.eval_every=1",
-        "trainer.early_stop=2",
+        "callbacks=[default,early_stopping]",
+        "callbacks.early_stopping.patience=2",
         "trainer.max_steps=100",
     )
     # Step 1 sets the best; steps 2 and 3 do not beat it at lr 1e-9: stop after step 3.

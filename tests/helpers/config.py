@@ -34,6 +34,6 @@ _WEIGHTS = (0.05 * torch.randn(64, generator=torch.Generator().manual_seed(1))).
 FROZEN = (
     "recipe=linreg", f"data.weights=[{','.join(f'{w:.6f}' for w in _WEIGHTS)}]",
     "data.num_train=32768", "data.batch_size=512", "optimizer.lr=1e-9",
-    "trainer.noise_scale_ema=0.99", "trainer.max_steps=300", "trainer.early_stop=null",
+    "trainer.noise_scale_ema=0.99", "trainer.max_steps=300", "++callbacks.early_stopping=null",
     "logger.tensorboard=false",
 )

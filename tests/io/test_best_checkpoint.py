@@ -15,7 +15,8 @@ from trainer.tools.predict import load
 RUN = ("trainer.max_steps=60", "trainer.eval_every=10", "trainer.checkpoint_every=10",
        "trainer.keep_last=1", "logger.sample_predictions=0", "logger.tensorboard=false")
 # "Best" = the LOWEST accuracy: the first evaluation, so best.pt is not the last checkpoint.
-WORST_FIRST = ("trainer.early_stop_metric=eval/accuracy", "trainer.early_stop_mode=min")
+WORST_FIRST = ("callbacks.best_checkpoint.monitor=eval/accuracy",
+               "callbacks.best_checkpoint.mode=min")
 
 
 def _history(run_dir: Path) -> list[dict]:
@@ -63,7 +64,7 @@ def test_a_resumed_run_keeps_its_best_and_a_fresh_start_moves_it_aside(tmp_path)
 
 
 def test_a_metric_the_task_lacks_means_no_best_and_one_warning(tmp_path, caplog):
-    metrics = train_in_process(tmp_path, *RUN, "trainer.early_stop_metric=eval/nope",
+    metrics = train_in_process(tmp_path, *RUN, "callbacks.best_checkpoint.monitor=eval/nope",
                                "trainer.max_steps=20")
     assert not (tmp_path / "checkpoints" / "best.pt").exists() and "best_step" not in metrics
     said = [r.message for r in caplog.records if "no best checkpoint" in r.message]

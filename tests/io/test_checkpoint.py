@@ -146,15 +146,21 @@ def test_a_checkpoint_from_before_callbacks_existed_resumes_exactly(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_checkpoint_holding_early_stopping_in_its_progress_still_resumes_the_count(tmp_path):
+def test_a_checkpoint_holding_early_stopping_in_its_progress_still_resumes_the_count(
+        tmp_path, caplog):
     """Checkpoints written when early stopping's and the best checkpoint's state lived in the
-    run's progress (best, bad_evals, best_checkpoint_step/_value): a resume hands that state to
-    the callbacks, so the run stops where the uninterrupted run stopped, with the same best."""
+    run's progress (best, bad_evals, best_checkpoint_step/_value), and their options in the
+    loop's config (trainer.early_stop, early_stop_metric, ...): a resume hands that state to
+    the callbacks and reads the stored config in today's keys, so the run stops where the
+    uninterrupted run stopped, with the same best; trainer-predict opens the checkpoint."""
     from tests.helpers import train_in_process
+    from tests.helpers.images import write_digit_photo
+    from trainer.tools.predict import load, predict
 
     # Patience 2 with eval_every=1 over a plateaued learning rate: early stopping ends it.
     common = ("trainer.max_steps=60", "trainer.eval_every=2", "trainer.checkpoint_every=2",
-              "trainer.keep_last=50", "trainer.early_stop=2", "optimizer.lr=0.0005",
+              "trainer.keep_last=50", "callbacks=[default,early_stopping]",
+              "callbacks.early_stopping.patience=2", "optimizer.lr=0.0005",
               "logger.tensorboard=false")
     whole = train_in_process(tmp_path / "a", *common)
     assert whole["stopped_early"] and whole["steps"] > 4
@@ -164,7 +170,19 @@ def test_a_checkpoint_holding_early_stopping_in_its_progress_still_resumes_the_c
     saved["progress"].update(best=stopping["best"], bad_evals=stopping["bad_evals"],
                              best_checkpoint_step=best["step"],
                              best_checkpoint_value=best["value"])
+    saved["config"]["callbacks"] = {}
+    saved["config"]["trainer"].update(
+        early_stop=2, early_stop_metric="eval/accuracy", early_stop_mode="max",
+        early_stop_min_delta=0.0, profile=False, profile_wait=5, profile_warmup=2,
+        profile_active=5, profile_all_ranks=False)
     torch.save(saved, tmp_path / "old.pt")
     resumed = train_in_process(tmp_path / "b", *common, f"trainer.resume={tmp_path / 'old.pt'}")
     assert (resumed["steps"], resumed["best_step"], resumed["best_value"]) == (
         whole["steps"], whole["best_step"], whole["best_value"])
+    assert not [r for r in caplog.records if "config differs" in r.message]
+    config = load(tmp_path / "old.pt")["config"]
+    assert config["callbacks"]["early_stopping"]["patience"] == 2
+    assert "early_stop" not in config["trainer"]
+    photo = write_digit_photo(torch.eye(8) * 16, 16, tmp_path / "digit.png")
+    [(_, label, probability)] = predict(tmp_path / "old.pt", [photo])
+    assert label in [str(d) for d in range(10)] and 0 < probability <= 1

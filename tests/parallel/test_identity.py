@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import run_cli
-from trainer.errors import UserError
 from trainer.parallel.backends import choose
 from trainer.parallel.identity import Identity, from_environment
 
@@ -61,9 +60,16 @@ def test_auto_picks_the_backend_for_each_launcher(asked, env, chosen):
     assert choose(asked, from_environment(env)) == chosen
 
 
-def test_unknown_backend_is_refused():
-    with pytest.raises(UserError, match="dist.backend='gloo' is unknown"):
-        choose("gloo", from_environment({}))
+def test_unknown_backend_is_refused_by_the_schema():
+    from hydra.errors import HydraException
+
+    from trainer.config import compose_config
+    from trainer.tools.hydra_errors import one_line
+
+    with pytest.raises(HydraException) as caught:
+        compose_config("dist.backend=gloo")
+    line = one_line(caught.value)
+    assert line == "dist.backend=gloo is invalid: use auto, torch, horovod or none"
 
 
 def test_backend_none_trains_one_process_even_under_a_launcher(tmp_path):

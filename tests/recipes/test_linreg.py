@@ -42,6 +42,8 @@ def test_batch_size_trades_gradient_noise_for_samples(tmp_path):
 
 
 def test_early_stop_min_delta_ignores_tiny_improvements(tmp_path):
-    strict = train_in_process(tmp_path / "a", "recipe=linreg", "trainer.early_stop_min_delta=0")
-    loose = train_in_process(tmp_path / "b", "recipe=linreg", "trainer.early_stop_min_delta=0.5")
+    strict = train_in_process(tmp_path / "a", "recipe=linreg",
+                              "callbacks.early_stopping.min_delta=0")
+    loose = train_in_process(tmp_path / "b", "recipe=linreg",
+                             "callbacks.early_stopping.min_delta=0.5")
     assert loose["steps"] < strict["steps"]

@@ -1,7 +1,9 @@
 """``checkpoints/best.pt``: the weights of the best evaluation so far.
 
-Judged by ``trainer.early_stop_metric`` / ``trainer.early_stop_mode`` whether or not early
-stopping is on (an evaluation is best when it is strictly better than every earlier one). The
+One of the default callbacks (trainer/conf/callbacks/best_checkpoint.yaml), judged by
+``callbacks.best_checkpoint.monitor`` / ``mode`` (an evaluation is best when it is strictly
+better than every earlier one); early stopping watches the same metric unless told otherwise;
+``callbacks.best_checkpoint=null`` turns it off. The
 file is a whole checkpoint written atomically beside the step checkpoints, never pruned by
 ``trainer.keep_last`` nor pointed at by ``last.pt``; ``best.json`` beside it records the step,
 the metric and its value, and so does ``metrics.json`` (``best_step``, ``best_value``...).
@@ -17,8 +19,10 @@ from trainer.callbacks import Callback
 
 
 class BestCheckpoint(Callback):
-    def __init__(self, metric: str = "eval/accuracy", mode: str = "max") -> None:
-        self.metric, self.maximise = metric, mode == "max"
+    def __init__(self, monitor: str = "eval/accuracy", mode: str = "max") -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode={mode!r}: use max or min")
+        self.metric, self.maximise = monitor, mode == "max"
         self._said = False
         # The evaluation best.pt holds (saved in every checkpoint: a resume compares with it).
         self.step: int | None = None
@@ -35,8 +39,8 @@ class BestCheckpoint(Callback):
         if value is None:
             if not self._said:  # regression has no accuracy: say so once, train on
                 run.logger.warning(
-                    f"no best checkpoint: trainer.early_stop_metric={self.metric} is not an "
-                    f"eval metric of this task (it has {', '.join(metrics)})")
+                    f"no best checkpoint: callbacks.best_checkpoint.monitor={self.metric} is "
+                    f"not an eval metric of this task (it has {', '.join(metrics)})")
                 self._said = True
             return
         best = self.value

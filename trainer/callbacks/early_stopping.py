@@ -1,9 +1,11 @@
 """Early stopping: end the run when an eval metric has stopped improving.
 
-Configured by ``trainer.early_stop`` (the patience, in evaluations) with
-``trainer.early_stop_metric`` / ``_mode`` / ``_min_delta``; the run adds this callback when the
-patience is set. Its best value and count of evaluations without improvement are saved in every
-checkpoint (under ``callbacks.early_stopping``), so a resumed run keeps counting.
+Switched on by choosing it among the callbacks (``callbacks=[default,early_stopping]``, a
+recipe's ``override /callbacks: [default, early_stopping]``; trainer/conf/callbacks/
+early_stopping.yaml), with ``callbacks.early_stopping.patience`` (in evaluations),
+``monitor`` and ``mode`` (by default the best checkpoint's) and ``min_delta``. Its best value and
+count of evaluations without improvement are its own state, saved in every checkpoint (under
+``callbacks.early_stopping``), so a resumed run keeps counting.
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ from trainer.errors import UserError
 
 
 class EarlyStopping(Callback):
-    """Stop after ``patience`` evaluations in which ``metric`` did not beat the best so far by
-    more than ``min_delta`` (``mode``: max or min)."""
+    """Stop after ``patience`` evaluations in which ``monitor`` did not beat the best so far
+    by more than ``min_delta`` (``mode``: max or min)."""
 
-    def __init__(self, patience: int, metric: str = "eval/accuracy", mode: str = "max",
+    def __init__(self, patience: int = 3, monitor: str = "eval/accuracy", mode: str = "max",
                  min_delta: float = 0.0) -> None:
-        self.patience, self.metric, self.min_delta = patience, metric, min_delta
+        if not isinstance(patience, int) or isinstance(patience, bool) or patience < 1:
+            raise ValueError(f"patience={patience!r}: use a number of evaluations >= 1")
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode={mode!r}: use max or min")
+        if not min_delta >= 0:
+            raise ValueError(f"min_delta={min_delta!r}: use a value >= 0")
+        self.patience, self.metric, self.min_delta = patience, monitor, min_delta
         self.maximise = mode == "max"
         self.best: float | None = None  # the best value so far
         self.bad_evals = 0  # evaluations since it last improved
@@ -33,7 +41,7 @@ class EarlyStopping(Callback):
         value = metrics.get(self.metric)
         if value is None:
             raise UserError(
-                f"trainer.early_stop_metric={self.metric} is not an eval metric; "
+                f"callbacks.early_stopping.monitor={self.metric} is not an eval metric; "
                 f"use one of {', '.join(metrics)}"
             )
         d, best = self.min_delta, self.best

@@ -1,16 +1,15 @@
 """The run's callbacks from its config: the framework's own features that run as callbacks
-(where the config asks for them: the loop and the step name none of them), then the config's
-``callbacks.NAME`` entries, then the instances ``trainer.fit`` was given."""
+(where other keys ask for them: the loop and the step name none of them), then the config's
+``callbacks.NAME`` entries (the ``callbacks`` group's options: the best checkpoint by default,
+early stopping, the profiler; trainer/conf/callbacks/), then the instances ``trainer.fit`` was
+given."""
 
 from __future__ import annotations
 
 from omegaconf import DictConfig
 
 from trainer.callbacks import Callback, CallbackList
-from trainer.callbacks.best_checkpoint import BestCheckpoint
-from trainer.callbacks.early_stopping import EarlyStopping
 from trainer.callbacks.noise_scale import NoiseScaleCallback
-from trainer.callbacks.profiler import Profiler
 from trainer.callbacks.qat_phases import QATPhases
 from trainer.callbacks.sample_predictions import SamplePredictions
 from trainer.callbacks.stage_switch import StageSwitch
@@ -42,13 +41,6 @@ def framework_callbacks(cfg: DictConfig, noise: Callback | None = None) -> dict[
         named["grad_noise"] = noise
     if cfg.logger.sample_predictions:
         named["sample_predictions"] = SamplePredictions()
-    named["best_checkpoint"] = BestCheckpoint(loop.early_stop_metric, loop.early_stop_mode)
-    if loop.profile:
-        named["profiler"] = Profiler(loop.profile_wait, loop.profile_warmup,
-                                     loop.profile_active, loop.profile_all_ranks)
-    if loop.early_stop:
-        named["early_stopping"] = EarlyStopping(loop.early_stop, loop.early_stop_metric,
-                                                loop.early_stop_mode, loop.early_stop_min_delta)
     return named
 
 

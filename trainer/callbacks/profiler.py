@@ -1,11 +1,11 @@
-"""``trainer.profile=true``: a ``torch.profiler`` trace of a few training steps, for TensorBoard's
-profiler plugin (or chrome://tracing, Perfetto).
+"""``callbacks=[default,profiler]``: a ``torch.profiler`` trace of a few training steps, for
+TensorBoard's profiler plugin (or chrome://tracing, Perfetto).
 
-The profiler follows torch's schedule: it skips ``trainer.profile_wait`` steps, warms up for
-``profile_warmup`` (recording, then discarding: the first recorded steps carry the profiler's
-own start-up), and records ``profile_active`` steps, once. The trace is written to
+The profiler follows torch's schedule: it skips ``callbacks.profiler.wait`` steps, warms up for
+``warmup`` (recording, then discarding: the first recorded steps carry the profiler's own
+start-up), and records ``active`` steps, once. The trace is written to
 ``<run dir>/profile/rank<N>.<time>.pt.trace.json`` by ``tensorboard_trace_handler``: on the
-primary rank, or on every rank with ``trainer.profile_all_ranks=true`` (a data-parallel stall
+primary rank, or on every rank with ``callbacks.profiler.all_ranks=true`` (a data-parallel stall
 shows as one rank waiting in the all-reduce for another). CPU activity always, CUDA kernels
 where the run is on a GPU.
 """
@@ -18,7 +18,12 @@ from trainer.callbacks import Callback
 
 
 class Profiler(Callback):
-    def __init__(self, wait: int, warmup: int, active: int, all_ranks: bool = False) -> None:
+    def __init__(self, wait: int = 5, warmup: int = 2, active: int = 5,
+                 all_ranks: bool = False) -> None:
+        for name, value, least in (("wait", wait, 0), ("warmup", warmup, 0),
+                                   ("active", active, 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f"{name}={value!r}: use a step count >= {least}")
         self.wait, self.warmup, self.active, self.all_ranks = wait, warmup, active, all_ranks
         self.profiler: torch.profiler.profile | None = None
 

@@ -19,7 +19,7 @@ def check_same_config(cfg: DictConfig, backend) -> None:
     differs from rank 0's."""
     if backend.world_size == 1:
         return
-    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     digest = hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()
     digests = backend.all_gather_object(digest)
     if len(set(digests)) == 1:

@@ -164,10 +164,50 @@ _RENAMED = {"recipes.": "trainer_recipes.",
             "trainer.grad_noise.": "trainer.large_batch.grad_noise."}
 
 
+# Keys that were the loop's and are now callbacks' arguments: (old key, callback, argument).
+_LOOP_TO_CALLBACKS = (
+    ("early_stop_metric", "best_checkpoint", "monitor"),
+    ("early_stop_mode", "best_checkpoint", "mode"),
+    ("early_stop", "early_stopping", "patience"),
+    ("early_stop_metric", "early_stopping", "monitor"),
+    ("early_stop_mode", "early_stopping", "mode"),
+    ("early_stop_min_delta", "early_stopping", "min_delta"),
+    ("profile_wait", "profiler", "wait"),
+    ("profile_warmup", "profiler", "warmup"),
+    ("profile_active", "profiler", "active"),
+    ("profile_all_ranks", "profiler", "all_ranks"),
+)
+_CALLBACK_CLASSES = {"best_checkpoint": "trainer.callbacks.best_checkpoint.BestCheckpoint",
+                     "early_stopping": "trainer.callbacks.early_stopping.EarlyStopping",
+                     "profiler": "trainer.callbacks.profiler.Profiler"}
+
+
 def upgrade_stored_config(config: Any) -> Any:
-    """A checkpoint's stored config with renamed packages' ``_target_`` paths updated, so that
-    checkpoints written before the rename still rebuild (the trust check then runs on the new
-    names); every other value unchanged."""
+    """A checkpoint's stored config in this version's keys: renamed packages' ``_target_``
+    paths updated (the trust check then runs on the new names), and the loop's former early
+    stopping, best-checkpoint and profiler keys as the ``callbacks:`` entries they became
+    (trainer.config.schema.MOVED); every other value unchanged."""
+    if isinstance(config, dict) and isinstance(config.get("trainer"), dict) and any(
+            old in config["trainer"] for old, _, _ in _LOOP_TO_CALLBACKS):
+        config = _loop_keys_to_callbacks(config)
+    return _renamed_targets(config)
+
+
+def _loop_keys_to_callbacks(config: dict) -> dict:
+    loop = dict(config["trainer"])
+    wanted = {"best_checkpoint": True, "early_stopping": bool(loop.get("early_stop")),
+              "profiler": bool(loop.get("profile"))}
+    callbacks = dict(config.get("callbacks") or {})
+    for old, name, argument in _LOOP_TO_CALLBACKS:
+        if wanted[name] and old in loop and name not in (config.get("callbacks") or {}):
+            entry = callbacks.setdefault(name, {"_target_": _CALLBACK_CLASSES[name]})
+            entry[argument] = loop[old]
+    for old in ("early_stop", "profile", *(old for old, _, _ in _LOOP_TO_CALLBACKS)):
+        loop.pop(old, None)
+    return {**config, "trainer": loop, "callbacks": callbacks}
+
+
+def _renamed_targets(config: Any) -> Any:
     if isinstance(config, dict):
         out = {}
         for key, value in config.items():
@@ -175,10 +215,10 @@ def upgrade_stored_config(config: Any) -> Any:
                 for old, new in _RENAMED.items():
                     if value.startswith(old):
                         value = new + value[len(old):]
-            out[key] = upgrade_stored_config(value)
+            out[key] = _renamed_targets(value)
         return out
     if isinstance(config, list):
-        return [upgrade_stored_config(v) for v in config]
+        return [_renamed_targets(v) for v in config]
     return config
 
 

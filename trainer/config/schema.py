@@ -8,14 +8,82 @@ schema generated from their class's signature (``schema/<group>/<option>`` in th
 list; trainer.config.from_signature), so their defaults live in the class. Model and data
 options (the recipes', and a user's) need none: their keys are checked against the
 ``_target_``'s signature instead.
+
+A key with a closed set of values has an enum type here (OmegaConf refuses any other value
+by name, in one line: trainer.tools.hydra_errors); a key with a range says it beside its
+default (:func:`rule`, checked by trainer.config.validate.check_rules). What spans several
+keys is checked once, in trainer.config.validate.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict  # noqa: UP035
 
 from omegaconf import MISSING
+
+
+class Choice(str, enum.Enum):
+    """A key's accepted values. A member is its plain string everywhere the code looks
+    (``==``, f-strings, JSON); OmegaConf checks a value against the members' names."""
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+def choices(name: str, *values: str) -> type[Choice]:
+    """A :class:`Choice` whose members are ``values`` (each named as its value)."""
+    return Choice(name, [(value, value) for value in values], module=__name__)
+
+
+Dtype = choices("Dtype", "float32", "float64")
+DropoutMasks = choices("DropoutMasks", "per_sample", "per_rank")
+NoiseScaleWhen = choices("NoiseScaleWhen", "auto", "always", "never")
+BackendName = choices("BackendName", "auto", "torch", "horovod", "none")
+Compression = choices("Compression", "none", "fp16", "bf16")
+ReduceOp = choices("ReduceOp", "average", "adasum")
+QuantMode = choices("QuantMode", "none", "qat", "ptq")
+
+
+def rule(default: Any, *, low: float | None = None, above: float | None = None,
+         below: float | None = None, whole: bool = False, choices: tuple[str, ...] = (),
+         pattern: str = "", optional: bool = False, hint: str) -> Any:
+    """A field with what it allows beside its default: ``low <= v``, ``above < v``,
+    ``v < below``; ``whole``: an integer (for the open groups, which OmegaConf does not type);
+    ``choices``: one of these strings (an open group's); ``pattern``: a string matching this
+    regular expression; ``optional``: null is allowed too; ``hint``: what to use, for the
+    one-line error (``trainer.epochs=0 is invalid: use at least 1``)."""
+    checks = {"low": low, "above": above, "below": below, "whole": whole or None,
+              "choices": choices or None, "pattern": pattern or None}
+    return field(default=default, metadata={
+        "rule": {**{k: v for k, v in checks.items() if v is not None}, "optional": optional,
+                 "hint": hint}})
+
+
+# Keys that moved out of their group, and what sets them now: a config (or an old recipe)
+# that still names one is told in one line (trainer.tools.hydra_errors).
+MOVED = {
+    "trainer.early_stop": "callbacks=[default,early_stopping] "
+                          "callbacks.early_stopping.patience=N",
+    "trainer.early_stop_metric": "callbacks.best_checkpoint.monitor=NAME (early stopping "
+                                 "watches the same metric)",
+    "trainer.early_stop_mode": "callbacks.best_checkpoint.mode=max|min",
+    "trainer.early_stop_min_delta": "callbacks.early_stopping.min_delta=X",
+    "trainer.profile": "callbacks=[default,profiler]",
+    "trainer.profile_wait": "callbacks.profiler.wait=N",
+    "trainer.profile_warmup": "callbacks.profiler.warmup=N",
+    "trainer.profile_active": "callbacks.profiler.active=N",
+    "trainer.profile_all_ranks": "callbacks.profiler.all_ranks=true",
+}
+
+
+def moved(key: str) -> str | None:
+    """The one line for a key that moved out of its group (:data:`MOVED`), or None."""
+    if key not in MOVED:
+        return None
+    return (f"{key} moved out of the {key.split('.')[0]} group: use {MOVED[key]} "
+            "(docs/configuration.md, Callbacks)")
 
 
 @dataclass
@@ -34,8 +102,8 @@ class DataKeys:
     """The keys the framework reads from ANY data option (the loader's). ``batch_size`` is the
     GLOBAL batch over all workers."""
 
-    batch_size: int = 128
-    eval_batch_size: int = 1000
+    batch_size: int = rule(128, low=1, whole=True, hint="use a positive integer")
+    eval_batch_size: int = rule(1000, low=1, whole=True, hint="use a positive integer")
     # Where the data tensors live: "auto" keeps them on the training device (in-memory path).
     device: str = "auto"
 
@@ -47,8 +115,8 @@ class OptimizerKeys:
 
     _partial_: bool = True
     # linear: lr x global batch / base_batch_size (Goyal et al. 2017); none: lr as given.
-    scale_lr: str = "none"
-    base_batch_size: int = 256
+    scale_lr: str = rule("none", choices=("none", "linear"), hint="use none or linear")
+    base_batch_size: int = rule(256, low=1, hint="use a positive integer")
     # Biases and norm parameters in their own group: no weight decay, no layer-wise adaptation.
     exclude_bias_and_norm: bool = False
 
@@ -92,37 +160,36 @@ class StageConfig:
 class LoopConfig:
     """The run loop (the ``trainer`` group)."""
 
-    epochs: int = 1
+    epochs: int = rule(1, low=1, hint="use at least 1")
     # Stop after this many optimizer steps even mid-epoch (null: run all epochs).
-    max_steps: int | None = None
-    seed: int = 0
+    max_steps: int | None = rule(None, low=1, optional=True,
+                                 hint="use a positive integer or null")
+    seed: int = rule(0, low=0, below=2**32,
+                     hint="use an integer from 0 to 2**32-1 (NumPy's seed range)")
     # Evaluate every N steps; 0 evaluates at the end of each epoch only.
-    eval_every: int = 0
+    eval_every: int = rule(0, low=0, hint="use 0 (epoch ends) or a step count")
     # Checkpoint every N steps (0: only at epoch ends); always at each epoch end.
-    checkpoint_every: int = 0
+    checkpoint_every: int = rule(0, low=0, hint="use 0 (epoch ends) or a step count")
     # Also checkpoint when this many minutes passed since the last checkpoint (the primary
     # rank's clock, agreed by every rank at one step), so that long steps or long epochs never
     # lose more than that to a preemption; null: off.
-    checkpoint_every_minutes: float | None = None
-    keep_last: int = 3
+    checkpoint_every_minutes: float | None = rule(
+        None, above=0, optional=True, hint="use a positive number of minutes, or null for off")
+    keep_last: int = rule(3, low=1, hint="keep at least 1")
     # auto: newest good checkpoint in the run directory; a path: that file or run directory;
     # null: start fresh.
     resume: str | None = "auto"
-    # Patience, in evaluations without improvement of early_stop_metric; null or 0: off.
-    early_stop: int | None = None
-    early_stop_metric: str = "eval/accuracy"
-    early_stop_mode: str = "max"
-    # An evaluation counts as an improvement only when it beats the best by more than this.
-    early_stop_min_delta: float = 0.0
-    log_every: int = 50
-    # auto: CUDA when available, else the CPU.
-    device: str = "auto"
+    log_every: int = rule(50, low=1, hint="use at least 1")
+    # auto: CUDA when available, else the CPU; or cpu, cuda, cuda:N.
+    device: str = rule("auto", pattern=r"auto|cpu|cuda(:\d+)?", hint="use auto, cpu or cuda[:N]")
     # Micro-batches per optimizer step; data.batch_size stays the batch of one step.
-    accumulate: int = 1
+    accumulate: int = rule(1, low=1, hint="use 1 or more")
     # Gradient clipping of the averaged gradient, once per step (null: off): the global L2
     # norm at most clip_grad_norm; each element within +-clip_grad_value (applied first).
-    clip_grad_norm: float | None = None
-    clip_grad_value: float | None = None
+    clip_grad_norm: float | None = rule(None, above=0, optional=True,
+                                        hint="use a positive number, or null for no clipping")
+    clip_grad_value: float | None = rule(None, above=0, optional=True,
+                                         hint="use a positive number, or null for no clipping")
     # 32 | bf16 | 16 (16: fp16 with a loss scaler, CUDA only).
     precision: str = "32"
     # torch.use_deterministic_algorithms; on the CPU runs are bit-reproducible either way.
@@ -130,27 +197,20 @@ class LoopConfig:
     # torch.compile the model (inductor; on the CPU it needs a C++ compiler). The first steps
     # take the compilation time.
     compile: bool = False
-    # A torch.profiler trace of profile_active steps after profile_wait + profile_warmup, in
-    # <run dir>/profile (TensorBoard's profiler plugin); the primary rank's, or every rank's.
-    profile: bool = False
-    profile_wait: int = 5
-    profile_warmup: int = 2
-    profile_active: int = 5
-    profile_all_ranks: bool = False
-    # float32 | float64: parameters, buffers, optimizer state, model input and the gradient
-    # all-reduce in this dtype. float64 is for checking numerics: N workers then match one
-    # worker to ~1e-12 on any CPU, where float32 sums round differently per batch split.
-    dtype: str = "float32"
+    # Parameters, buffers, optimizer state, model input and the gradient all-reduce in this
+    # dtype. float64 is for checking numerics: N workers then match one worker to ~1e-12 on
+    # any CPU, where float32 sums round differently per batch split.
+    dtype: Dtype = Dtype.float32
     # per_sample: each sample's dropout mask is drawn from (seed, step, its global index), so
     # N workers reproduce one worker with dropout on; per_rank: each worker draws its own.
-    dropout_masks: str = "per_sample"
+    dropout_masks: DropoutMasks = DropoutMasks.per_sample
     # Gradient noise scale B_simple (McCandlish et al. 2018): auto measures it where it is
     # free (trainer.accumulate >= 2); always also measures it with one backward per step
     # (several torch.distributed workers: each worker's own gradient; one process: the step
     # split into 2 micro-batches); never: off.
-    noise_scale: str = "auto"
+    noise_scale: NoiseScaleWhen = NoiseScaleWhen.auto
     # Decay of its two exponential moving averages, per step.
-    noise_scale_ema: float = 0.95
+    noise_scale_ema: float = rule(0.95, low=0, below=1, hint="use a decay in [0, 1)")
     # Stages run in order (empty: one stage, everything trains). With stages, trainer.epochs
     # must equal their sum: recipes set it to ${sum_epochs:${trainer.stages}}.
     stages: list[StageConfig] = field(default_factory=list)
@@ -159,21 +219,22 @@ class LoopConfig:
 @dataclass
 class DistConfig:
     # auto: decide from the launcher's environment; torch | horovod | none force one.
-    backend: str = "auto"
+    backend: BackendName = BackendName.auto
     # Seconds any collective may wait before the job fails (a dead worker, a hung node).
-    timeout: int = 600
+    timeout: int = rule(600, above=0, hint="use seconds > 0")
     # Intra-op threads per worker process (null: torch's default, 1 under MPI launchers).
-    threads_per_worker: int | None = None
+    threads_per_worker: int | None = rule(None, low=1, optional=True,
+                                          hint="use a positive integer or null")
     # DistributedDataParallel knobs (torch backend).
     bucket_cap_mb: float = 25.0
     gradient_as_bucket_view: bool = True
     static_graph: bool = False
     # Re-broadcast rank 0's buffers (BatchNorm statistics) before every forward.
     sync_buffers: bool = True
-    # Gradients on the wire: none | fp16 | bf16 (torch; Horovod: none | fp16); Horovod reduction
-    # op: average | adasum.
-    compression: str = "none"
-    op: str = "average"
+    # Gradients on the wire (torch: none | fp16 | bf16; Horovod: none | fp16); Horovod's
+    # reduction op (average | adasum).
+    compression: Compression = Compression.none
+    op: ReduceOp = ReduceOp.average
     # Horovod elastic (horovodrun --min-np/--max-np/--host-discovery-script): the run goes on
     # when workers are added or removed, at the same global batch (docs/launching.md).
     elastic: bool = False
@@ -185,7 +246,7 @@ class LoggerConfig:
     tensorboard: bool = True
     progress_bar: bool = True
     # How many test samples to draw with their predictions in TensorBoard (0: none).
-    sample_predictions: int = 16
+    sample_predictions: int = rule(16, low=0, hint="use 0 or more")
     # name -> a trainer.LogOutput's config (trainer.io.outputs); null removes one. Every output
     # gets the same scalars, texts, images, hyper-parameters and final metrics.
     outputs: Dict[str, Any] = field(default_factory=lambda: {  # noqa: UP006
@@ -197,7 +258,7 @@ class QuantConfig:
     """Quantization (the ``quant`` group): none, qat (train with fake quantization, end in an
     int8 model) or ptq (train in float, quantize after training with calibration)."""
 
-    mode: str = "none"
+    mode: QuantMode = QuantMode.none
     # At the end of a qat/ptq run, write the int8 model and the report (trainer-export can
     # do it later from any checkpoint).
     export: bool = True
@@ -208,11 +269,11 @@ class QuantConfig:
     freeze_observer_step: int | None = None
     freeze_bn_step: int | None = None
     # PTQ: training batches (of latency_batch_size samples) that calibrate activation ranges.
-    calibration_batches: int = 8
+    calibration_batches: int = rule(8, low=1, hint="use 1 or more")
     # The report's CPU latency: median of latency_repeats runs over one batch of this size.
-    latency_batch_size: int = 256
-    latency_repeats: int = 20
-    eval_batch_size: int = 1000
+    latency_batch_size: int = rule(256, low=1, hint="use 1 or more")
+    latency_repeats: int = rule(20, low=1, hint="use 1 or more")
+    eval_batch_size: int = rule(1000, low=1, hint="use 1 or more")
 
 
 @dataclass

@@ -28,6 +28,8 @@ def _require(ok: bool, key: str, value, expected: str) -> None:
 
 
 def _unknown(key: str, known: set[str]) -> UserError:
+    if (line := schema.moved(key)) is not None:
+        return UserError(line)
     group, _, name = key.rpartition(".")
     close = get_close_matches(name, sorted(known), n=1)
     hint = f"did you mean {(group + '.') if group else ''}{close[0]}? " if close else ""
@@ -125,20 +127,47 @@ def _validate_elastic(dist: DictConfig) -> None:
     )
 
 
+def check_rules(cfg: DictConfig) -> None:
+    """Each key's own range, as its schema field states it (trainer.config.schema.rule): the
+    closed groups' keys and the framework's keys of the open groups."""
+    import re
+
+    groups = {**_CLOSED_GROUPS, **schema.FRAMEWORK_KEYS}
+    for group, cls in groups.items():
+        node = cfg[group]
+        for f in fields(cls):
+            check = f.metadata.get("rule")
+            if check is None or f.name not in node:
+                continue
+            value, key = node[f.name], f"{group}.{f.name}"
+            if value is None and check["optional"]:
+                continue
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            ok = (
+                (not check.get("whole") or isinstance(value, int) and not isinstance(value, bool))
+                and ("choices" not in check or value in check["choices"])
+                and ("pattern" not in check
+                     or isinstance(value, str) and re.fullmatch(check["pattern"], value))
+                and all(number and test(value, check[name])
+                        for name, test in _BOUNDS.items() if name in check)
+            )
+            _require(ok, key, value, check["hint"])
+
+
+_BOUNDS = {"low": lambda v, b: v >= b, "above": lambda v, b: v > b,
+           "below": lambda v, b: v < b}
+
+
 def validate(cfg: DictConfig, given: tuple[str, ...] = ()) -> None:
+    """Every key is known (:func:`check_keys`) and within its own range (:func:`check_rules`);
+    then the rules that span several keys, each checked here and only here."""
     check_keys(cfg, given)
-    data, loop, opt = cfg.data, cfg.trainer, cfg.optimizer
-    for key in ("batch_size", "eval_batch_size"):  # the data group is open: no schema types
-        value = data[key]
-        _require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
-                 f"data.{key}", value, "use a positive integer")
+    opt, loop = cfg.optimizer, cfg.trainer
     _require("lr" in opt, "optimizer.lr", "(missing)", "every optimizer option sets lr")
     _check_finite(cfg)
     _require(opt.lr > 0, "optimizer.lr", opt.lr, "the learning rate must be > 0")
     # Beyond float32's range the first update overflows ("cannot be converted to type float").
     _require(opt.lr < 3.4e38, "optimizer.lr", opt.lr, "use a learning rate float32 can hold")
-    _require(0 <= loop.seed < 2**32, "trainer.seed", loop.seed,
-             "use an integer from 0 to 2**32-1 (NumPy's seed range)")
     _require(
         opt.get("weight_decay", 0) >= 0, "optimizer.weight_decay", opt.get("weight_decay"),
         "use a value >= 0",
@@ -152,83 +181,17 @@ def validate(cfg: DictConfig, given: tuple[str, ...] = ()) -> None:
             opt.momentum > 0, "optimizer.nesterov", True,
             "Nesterov momentum needs optimizer.momentum > 0",
         )
-    _require(
-        opt.scale_lr in ("none", "linear"), "optimizer.scale_lr", opt.scale_lr, "use none or linear"
-    )
-    _require(
-        opt.base_batch_size > 0, "optimizer.base_batch_size", opt.base_batch_size,
-        "use a positive integer",
-    )
-    _require(loop.accumulate >= 1, "trainer.accumulate", loop.accumulate, "use 1 or more")
-    for key in ("clip_grad_norm", "clip_grad_value"):
-        _require(loop[key] is None or 0 < loop[key] < math.inf, f"trainer.{key}", loop[key],
-                 "use a positive number, or null for no clipping")
-    _require(loop.epochs >= 1, "trainer.epochs", loop.epochs, "use at least 1")
-    _require(
-        loop.max_steps is None or loop.max_steps >= 1, "trainer.max_steps", loop.max_steps,
-        "use a positive integer or null",
-    )
-    for key in ("eval_every", "checkpoint_every"):
-        _require(loop[key] >= 0, f"trainer.{key}", loop[key], "use 0 (epoch ends) or a step count")
-    minutes = loop.checkpoint_every_minutes
-    _require(minutes is None or 0 < minutes < float("inf"), "trainer.checkpoint_every_minutes",
-             minutes, "use a positive number of minutes, or null for off")
-    _require(loop.keep_last >= 1, "trainer.keep_last", loop.keep_last, "keep at least 1")
-    _require(cfg.dist.compression in ("none", "fp16", "bf16"), "dist.compression",
-             cfg.dist.compression, "use none, fp16 or bf16 (Horovod: none or fp16)")
-    _require(loop.log_every >= 1, "trainer.log_every", loop.log_every, "use at least 1")
-    _require(
-        loop.early_stop is None or loop.early_stop >= 0, "trainer.early_stop", loop.early_stop,
-        "use a patience >= 1, or null/0 for off",
-    )
-    _require(
-        loop.early_stop_mode in ("max", "min"), "trainer.early_stop_mode",
-        loop.early_stop_mode, "use max or min",
-    )
-    _require(
-        loop.early_stop_min_delta >= 0, "trainer.early_stop_min_delta",
-        loop.early_stop_min_delta, "use a value >= 0",
-    )
-    _require(loop.dtype in ("float32", "float64"), "trainer.dtype", loop.dtype,
-             "use float32 or float64")
+    check_rules(cfg)
     _require(
         loop.dtype == "float32" or str(loop.precision) == "32", "trainer.precision",
         loop.precision, "mixed precision (autocast to 16 bits) and trainer.dtype=float64 do not "
         "combine; float64 is for checking numerics: use trainer.precision=32 with it",
     )
-    _require(
-        loop.dropout_masks in ("per_sample", "per_rank"), "trainer.dropout_masks",
-        loop.dropout_masks, "use per_sample or per_rank",
-    )
-    _require(
-        loop.noise_scale in ("auto", "always", "never"), "trainer.noise_scale",
-        loop.noise_scale, "use auto, always or never",
-    )
-    _require(
-        0 <= loop.noise_scale_ema < 1, "trainer.noise_scale_ema", loop.noise_scale_ema,
-        "use a decay in [0, 1)",
-    )
-    _require(
-        cfg.dist.threads_per_worker is None or cfg.dist.threads_per_worker >= 1,
-        "dist.threads_per_worker", cfg.dist.threads_per_worker, "use a positive integer or null",
-    )
-    _require(cfg.dist.timeout > 0, "dist.timeout", cfg.dist.timeout, "use seconds > 0")
     _validate_elastic(cfg.dist)
-    _require(
-        loop.device in ("auto", "cpu") or loop.device.startswith("cuda"), "trainer.device",
-        loop.device, "use auto, cpu or cuda[:N]",
-    )
-    _require(
-        cfg.logger.sample_predictions >= 0, "logger.sample_predictions",
-        cfg.logger.sample_predictions, "use 0 or more",
-    )
     _require(
         not (loop.compile and cfg.quant.mode == "qat"), "trainer.compile", True,
         "quant=qat trains an exported (PT2E) graph that torch.compile does not take; use one",
     )
-    for key in ("profile_wait", "profile_warmup", "profile_active"):
-        _require(loop[key] >= (1 if key == "profile_active" else 0), f"trainer.{key}",
-                 loop[key], "use a step count (>= 1 active step, >= 0 otherwise)")
     _validate_stages(loop)
     _validate_quant(cfg)
 
@@ -254,13 +217,6 @@ def _validate_stages(loop: DictConfig) -> None:
 
 def _validate_quant(cfg: DictConfig) -> None:
     quant = cfg.quant
-    _require(quant.mode in ("none", "qat", "ptq"), "quant.mode", quant.mode,
-             "use none, qat or ptq (quant=none|qat|ptq)")
-    if quant.mode == "none":
-        return
-    for key in ("calibration_batches", "latency_batch_size", "latency_repeats",
-                "eval_batch_size"):
-        _require(quant[key] >= 1, f"quant.{key}", quant[key], "use 1 or more")
     if quant.mode == "qat":
         from trainer.quant.qat import QATSchedule
 

@@ -302,8 +302,8 @@ def register_state(run: Run) -> None:
     register = run.checkpointer.register
     # Beside them, what rebuilding the model from a checkpoint alone needs (trainer-predict,
     # -export): the config and the data's sizes, the same in every checkpoint of the run.
-    run.checkpointer.metadata = {"config": OmegaConf.to_container(run.cfg, resolve=True),
-                                 "model_kwargs": run.data.model_kwargs()}
+    config = OmegaConf.to_container(run.cfg, resolve=True, enum_to_str=True)
+    run.checkpointer.metadata = {"config": config, "model_kwargs": run.data.model_kwargs()}
     register("progress", ProgressState(run))
     register("model", ModelState(run))
     register("optimizer", OptimizerState(run))
@@ -320,7 +320,7 @@ def config_changes(saved: dict, current: DictConfig) -> list[str]:
     """Keys whose value differs from the checkpoint's config (loop length keys excluded)."""
     ignore = ("trainer.resume", "trainer.epochs", "trainer.max_steps")
     old = flatten(saved)
-    new = flatten(OmegaConf.to_container(current, resolve=True))
+    new = flatten(OmegaConf.to_container(current, resolve=True, enum_to_str=True))
     return sorted(
         k for k in old.keys() | new.keys() if k not in ignore and old.get(k) != new.get(k)
     )

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from trainer.config.instantiate import upgrade_stored_config
+
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "model", "optimizer", "schedule", "progress", "rng", "config")
 
@@ -95,7 +97,10 @@ _MOVED_TO_CALLBACKS = {
 
 
 def upgrade(state: dict[str, Any]) -> dict[str, Any]:
-    """An older checkpoint's state in the layout this version reads (in place, and returned)."""
+    """An older checkpoint's state in the layout this version reads (in place, and returned):
+    its callbacks' state where the callbacks keep it now, its config in this version's keys."""
+    if isinstance(state.get("config"), dict):
+        state["config"] = upgrade_stored_config(state["config"])
     progress, callbacks = state.get("progress", {}), state.setdefault("callbacks", {})
     for name, keys in _MOVED_TO_CALLBACKS.items():
         if name not in callbacks and all(old in progress for old in keys.values()):

@@ -224,7 +224,7 @@ def chosen_hparams(cfg, world_size: int) -> dict[str, Any]:
     """What this run chose, for the HPARAMS tab: the core keys, the workers, and under the
     ``trainer`` command every key (or group choice: ``recipe=mnist``) its command line or
     sweep set."""
-    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
     chosen: dict[str, Any] = {"workers": world_size}
     chosen.update({k: flat[k] for k in _CORE_HPARAMS if k in flat})
     for key, value in _command_line_choices().items():

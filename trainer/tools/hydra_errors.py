@@ -9,6 +9,7 @@ reason), so the line is built from them, not from Hydra's text.
 from __future__ import annotations
 
 import dataclasses
+import re
 from difflib import get_close_matches
 
 from hydra.errors import (
@@ -26,6 +27,8 @@ from omegaconf.errors import (
     ValidationError,
 )
 
+from trainer.config.schema import moved
+
 GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic/"
 
 
@@ -38,8 +41,14 @@ def _known_keys(error: OmegaConfBaseException) -> list[str]:
     return [f.name for f in dataclasses.fields(kind)] if dataclasses.is_dataclass(kind) else []
 
 
+def one_of(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
+
+
 def _unknown_key(error: OmegaConfBaseException) -> str:
     key = error.full_key
+    if (line := moved(key)) is not None:
+        return line
     group, _, name = key.rpartition(".")
     known = [k for k in _known_keys(error) if not k.startswith("_")]
     close = get_close_matches(name, known, n=1)
@@ -60,6 +69,10 @@ def _omegaconf(error: OmegaConfBaseException) -> str:
     if isinstance(error, MissingMandatoryValue):
         return f"{key} must be set (it is ??? in the config); give it a value"
     if isinstance(error, ValidationError):
+        choice = re.match(r"Invalid value '(.*)', expected one of \[(.*)\]", reason)
+        if choice:  # an enum key (trainer.config.schema.Choice)
+            value, names = choice.group(1), choice.group(2).split(", ")
+            return f"{key}={value} is invalid: use {one_of(names)}"
         return f"{key}: {reason}; give a value of the key's type (`trainer --cfg job` shows it)"
     return f"{key}: {reason}"
 

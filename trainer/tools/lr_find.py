@@ -124,7 +124,7 @@ def lr_find(overrides: list[str], out: Path, min_lr: float, max_lr: float,
     if steps < 10:
         raise UserError(f"--steps {steps}: use at least 10")
     forced = [f"trainer.max_steps={steps}", "trainer.log_every=1", "trainer.epochs=100000",
-              "trainer.eval_every=0", "trainer.early_stop=null", "trainer.keep_last=1",
+              "trainer.eval_every=0", "++callbacks.early_stopping=null", "trainer.keep_last=1",
               "schedule=constant", "trainer.resume=null", "logger.sample_predictions=0"]
     try:
         cfg = compose_config(*overrides, *forced)

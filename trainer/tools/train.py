@@ -200,7 +200,10 @@ def _check_group_choices(argv: list[str]) -> None:
             return
         if not known:
             continue  # a value key, not a config group
-        for choice in value.split(","):  # a multirun sweep lists several
+        # A multirun sweep lists several (a,b); a group taking several options at once lists
+        # them in brackets (callbacks=[default,early_stopping]).
+        listed = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+        for choice in (c.strip() for c in listed.split(",")):
             if choice and choice not in known and choice != "null":
                 fail(f"unknown {group} '{choice}'; choose one of: {', '.join(known)} (an "
                      f"option of your own: --config-dir DIR with {group}/{choice}.yaml)")

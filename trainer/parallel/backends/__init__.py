@@ -7,7 +7,6 @@ import os
 
 import torch
 
-from trainer.errors import UserError
 from trainer.parallel import identity
 from trainer.parallel.backends.base import Backend
 
@@ -15,15 +14,12 @@ __all__ = ["Backend", "build_backend", "choose"]
 
 log = logging.getLogger(__name__)
 
-NAMES = ("auto", "torch", "horovod", "none")
-
 
 def choose(name: str, env: identity.Identity) -> str:
-    """The backend ``dist.backend=name`` means in an environment that says ``env``."""
-    if name not in NAMES:
-        raise UserError(f"dist.backend={name!r} is unknown; use one of: {', '.join(NAMES)}")
+    """The backend ``dist.backend=name`` (one of the schema's, trainer.config.schema.BackendName)
+    means in an environment that says ``env``."""
     if name != "auto":
-        return name
+        return str(name)
     if env.launcher == "horovod":  # horovodrun, either controller (trainer.parallel.identity)
         return "horovod"
     # torchrun, mpirun/mpiexec (OpenMPI, MPICH, PMIx) and srun all run torch.distributed;

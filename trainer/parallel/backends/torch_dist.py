@@ -112,11 +112,10 @@ class TorchDistributed(Backend):
             **_buffer_sync(self.cfg.sync_buffers),
         )
         hooks = {"none": None, "fp16": default_hooks.fp16_compress_hook,
-                 "bf16": default_hooks.bf16_compress_hook}
-        if self.cfg.compression not in hooks:
-            raise UserError(
-                f"dist.compression={self.cfg.compression} is unknown; use none, fp16 or bf16"
-            )
+                 "bf16": default_hooks.bf16_compress_hook}  # (the schema's Compression)
+        if self.cfg.op != "average":
+            raise UserError(f"dist.op={self.cfg.op} is Horovod's; torch.distributed averages "
+                            "(use dist.op=average, or launch with horovodrun)")
         # fp16/bf16: gradients travel in 16 bits and are averaged back into fp32: half the
         # bytes, at the price of rounding (runs no longer match one worker bit for bit).
         if hooks[self.cfg.compression] is not None:
