@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import EXACT, max_difference, run_cli, train_in_process, weights
+from tests.helpers import (
+    EXACT,
+    cli_in_process,
+    max_difference,
+    run_cli,
+    train_in_process,
+    weights,
+)
 from tests.helpers.user_project import (
     CONF,
     ENV,
@@ -92,6 +99,18 @@ def test_searchpath_options_are_known_and_typos_still_one_line(tmp_path):
     assert "unknown model 'small_cnnn'" in line and "small_cnn" in line
 
 
+def test_a_projects_callback_option_is_chosen_beside_the_frameworks(monkeypatch):
+    monkeypatch.syspath_prepend(str(PROJECT))
+    from trainer.config import compose_config
+
+    cfg = compose_config(SEARCHPATH, "recipe=shapes", "callbacks=[default,best_accuracy]",
+                         "callbacks.best_accuracy.metric=eval/f1")
+    assert cfg.callbacks.best_accuracy == {"_target_": "shapes.callbacks.BestAccuracy",
+                                           "metric": "eval/f1"}
+    assert cfg.callbacks.best_checkpoint.monitor == "eval/accuracy"  # the framework's, kept
+    assert cfg.callbacks.best._target_ == "shapes.callbacks.BestAccuracy"  # the recipe's
+
+
 @pytest.mark.parametrize("override,needles", [
     ("+model.widht=3", ["model.widht is not an argument of shapes.model.SmallCNN", "width"]),
     ("+data.train.lenght=3", ["data.train.lenght", "ShapesDataset", "length"]),
@@ -99,10 +118,21 @@ def test_searchpath_options_are_known_and_typos_still_one_line(tmp_path):
     ("+trainer.no_such_key=1", ["trainer.no_such_key is not a key of the trainer group"]),
     ("+trainer.epoch=1", ["did you mean trainer.epochs"]),
     ("+no_such_group=1", ["no_such_group is not a key of the config"]),
+    # Without the +: the nearest key, or how to add one the class takes (never a hint that
+    # leads to a second refusal).
+    ("model.widht=3", ["model.widht is not an argument of shapes.model.SmallCNN; did you mean "
+                       "model.width?"]),
+    ("data.batchsize=16", ["did you mean data.batch_size?"]),
+    ("data.train.size=8", ["data.train.size is not set by the option (its keys: length, seed)",
+                           "shapes.data.ShapesDataset takes it: add it with +data.train.size="]),
+    ("callbacks.best_checkpoint.monitr=x", ["did you mean callbacks.best_checkpoint.monitor?"]),
 ])
-def test_misspelt_keys_without_a_schema_fail_at_start_in_one_line(tmp_path, override, needles):
-    result = trainer(SEARCHPATH, "recipe=shapes", override, f"hydra.run.dir={tmp_path}/r",
-                     cwd=tmp_path)
+def test_misspelt_keys_without_a_schema_fail_at_start_in_one_line(tmp_path, monkeypatch,
+                                                                  override, needles):
+    """The CLI's main() in this process: the line and what is written are tested."""
+    monkeypatch.syspath_prepend(str(PROJECT))
+    result = cli_in_process(SEARCHPATH, "recipe=shapes", override,
+                            f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
     line = one_line(result)
     assert all(n in line for n in needles), line
     assert not (tmp_path / "r" / "checkpoints").exists()

@@ -65,6 +65,12 @@ CONFIG = [
     (["callbacks=[default,profiler]", "callbacks.profiler.active=0"],
      "Profiler refused its arguments (active=0: use a step count >= 1)"),
     (["dist.op=sum"], "dist.op=sum is invalid: use average or adasum"),
+    (["model.hiden=64"], "model.hiden is not an argument of trainer_recipes.mnist.model.MLP; "
+                         "did you mean model.hidden?"),
+    (["+model.hiden=64"], "did you mean model.hidden?"),
+    (["data.batchsize=16"], "did you mean data.batch_size?"),
+    (["callbacks.foo=1"], "callbacks.foo is not one of the run's callbacks (it has: "
+                          "best_checkpoint); add one with +callbacks.foo._target_=your.Class"),
     (["callbacks=[default,early_stop]"], "unknown callbacks 'early_stop'; choose one of: "
                                          "best_checkpoint, default, early_stopping"),
     (["trainer.noise_scale=sometimes"], "trainer.noise_scale=sometimes is invalid"),

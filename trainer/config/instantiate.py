@@ -30,6 +30,7 @@ import inspect
 import os
 import re
 from collections.abc import Iterable, Iterator
+from difflib import get_close_matches
 from typing import Any
 
 from hydra.utils import instantiate
@@ -135,12 +136,21 @@ def check_arguments(node: DictConfig, where: str, framework: tuple[str, ...] = (
         for key in sub.keys():
             if key in _HYDRA_KEYS or key in own or key in accepted:
                 continue
-            takes = ", ".join(sorted(accepted - {"params"})) or "no arguments"
-            extra = f"; the framework's own {where} keys: {', '.join(own)}" if own else ""
-            raise UserError(
-                f"{path}.{key} is not an argument of {sub._target_} (it takes: {takes}{extra}); "
-                "fix or remove the key in the option's YAML or on the command line"
-            )
+            raise UserError(not_an_argument(f"{path}.{key}", sub._target_, accepted, own))
+
+
+def not_an_argument(key: str, target: str, accepted: set[str], own: tuple[str, ...] = ()) -> str:
+    """The line for a key the ``_target_``'s class does not take: the nearest name it does
+    take when there is one, else every name it takes."""
+    where, _, name = key.rpartition(".")
+    takes = ", ".join(sorted(accepted - {"params"})) or "no arguments"
+    close = get_close_matches(name, sorted({*accepted, *own} - {"params"}), n=1)
+    if close:
+        return (f"{key} is not an argument of {target}; did you mean {where}.{close[0]}? "
+                f"(it takes: {takes})")
+    extra = f"; the framework's own keys here: {', '.join(own)}" if own else ""
+    return (f"{key} is not an argument of {target} (it takes: {takes}{extra}); fix or remove "
+            "the key in the option's YAML or on the command line")
 
 
 def trusted_packages(extra: Iterable[str] = ()) -> tuple[str, ...]:

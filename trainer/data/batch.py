@@ -69,7 +69,8 @@ def tensors(batch: Any) -> Iterator[torch.Tensor]:
 
 def rows(batch: Any) -> int:
     """The number of samples in the batch: the first dimension of its first tensor."""
-    if isinstance(batch, tuple) and len(batch) == 2 and isinstance(batch[1], torch.Tensor):
+    if (isinstance(batch, tuple) and len(batch) == 2 and isinstance(batch[1], torch.Tensor)
+            and batch[1].dim()):
         return len(batch[1])  # the usual (inputs, targets): no walk
     for tensor in tensors(batch):
         if tensor.dim():

@@ -45,17 +45,55 @@ def one_of(names: list[str]) -> str:
     return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
 
 
+def _option_key(key: str, node) -> str | None:
+    """The line for a key an option without a schema lacks (``model.hiden=64``): the nearest
+    key it has or its ``_target_`` takes, or that the class takes it and the option does not
+    set it (so ``+`` adds it), or that the class does not take it at all. None: no class to
+    ask (Hydra's node has no ``_target_``)."""
+    from omegaconf import DictConfig
+
+    from trainer.config.instantiate import accepted_arguments, check_target, not_an_argument
+
+    if not isinstance(node, DictConfig) or not isinstance(node.get("_target_"), str):
+        return None
+    try:
+        accepted = accepted_arguments(check_target(node._target_, key.rpartition(".")[0]))
+    except Exception:  # noqa: BLE001 (a _target_ that does not import says so at its check)
+        return None
+    name = key.rpartition(".")[2]
+    has = {str(k) for k in node.keys() if not str(k).startswith("_")}
+    if accepted is None or name in accepted:
+        return (f"{key} is not set by the option (its keys: {', '.join(sorted(has))}); "
+                f"{node._target_} takes it: add it with +{key}=VALUE")
+    return not_an_argument(key, node._target_, accepted, tuple(sorted(has - accepted)))
+
+
 def _unknown_key(error: OmegaConfBaseException) -> str:
     key = error.full_key
     if (line := moved(key)) is not None:
         return line
     group, _, name = key.rpartition(".")
+    if not _known_keys(error) and (line := _option_key(key, error.parent_node)) is not None:
+        return line
+    if group in _NAMED_ENTRIES:  # callbacks.NAME, transforms.NAME, logger.outputs.NAME
+        node = error.parent_node
+        has = sorted(str(k) for k in node.keys()) if node is not None else []
+        close = get_close_matches(name, has, n=1)
+        if close:
+            return f"{key} is not one of the run's {group}; did you mean {group}.{close[0]}?"
+        return (f"{key} is not one of the run's {group} (it has: {', '.join(has) or 'none'}); "
+                f"add one with +{key}._target_=your.Class (a {_NAMED_ENTRIES[group]})")
     known = [k for k in _known_keys(error) if not k.startswith("_")]
     close = get_close_matches(name, known, n=1)
     hint = (f"did you mean {group + '.' if group else ''}{close[0]}? " if close
             else f"it has: {', '.join(known)}; " if known else "")
     return (f"{key} is not a key of {'the ' + group + ' group' if group else 'the config'}; "
-            f"{hint}`trainer --cfg job` lists the keys (a key of your own needs +{key}=...)")
+            f"{hint}`trainer --cfg job` lists the keys")
+
+
+# Config nodes whose keys name entries of the user's choosing, each a _target_ of this kind.
+_NAMED_ENTRIES = {"callbacks": "trainer.Callback", "transforms": "trainer.ModelTransform",
+                  "logger.outputs": "trainer.LogOutput"}
 
 
 def _omegaconf(error: OmegaConfBaseException) -> str:
