@@ -78,3 +78,15 @@ def test_backend_none_trains_one_process_even_under_a_launcher(tmp_path):
                      cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "run" / "metrics.json").exists()  # it is rank 0 of its own job
+
+
+def test_mpirun_without_mpi4py_says_what_to_install(monkeypatch):
+    import sys
+
+    from trainer.errors import UserError
+    from trainer.parallel.backends.rendezvous import _mpi_world
+
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # as where it is not installed
+    with pytest.raises(UserError, match=r"pip install mpi4py \(and mpich, where the machine "
+                                        r"has no MPI of its own\), or export MASTER_ADDR"):
+        _mpi_world()

@@ -143,3 +143,12 @@ def test_a_model_with_an_unsupported_layer_is_refused_naming_the_layer(tmp_path)
 def test_bad_qat_settings_are_refused_before_training(tmp_path, overrides, message):
     with pytest.raises(UserError, match=message):
         train_in_process(tmp_path, "quant=qat", *overrides)
+
+
+def test_without_torchao_the_line_gives_a_command_a_wheel_user_can_run(monkeypatch):
+    from trainer.quant.qat import require_torchao
+
+    monkeypatch.setitem(sys.modules, "torchao", None)  # as where it is not installed
+    with pytest.raises(UserError, match=r"quantization needs torchao: pip install "
+                                        r"torchao==0.18.0 \(the version trainer's qat extra"):
+        require_torchao()

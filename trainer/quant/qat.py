@@ -95,7 +95,8 @@ def require_torchao() -> None:
         import torchao  # noqa: F401
     except ImportError:
         raise UserError(
-            "quantization needs torchao: pip install -e '.[qat]' (torchao==0.18.0)"
+            "quantization needs torchao: pip install torchao==0.18.0 (the version trainer's "
+            "qat extra pins; from a checkout: pip install -e '.[qat]')"
         ) from None
 
 

@@ -57,8 +57,8 @@ def _mpi_world():
     except ImportError:
         raise UserError(
             "launched by an MPI launcher without MASTER_ADDR/MASTER_PORT set, and mpi4py is "
-            "not installed to share them: pip install -e '.[mpi,mpich]', or export MASTER_ADDR and "
-            "MASTER_PORT to every rank"
+            "not installed to share them: pip install mpi4py (and mpich, where the machine has "
+            "no MPI of its own), or export MASTER_ADDR and MASTER_PORT to every rank"
         ) from None
     return MPI.COMM_WORLD
 
