@@ -112,6 +112,12 @@ def test_shards_are_disjoint_cover_the_epoch_and_match_one_worker():
         assert torch.equal(batch, torch.cat([s[i] for s in shards]))
 
 
+def test_the_rows_an_epoch_leaves_out_are_said():
+    assert InMemoryLoader(_split(50), 8, seed=0).left_out().startswith(
+        "50 training rows at global batch 8: the last 2 of each epoch's order are left out")
+    assert InMemoryLoader(_split(48), 8, seed=0).left_out() == ""
+
+
 def test_resume_mid_epoch_yields_the_remaining_batches():
     loader = InMemoryLoader(_split(50), 8, seed=0)
     full = [x for x, _ in loader.epoch(1)]

@@ -144,6 +144,17 @@ class InMemoryLoader:
     def __len__(self) -> int:
         return len(self.split) // self.global_batch_size
 
+    def left_out(self) -> str:
+        """What an epoch leaves out, in words for the run's first lines ("" when nothing):
+        the rows after the last whole global batch of each epoch's order."""
+        rows = len(self.split) % self.global_batch_size
+        if not rows:
+            return ""
+        return (f"{len(self.split):,} training rows at global batch {self.global_batch_size}: "
+                f"the last {rows} of each epoch's order are left out (a new order each epoch, "
+                "so no row always is); every step keeps the whole global batch, which is what "
+                "makes any number of workers train as one")
+
     @property
     def first_row(self) -> int:
         """Where this rank's slice starts in each global batch (its rows follow in order)."""

@@ -250,6 +250,8 @@ class Loop:
         if run.resumed_from is not None:
             self.saved_step = p.step
         logger.start(run.data.description, run.resumed_from, p.step)
+        if left_out := run.loader.left_out():
+            logger.info(f"data: {left_out}")
         run.callbacks.on_fit_start(run)
         logger.open_progress(self.total_steps, p.step)
         run.train_model.train()
