@@ -64,6 +64,9 @@ def test_batch_that_does_not_split_over_workers_fails_on_every_rank(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
     assert "data.batch_size=64: global batch 64 does not split over 3 workers" in err
+    # Said once (the first rank of the node speaks for all three), on a line of its own.
+    said = [ln for ln in err.splitlines() if "trainer: error:" in ln]
+    assert len(said) == 1 and said[0].startswith("trainer: error: data.batch_size=64"), err
 
 
 def _kill_all_after_checkpoint(proc: subprocess.Popen, folder: Path, step: int) -> None:

@@ -60,6 +60,12 @@ class Identity:
     def is_primary(self) -> bool:
         return self.rank == 0
 
+    @property
+    def speaks_for_node(self) -> bool:
+        """The first rank on its node: it says what every rank of the node would say alike
+        (bad input: the same config, the same files), once instead of once per rank."""
+        return self.local_rank == 0
+
 
 def from_environment(env: Mapping[str, str] | None = None) -> Identity:
     """Read the identity a launcher put in the environment (single process if none did)."""
