@@ -92,6 +92,20 @@ def test_resume_mid_epoch_on_torch_datasets_is_exact(tmp_path, shapes_one):
     assert all(torch.equal(resumed[k], straight[k]) for k in straight)
 
 
+def test_config_dir_of_a_project_that_is_not_installed_imports_its_code(tmp_path):
+    """docs/extending.md's line as written: the console script (which, unlike python -m,
+    puts nothing on the import path) from the project folder, the project not installed."""
+    from tests.helpers import SHRINK
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    script = Path(sys.executable).parent / "trainer"
+    result = subprocess.run([str(script), "--config-dir", "shapes/conf", "recipe=shapes",
+                             "trainer.max_steps=2", f"hydra.run.dir={tmp_path}/r", *SHRINK],
+                            cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["steps"] == 2
+
+
 def test_searchpath_options_are_known_and_typos_still_one_line(tmp_path):
     line = one_line(trainer(SEARCHPATH, "recipe=shape", cwd=tmp_path))
     assert "unknown recipe 'shape'" in line and "shapes" in line and "mnist" in line

@@ -169,6 +169,25 @@ def _check_output_dirs(argv: list[str]) -> None:
                      "can write to")
 
 
+def _import_config_dir_project(argv: list[str]) -> None:
+    """``--config-dir DIR`` inside a project that is not installed (``shapes/conf`` in the
+    project folder): its ``_target_``s name the project's modules, so the folder that holds
+    the project's top package goes on the import path, as ``python -m trainer`` run from there
+    would put it (the console script puts nothing there)."""
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            given = argv[i + 1]
+        elif arg.startswith("--config-dir="):
+            given = arg.partition("=")[2]
+        else:
+            continue
+        folder = Path(given).expanduser().absolute()
+        while (folder / "__init__.py").is_file() and folder != folder.parent:
+            folder = folder.parent  # up through the packages to the folder holding the top one
+        if folder.is_dir() and str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+
+
 def _group_options(argv: list[str]):
     """``(overrides, options)``: the command line's overrides, and ``options(group)``: the
     group's options as Hydra's own config repository sees them for this command line (the
@@ -233,6 +252,7 @@ def main() -> None:
         if "=" in arg and not arg.partition("=")[0].lstrip("+~"):
             fail(f"'{arg}' is not an override: write KEY=VALUE, for example trainer.epochs=3")
     _check_output_dirs(argv)
+    _import_config_dir_project(argv)
     # A sweep's unknown option fails before its first job runs. A single run's is found when
     # Hydra fails on it (below): listing the groups costs every run 40 ms of start-up.
     if _may_sweep(argv):
