@@ -238,3 +238,17 @@ def test_bad_input_to_a_command(checkpoints, module, args, prefix, needle):
     done = _command(module, *[a.format(ckpt=checkpoints) for a in args])
     one_line_error(done, needle, prefix=prefix)
     assert not (checkpoints / "pwned").exists()
+
+
+@pytest.mark.parametrize("recipe", [
+    "defaults:\n  - override /model: mlp\ntrainer:\n  epochs: 1\n",  # Hydra: Could not override
+    "trainer:\n  epochs: 1\n",  # Hydra: Key 'recipe' not in 'TrainConfig'
+])
+def test_a_recipe_without_the_global_package_line_is_named(tmp_path, recipe):
+    (tmp_path / "conf" / "recipe").mkdir(parents=True)
+    (tmp_path / "conf" / "recipe" / "mine.yaml").write_text(recipe)
+    done = cli_in_process("--config-dir", str(tmp_path / "conf"), "recipe=mine",
+                          f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    one_line_error(done, "recipe/mine.yaml puts its keys under recipe: instead of the whole "
+                         "config: make its first line `# @package _global_`",
+                   prefix="trainer: error: ")

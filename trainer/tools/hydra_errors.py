@@ -115,6 +115,20 @@ def _omegaconf(error: OmegaConfBaseException) -> str:
     return f"{key}: {reason}"
 
 
+def _global_package_missing(text: str) -> str | None:
+    """A recipe (or sweep) file without ``# @package _global_``: Hydra puts its keys under
+    ``recipe:``, which the config has no place for, and says so in its own terms."""
+    found = re.match(r"In '(\w+)/([\w/.-]+)'", text)
+    if not found:
+        return None
+    group, name = found.groups()
+    if f"@{group}." not in text and f"Key '{group}' not in 'TrainConfig'" not in text:
+        return None
+    return (f"{group}/{name}.yaml puts its keys under {group}: instead of the whole config: "
+            "make its first line `# @package _global_`, as every recipe has "
+            "(docs/extending.md)")
+
+
 def one_line(error: BaseException) -> str | None:
     """The line for a Hydra or OmegaConf error (None for anything else: a bug)."""
     if isinstance(error, OmegaConfBaseException):
@@ -125,6 +139,8 @@ def one_line(error: BaseException) -> str | None:
     if isinstance(error, MissingConfigException):
         return f"{_first_line(error)}; `trainer --help` lists the options of each group"
     if isinstance(error, ConfigCompositionException):
+        if (line := _global_package_missing(str(error))) is not None:
+            return line
         cause = error.__cause__
         if isinstance(cause, OmegaConfBaseException):
             return _omegaconf(cause)
