@@ -252,3 +252,15 @@ def test_a_recipe_without_the_global_package_line_is_named(tmp_path, recipe):
     one_line_error(done, "recipe/mine.yaml puts its keys under recipe: instead of the whole "
                          "config: make its first line `# @package _global_`",
                    prefix="trainer: error: ")
+
+
+def test_a_config_package_shipped_without_its_yaml_is_the_likely_cause_named(tmp_path,
+                                                                             monkeypatch):
+    for folder in (tmp_path / "pkg" / "mine", tmp_path / "pkg" / "mine" / "conf"):
+        folder.mkdir(parents=True)
+        (folder / "__init__.py").write_text("")  # a wheel built without its package data
+    monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
+    done = cli_in_process("hydra.searchpath=[pkg://mine.conf]", "recipe=mine",
+                          f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    one_line_error(done, "unknown recipe 'mine'", prefix="trainer: error: ")
+    assert "mine.conf holds no YAML files: was its package built without them?" in done.stderr

@@ -204,6 +204,31 @@ def _group_options(argv: list[str]):
     return list(args.overrides), options
 
 
+def _unshipped_configs(argv: list[str]) -> str:
+    """The likely cause when a config package named on the command line (or offered by an
+    installed package) holds no YAML: it was built without its package data."""
+    import importlib.util
+    import re
+
+    from trainer.config import offered_config_modules
+
+    named = [m for a in argv if a.startswith(("hydra.searchpath=", "+hydra.searchpath="))
+             for m in re.findall(r"pkg://([\w.]+)", a)]
+    empty = []
+    for module in dict.fromkeys([*named, *offered_config_modules()]):
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            continue
+        folders = list(spec.submodule_search_locations or []) if spec else []
+        if folders and not any(any(Path(f).rglob("*.yaml")) for f in folders):
+            empty.append(module)
+    if not empty:
+        return ""
+    return (f"; {', '.join(empty)} holds no YAML files: was its package built without them? "
+            "(pyproject.toml: [tool.setuptools.package-data] \"*\" = [\"**/*.yaml\"])")
+
+
 def _check_group_choices(argv: list[str]) -> None:
     """One line for an unknown option (``recipe=nope``) instead of Hydra's search-path dump."""
     try:
@@ -230,7 +255,8 @@ def _check_group_choices(argv: list[str]) -> None:
         for choice in (c.strip() for c in listed.split(",")):
             if choice and choice not in known and choice != "null":
                 fail(f"unknown {group} '{choice}'; choose one of: {', '.join(known)} (an "
-                     f"option of your own: --config-dir DIR with {group}/{choice}.yaml)")
+                     f"option of your own: --config-dir DIR with {group}/{choice}.yaml)"
+                     f"{_unshipped_configs(argv)}")
 
 
 # HYDRA_FULL_ERROR=1 set by the user: Hydra's own reports and full tracebacks, as Hydra does.
