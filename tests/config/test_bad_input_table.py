@@ -9,6 +9,7 @@ different configs), ``tests/engine/test_preemption.py`` the signals."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -264,3 +265,26 @@ def test_a_config_package_shipped_without_its_yaml_is_the_likely_cause_named(tmp
                           f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     one_line_error(done, "unknown recipe 'mine'", prefix="trainer: error: ")
     assert "mine.conf holds no YAML files: was its package built without them?" in done.stderr
+
+
+def test_a_search_path_package_that_does_not_import_is_one_line(tmp_path):
+    done = cli_in_process("hydra.searchpath=[pkg://no_such_project.conf]",
+                          f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    one_line_error(done, "hydra.searchpath: pkg://no_such_project.conf is not an importable "
+                         "package; install the package that holds it", prefix="trainer: error: ")
+
+
+def test_a_conf_folder_without_init_py_works_without_hydras_false_warning(tmp_path,
+                                                                          monkeypatch):
+    """Python imports a folder without __init__.py (a namespace package), and Hydra uses it,
+    after warning that it "is not available"."""
+    (tmp_path / "pkg" / "noinit" / "conf" / "recipe").mkdir(parents=True)
+    (tmp_path / "pkg" / "noinit" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "noinit" / "conf" / "recipe" / "tiny.yaml").write_text(
+        "# @package _global_\nmodel:\n  in_features: 64\ntrainer:\n  max_steps: 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
+    done = cli_in_process("hydra.searchpath=[pkg://noinit.conf]", "recipe=tiny",
+                          f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "is not available" not in done.stderr
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 1

@@ -204,18 +204,44 @@ def _group_options(argv: list[str]):
     return list(args.overrides), options
 
 
+def _searchpath_packages(argv: list[str]) -> list[str]:
+    """The packages ``hydra.searchpath=[pkg://...]`` names on the command line."""
+    import re
+
+    return [m for a in argv if a.lstrip("+").startswith("hydra.searchpath=")
+            for m in re.findall(r"pkg://([\w.]+)", a)]
+
+
+def _check_search_path(argv: list[str]) -> None:
+    """A ``pkg://`` config package that cannot be imported is one line; one that can is
+    used, so Hydra's warning that it "is not available" (given for a folder without
+    ``__init__.py``, which Python imports all the same) is false and not shown."""
+    import importlib.util
+    import re
+    import warnings
+
+    for module in _searchpath_packages(argv):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            fail(f"hydra.searchpath: pkg://{module} is not an importable package; install the "
+                 "package that holds it, or put its folder on PYTHONPATH (--config-dir DIR "
+                 "takes a folder instead)")
+        warnings.filterwarnings(
+            "ignore", message=rf"provider=.*, path={re.escape(module)} is not available")
+
+
 def _unshipped_configs(argv: list[str]) -> str:
     """The likely cause when a config package named on the command line (or offered by an
     installed package) holds no YAML: it was built without its package data."""
     import importlib.util
-    import re
 
     from trainer.config import offered_config_modules
 
-    named = [m for a in argv if a.startswith(("hydra.searchpath=", "+hydra.searchpath="))
-             for m in re.findall(r"pkg://([\w.]+)", a)]
     empty = []
-    for module in dict.fromkeys([*named, *offered_config_modules()]):
+    for module in dict.fromkeys([*_searchpath_packages(argv), *offered_config_modules()]):
         try:
             spec = importlib.util.find_spec(module)
         except (ImportError, ValueError):
@@ -279,6 +305,7 @@ def main() -> None:
             fail(f"'{arg}' is not an override: write KEY=VALUE, for example trainer.epochs=3")
     _check_output_dirs(argv)
     _import_config_dir_project(argv)
+    _check_search_path(argv)
     # A sweep's unknown option fails before its first job runs. A single run's is found when
     # Hydra fails on it (below): listing the groups costs every run 40 ms of start-up.
     if _may_sweep(argv):
