@@ -22,10 +22,14 @@ def test_the_sweep_is_exponential_from_min_to_max():
 def test_lr_find_writes_its_files_and_its_suggestion_trains(tmp_path):
     out = tmp_path / "find"
     done = subprocess.run(
-        [sys.executable, "-m", "trainer.tools.lr_find", "--steps", "80", "--out", str(out),
-         *SHRINK, "logger.tensorboard=false"],
+        [sys.executable, "-m", "trainer.tools.lr_find", "--steps", "80", *SHRINK,
+         "logger.tensorboard=false", "model.hidden=[512,512]", f"hydra.run.dir={out}"],
         capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    # Each log line shows the lr the step used: the sweep's, not the configured one.
+    logged = [float(ln.split(" lr ")[1].split()[0]) for ln in done.stdout.splitlines()
+              if ln.startswith("step ") and " lr " in ln]
+    assert logged[0] == pytest.approx(1e-5, rel=1e-3) and logged[-1] > 100 * logged[0]
     rows = list(csv.DictReader(open(out / "lr_find.csv")))
     lrs = [float(r["lr"]) for r in rows]
     assert lrs[0] == pytest.approx(1e-5) and all(b > a for a, b in zip(lrs, lrs[1:], strict=False))
@@ -35,6 +39,8 @@ def test_lr_find_writes_its_files_and_its_suggestion_trains(tmp_path):
                                or smoothed[-1] > 4 * min(smoothed))
     assert (out / "lr_find.png").stat().st_size > 10_000
     line = next(ln for ln in done.stdout.splitlines() if ln.startswith("train with: "))
+    # hydra.run.dir was the sweep's own; the rest is quoted for the shell.
+    assert "hydra.run.dir" not in line and "'model.hidden=[512,512]'" in line
     suggested = float(line.rsplit("optimizer.lr=", 1)[1])
     lowest = lrs[smoothed.index(min(smoothed))]
     assert suggested < lowest  # on the falling side of the curve

@@ -190,8 +190,8 @@ class Loop:
         window = (p.samples, clock.total)
         clock.start()
         for batch in run.loader.epoch(p.epoch, start=p.batch):
-            lr = run.schedule.apply(run.optimizer, p.step)
-            run.callbacks.on_step_start(run)
+            run.schedule.apply(run.optimizer, p.step)
+            run.callbacks.on_step_start(run)  # (which may set the lr too: trainer-lr-find)
             loss = train_step(run, batch, p.step, self.accumulate, self.tally)
             self.pending.append((p.step + 1, loss))
             p.step += 1
@@ -199,7 +199,8 @@ class Loop:
             p.samples += run.loader.global_batch_size
             run.callbacks.on_step_end(run)
             if p.step % self.log_every == 0 or p.step == self.total_steps:
-                window = self.log_window(lr, window)
+                # The rate the step used (the first group's), read once per log line.
+                window = self.log_window(run.optimizer.param_groups[0]["lr"], window)
             else:
                 run.logger.advance(None, None, None)
             self.stopped_by, save_due = self.preemption.poll()

@@ -15,8 +15,10 @@ suggests the same point). On the MNIST MLP (SGD, momentum 0.9, batch 128) it sug
 where the loss was lowest at 0.23, and 2 epochs at 0.17 reached 97.6% (tested: >= 97%).
 
 Writes ``lr_find.csv`` (step, lr, loss, smoothed loss) and ``lr_find.png`` (loss against lr,
-log scale, the suggestion marked) into its run directory (``--out``, default
-``outputs/lr_find/<time>``), and prints the suggestion with the override to use.
+log scale, the suggestion marked, the whole curve from where it started) into its run
+directory (``--out``, else ``hydra.run.dir`` if given, else ``outputs/lr_find/<time>``), logs
+each step's swept lr, and prints the suggestion with the command to use (quoted for the shell,
+without the sweep's ``hydra.run.dir``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import argparse
 import csv
 import datetime
 import math
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -102,7 +105,8 @@ def write_outputs(folder: Path, rows: list, suggested: float, lowest: float) -> 
     ax.set_xlabel("optimizer.lr")
     ax.set_ylabel("training loss")
     finite = [r[3] for r in rows if math.isfinite(r[3])]
-    ax.set_ylim(0, min(max(finite), DIVERGED * min(finite)) * 1.05)
+    # Up to where the sweep diverged, but never below where it started: the whole curve.
+    ax.set_ylim(0, max(finite[0], min(max(finite), DIVERGED * min(finite))) * 1.05)
     ax.legend()
     ax.set_title("learning-rate range test")
     fig.tight_layout()
@@ -149,21 +153,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-lr", type=float, default=10.0)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--out", type=Path, default=None,
-                        help="run directory (default outputs/lr_find/<time>)")
+                        help="run directory (default: hydra.run.dir if given, else "
+                             "outputs/lr_find/<time>)")
     args = parser.parse_args(argv)
+    # hydra.run.dir=... among the overrides is where this sweep writes (and not part of the
+    # command it suggests: that run gets a directory of its own).
+    run_dirs = [a.partition("=")[2] for a in args.overrides
+                if a.partition("=")[0].lstrip("+") == "hydra.run.dir"]
+    overrides = [a for a in args.overrides if a.partition("=")[0].lstrip("+") != "hydra.run.dir"]
     primary = identity.from_environment().is_primary
     logging.basicConfig(level=logging.INFO if primary else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    out = args.out or Path("outputs") / "lr_find" / datetime.datetime.now().strftime(
-        "%Y-%m-%d_%H-%M-%S")
+    out = args.out or (Path(run_dirs[-1]) if run_dirs else Path("outputs") / "lr_find"
+                       / datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
     try:
-        suggested, lowest, _ = lr_find(args.overrides, out.absolute(), args.min_lr,
-                                       args.max_lr, args.steps)
+        suggested, lowest, _ = lr_find(overrides, out.absolute(), args.min_lr, args.max_lr,
+                                       args.steps)
     except UserError as exc:
         print(f"trainer-lr-find: error: {exc}", file=sys.stderr)
         sys.exit(2)
     if primary:
-        kept = " ".join(a for a in args.overrides if not a.startswith("optimizer.lr="))
+        # Quoted for the shell: hydra.searchpath=[pkg://...] would otherwise be globbed.
+        kept = " ".join(shlex.quote(a) for a in overrides if not a.startswith("optimizer.lr="))
         print(f"lowest smoothed loss at lr {lowest:.3g}; suggested optimizer.lr={suggested:.3g}"
               " (where the loss fell fastest)")
         print(f"plot: {out / 'lr_find.png'}  data: {out / 'lr_find.csv'}")
