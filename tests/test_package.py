@@ -178,10 +178,22 @@ def test_installed_user_project_on_one_and_two_workers_and_through_fit(fresh):
     assert abs(result["hooked_loss"] - math.log(2)) < 1e-12 and result["clipped"] == 1
     # Dict batches, two inputs and outputs, the project's own task: through fit and config.
     assert 0 < result["center_mse"] < 0.2
+    # ... with the project's transform, gradient hook and log output chosen by config too.
     _ok(_run(fresh, trainer, searchpath, "recipe=shapes_locate", "trainer.max_steps=8",
+             "+transforms.zero_head._target_=shapes.transforms.ZeroInitHead",
+             "+callbacks.clip._target_=shapes.callbacks.ClipGradNorm",
+             "+callbacks.clip.max_norm=0.05",
+             "+logger.outputs.jsonl._target_=shapes.outputs.JsonLines",
              "hydra.run.dir=located", *SHRINK))
     located = json.loads((fresh["cwd"] / "located" / "metrics.json").read_text())
     assert 0 < located["test_center_mse"] < 0.2 and "test_accuracy" in located
+    logged = [json.loads(ln) for ln in
+              (fresh["cwd"] / "located" / "log.jsonl").read_text().splitlines()]
+    assert logged[-1]["metrics"]["hparam/test_center_mse"] == located["test_center_mse"]
+    saved = torch.load(fresh["cwd"] / "located" / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["config"]["callbacks"]["clip"]["_target_"] == "shapes.callbacks.ClipGradNorm"
+    assert saved["config"]["transforms"]["zero_head"]["_target_"] == \
+        "shapes.transforms.ZeroInitHead"
     saved = torch.load(fresh["cwd"] / "shapes2" / "checkpoints" / "last.pt", weights_only=True)
     assert saved["config"]["trainer"]["dtype"] == "float64"
 
