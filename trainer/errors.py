@@ -9,7 +9,9 @@ class UserError(Exception):
 
 
 class WorkerLost(UserError):
-    """Another worker died or hung: reported like any UserError, then the process ends at once.
+    """Workers lost each other (one died or hung, or they never met): reported like any
+    UserError, but by every rank (each saw it from its own side, and no rank can count on
+    another to say it), then the process ends at once.
 
     Tearing a broken Gloo/NCCL group down during interpreter exit can abort the process
     ("terminate called without an active exception"), turning a clean exit code into SIGABRT;

@@ -30,9 +30,10 @@ def test_workers_with_different_world_sizes_stop_in_one_line(tmp_path):
     for proc, (rank, world) in zip(procs, ((0, 2), (1, 3)), strict=True):
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 2, err[-3000:]
-        # (torch's C++ logger may add its own "[E... ProcessGroupGloo.cpp]" line first.)
-        lines = [line for line in err.strip().splitlines()
-                 if not line.startswith(("WARNING", "INFO", "[E", "[W"))]
+        # (torch's C++ logger may add its own lines: "[E... ProcessGroupGloo.cpp]", or a
+        # "[W...] Exception raised from recvBytes" with C++ frames when a peer resets; those
+        # are torch's, printed below Python. Ours is one line, and no Python traceback.)
+        lines = [line for line in err.strip().splitlines() if line.startswith("trainer")]
         assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
         # Which rank notices first depends on timing: one that never completes the rendezvous
         # says so; one that got in (2 of 2 joined rank 0's store) loses its peer in the first

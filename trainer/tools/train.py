@@ -32,7 +32,8 @@ EXIT_USER_ERROR = 2
 def fail(message: str) -> None:
     """The one line for bad input, and exit 2. Every rank of a job fails alike on it, so each
     node's first rank says it: once, on its own line (one write, so that nothing else's output
-    lands inside it), not once per rank run together."""
+    lands inside it), not once per rank run together. (What differs by rank, workers that lost
+    each other, is a WorkerLost: every rank says its own.)"""
     if identity.from_environment().speaks_for_node:
         sys.stderr.write(f"trainer: error: {message}\n")
         sys.stderr.flush()

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel
 
-from trainer.errors import UserError
+from trainer.errors import UserError, WorkerLost
 from trainer.parallel.backends.base import Backend
 from trainer.parallel.backends.rendezvous import rendezvous
 from trainer.parallel.identity import Identity
@@ -62,7 +62,7 @@ class TorchDistributed(Backend):
             if not (isinstance(exc, dist.DistError) or _PEER_LOST.search(str(exc))):
                 raise
             detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-            raise UserError(
+            raise WorkerLost(
                 f"rank {ident.rank} of {ident.world_size} ({ident.launcher}): the workers did not "
                 f"all meet at {addr}:{port} within dist.timeout={cfg.timeout}s ({detail}); launch "
                 "every worker with the same world size, and let each reach that address"
