@@ -215,6 +215,9 @@ def test_fit_api_trains_objects_twice_in_one_process_and_on_two_workers(tmp_path
         outputs[n] = json.loads(out.stdout.split("RESULT", 1)[1].splitlines()[0])
     one = outputs[1]
     assert one["steps"] == 32 and one["again"] == 3 and one["best"] >= one["acc"]
+    for n in (1, 2):  # trainer.evaluate and trainer.predict on the last checkpoint
+        assert abs(outputs[n]["evaluated"] - one["acc"]) < 1e-12
+        assert abs(outputs[n]["predicted"] - one["acc"]) < 1e-12
     assert "trainer.epochz" in one["error"]
     for n in (1, 2):  # the transform and the hook given to fit ran, on every worker
         assert abs(outputs[n]["hooked_loss"] - math.log(2)) < 1e-12 and outputs[n]["clipped"] == 1

@@ -169,6 +169,15 @@ def test_installed_user_project_on_one_and_two_workers_and_through_fit(fresh):
     one, two = weights(fresh["cwd"] / "shapes1"), weights(fresh["cwd"] / "shapes2")
     assert max_difference(one, two) < EXACT
     assert (fresh["cwd"] / "shapes1" / "best.json").exists()  # the project's callback
+    # The checkpoint at work from the wheel: trainer-evaluate on 1 and 2 workers.
+    evaluate = ("shapes1", "--last", "--trust", "shapes", "--output")
+    _ok(_run(fresh, str(fresh["bin"] / "trainer-evaluate"), *evaluate, "e1.json"))
+    _ok(_run(fresh, fresh["py"], "-m", "torch.distributed.run", "--standalone",
+             "--nproc-per-node=2", "-m", "trainer.tools.evaluate", *evaluate, "e2.json"))
+    trained = json.loads((fresh["cwd"] / "shapes1" / "metrics.json").read_text())
+    e1, e2 = (json.loads((fresh["cwd"] / f"e{n}.json").read_text()) for n in (1, 2))
+    assert abs(e1["test_accuracy"] - trained["test_accuracy"]) < 1e-12
+    assert set(e1) == set(e2) and all(abs(e1[k] - e2[k]) < 1e-12 for k in e1)
     script = fresh["cwd"] / "fit_script.py"
     script.write_text(FIT_SCRIPT)
     out = _ok(_run(fresh, fresh["py"], str(script), str(fresh["cwd"] / "fit")))
@@ -178,6 +187,9 @@ def test_installed_user_project_on_one_and_two_workers_and_through_fit(fresh):
     assert abs(result["hooked_loss"] - math.log(2)) < 1e-12 and result["clipped"] == 1
     # Dict batches, two inputs and outputs, the project's own task: through fit and config.
     assert 0 < result["center_mse"] < 0.2
+    # trainer.evaluate and trainer.predict from Python, on fit's last checkpoint.
+    assert abs(result["evaluated"] - result["acc"]) < 1e-12
+    assert abs(result["predicted"] - result["acc"]) < 1e-12
     # ... with the project's transform, gradient hook and log output chosen by config too.
     _ok(_run(fresh, trainer, searchpath, "recipe=shapes_locate", "trainer.max_steps=8",
              "+transforms.zero_head._target_=shapes.transforms.ZeroInitHead",

@@ -22,19 +22,6 @@ from trainer.callbacks import Callback
 from trainer.config.schema import framework_keys
 
 
-def _as_data(data: Any):
-    from trainer.data import Datasets, InMemoryData
-
-    if data is None or isinstance(data, InMemoryData):
-        return data
-    if isinstance(data, tuple | list) and len(data) == 2:
-        return Datasets(*data)
-    from trainer.errors import UserError
-
-    raise UserError(f"data= takes a trainer data object or a (train_dataset, test_dataset) "
-                    f"pair, not a {type(data).__name__}")
-
-
 def _record(cfg: DictConfig, group: str, obj: Any) -> None:
     """Put what the caller built in the config's place, for the run's record (config.yaml,
     checkpoints): the framework's keys stay, the option's own arguments go, ``_target_`` names
@@ -73,6 +60,7 @@ def fit(overrides: Sequence[str] | DictConfig = (), *, model=None, data=None, ta
             the interpreter).
     """
     from trainer.config import compose_config
+    from trainer.data.datasets import as_data
     from trainer.errors import UserError
     from trainer.tools.train import train
 
@@ -87,7 +75,7 @@ def fit(overrides: Sequence[str] | DictConfig = (), *, model=None, data=None, ta
             from trainer.tools.hydra_errors import one_line
 
             raise UserError(one_line(exc) or str(exc).splitlines()[0]) from None
-    data = _as_data(data)
+    data = as_data(data)
     given: dict[str, Any] = {"callbacks": list(callbacks), "transforms": list(transforms)}
     for group, obj in (("model", model), ("data", data), ("task", task)):
         if obj is not None:
@@ -104,3 +92,71 @@ def fit(overrides: Sequence[str] | DictConfig = (), *, model=None, data=None, ta
     run_dir = Path(run_dir).absolute()
     run_dir.mkdir(parents=True, exist_ok=True)
     return train(cfg, run_dir, objects=given)
+
+
+def evaluate(checkpoint: str | Path, overrides: Sequence[str] = (), *, split: str = "test",
+             model=None, data=None, task=None, trust: Iterable[str] = (),
+             last: bool = False) -> dict[str, float]:
+    """A checkpoint's metrics on a split of its run's data: ``{"test_accuracy": ...,
+    "test_loss": ..., "test_<the task's own>": ...}``.
+
+    Args:
+        checkpoint: a checkpoint file, or a run directory (its ``best.pt``, the best
+            evaluation's weights where there is one; ``last=True``: its newest checkpoint).
+        overrides: ``KEY=VALUE`` changes to the checkpoint's stored config (keys it has:
+            ``data.root=...`` where the data lives now, ``data.eval_batch_size=512``).
+        split: ``"test"`` or ``"train"``.
+        model, data, task: your own objects instead of the config's, as given to
+            ``trainer.fit`` (its checkpoints name their classes, not their arguments). ``data``
+            may also be one Dataset: the rows to evaluate on (``split`` is then unused).
+        trust: packages whose classes the stored config may build (your own, by name;
+            ``TRAINER_TRUST`` too): a checkpoint is never trusted to name any code.
+
+    Runs on N workers unchanged (torchrun, mpirun, srun): each takes its share, the same
+    numbers as one worker (in float64, to rounding).
+    """
+    from trainer.engine.inference import evaluate_restored, restore
+
+    restored = restore(checkpoint, overrides, model=model, data=data, task=task, trust=trust,
+                       last=last)
+    try:
+        return evaluate_restored(restored, split, data)
+    finally:
+        restored.backend.close()
+
+
+def predict(checkpoint: str | Path, data=None, overrides: Sequence[str] = (), *,
+            split: str = "test", model=None, task=None, trust: Iterable[str] = (),
+            last: bool = False) -> list[dict]:
+    """A checkpoint's prediction for each row, in order: ``[{"index": 0, "prediction": 3,
+    "class": "3", "probability": 0.98, "target": 3}, ...]`` (a classifier's class and its
+    probability; a regression's value; a task's own ``predict(outputs)``, nested outputs as
+    ``prediction.<key>`` entries; ``target`` where the rows have one).
+
+    Args:
+        checkpoint: as for :func:`evaluate`.
+        data: the rows: one map-style Dataset (items as the run's, targets optional), a tensor
+            of raw inputs (one row each, through the run's data transform), or None for
+            ``split`` of the run's own data (from its config, or a data object / pair given
+            as to ``trainer.fit``).
+        overrides, split, model, task, trust, last: as for :func:`evaluate`.
+
+    On N workers every rank returns the whole list (each predicted its share).
+    """
+    from torch.utils.data import Dataset
+
+    from trainer.engine.inference import predict_restored, restore
+
+    own_rows = isinstance(data, Dataset) or _is_tensor(data)
+    restored = restore(checkpoint, overrides, model=model, data=None if own_rows else data,
+                       task=task, trust=trust, last=last, need_data=not own_rows)
+    try:
+        return predict_restored(restored, split, data if own_rows else None)
+    finally:
+        restored.backend.close()
+
+
+def _is_tensor(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, torch.Tensor)

@@ -85,7 +85,7 @@ def test_a_checkpoint_from_before_the_recipes_rename_still_loads(checkpoint, tmp
     ``recipes.mnist...``: the commands read them as ``trainer_recipes...`` and trust them."""
     import copy
 
-    from trainer.tools.predict import load
+    from trainer.engine.inference import load_trusted
 
     old = copy.deepcopy(checkpoint)
     for group in ("model", "data"):
@@ -93,7 +93,7 @@ def test_a_checkpoint_from_before_the_recipes_rename_still_loads(checkpoint, tmp
         old["config"][group]["_target_"] = target.replace("trainer_recipes.", "recipes.", 1)
     assert old["config"]["model"]["_target_"] == "recipes.mnist.model.MLP"
     torch.save(old, tmp_path / "old.pt")
-    state = load(tmp_path / "old.pt")
+    _, state = load_trusted(tmp_path / "old.pt")
     assert state["config"]["model"]["_target_"] == "trainer_recipes.mnist.model.MLP"
     assert state["config"]["data"]["_target_"] == "trainer_recipes.mnist.data.DigitsData"
 

@@ -50,6 +50,12 @@ best = BestAccuracy(filename="fit_best.json")
 metrics = trainer.fit(overrides, model=SmallCNN(width=8),
                       data=(ShapesDataset(512, seed=0), ShapesDataset(128, seed=1)),
                       callbacks=[best], run_dir=sys.argv[1])
+# The checkpoint at work: the caller's model again, the test Dataset as the rows (the recipe's
+# task, shapes.metrics.F1Classification, is built from the file: its package trusted).
+evaluated = trainer.evaluate(sys.argv[1], model=SmallCNN(width=8), data=ShapesDataset(128, seed=1),
+                             last=True, trust=["shapes"])
+predicted = trainer.predict(sys.argv[1], ShapesDataset(128, seed=1), model=SmallCNN(width=8),
+                            last=True, trust=["shapes"])
 try:
     trainer.fit(["trainer.epochz=1"])
 except trainer.UserError as exc:
@@ -73,5 +79,8 @@ if os.environ.get("RANK", "0") == "0":  # one line, not one per worker (they int
     print("RESULT", json.dumps({"steps": metrics["steps"], "acc": metrics["test_accuracy"],
                                 "best": best.best, "error": error, "again": again["steps"],
                                 "hooked_loss": hooked["train_loss"], "clipped": clip.steps,
-                                "center_mse": located["test_center_mse"]}))
+                                "center_mse": located["test_center_mse"],
+                                "evaluated": evaluated["dataset_accuracy"],
+                                "predicted": sum(r["prediction"] == r["target"]
+                                                 for r in predicted) / len(predicted)}))
 '''

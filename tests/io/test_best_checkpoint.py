@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from tests.helpers import train_in_process
-from trainer.tools.predict import load
+from trainer.engine.inference import load_trusted
 
 # Digits MLP, 60 steps, an evaluation every 10; one checkpoint kept.
 RUN = ("trainer.max_steps=60", "trainer.eval_every=10", "trainer.checkpoint_every=10",
@@ -44,9 +44,9 @@ def test_best_is_the_best_evaluation_and_survives_pruning(tmp_path):
 
 def test_commands_use_best_pt_for_a_run_directory_and_last_on_request(tmp_path):
     metrics = train_in_process(tmp_path, *RUN, *WORST_FIRST)
-    assert load(tmp_path)["progress"]["step"] == metrics["best_step"] < 60
-    assert load(tmp_path, last=True)["progress"]["step"] == 60
-    assert load(tmp_path / "checkpoints" / "step-00000060.pt")["progress"]["step"] == 60
+    assert load_trusted(tmp_path)[1]["progress"]["step"] == metrics["best_step"] < 60
+    assert load_trusted(tmp_path, last=True)[1]["progress"]["step"] == 60
+    assert load_trusted(tmp_path / "checkpoints" / "step-00000060.pt")[1]["progress"]["step"] == 60
 
 
 def test_a_resumed_run_keeps_its_best_and_a_fresh_start_moves_it_aside(tmp_path):

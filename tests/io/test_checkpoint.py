@@ -155,7 +155,8 @@ def test_a_checkpoint_holding_early_stopping_in_its_progress_still_resumes_the_c
     uninterrupted run stopped, with the same best; trainer-predict opens the checkpoint."""
     from tests.helpers import train_in_process
     from tests.helpers.images import write_digit_photo
-    from trainer.tools.predict import load, predict
+    from trainer.engine.inference import load_trusted
+    from trainer.tools.predict import predict
 
     # Patience 2 with eval_every=1 over a plateaued learning rate: early stopping ends it.
     common = ("trainer.max_steps=60", "trainer.eval_every=2", "trainer.checkpoint_every=2",
@@ -180,7 +181,7 @@ def test_a_checkpoint_holding_early_stopping_in_its_progress_still_resumes_the_c
     assert (resumed["steps"], resumed["best_step"], resumed["best_value"]) == (
         whole["steps"], whole["best_step"], whole["best_value"])
     assert not [r for r in caplog.records if "config differs" in r.message]
-    config = load(tmp_path / "old.pt")["config"]
+    config = load_trusted(tmp_path / "old.pt")[1]["config"]
     assert config["callbacks"]["early_stopping"]["patience"] == 2
     assert "early_stop" not in config["trainer"]
     photo = write_digit_photo(torch.eye(8) * 16, 16, tmp_path / "digit.png")

@@ -127,5 +127,16 @@ class Datasets(InMemoryData):
         return {"class_names": self.class_names} if self.class_names else {}
 
 
+def as_data(data: Any) -> InMemoryData | None:
+    """What a caller gave as ``data=`` (``trainer.fit``, ``trainer.evaluate``): a trainer data
+    object, or a ``(train, test)`` pair of Datasets; None for the config's."""
+    if data is None or isinstance(data, InMemoryData):
+        return data
+    if isinstance(data, tuple | list) and len(data) == 2:
+        return Datasets(*data)
+    raise UserError(f"data= takes a trainer data object or a (train_dataset, test_dataset) "
+                    f"pair, not a {type(data).__name__}")
+
+
 def _name(dataset: Any) -> str:
     return type(dataset).__name__

@@ -156,11 +156,12 @@ def build_data(cfg: DictConfig, backend: Backend, dtype: torch.dtype = torch.flo
     data.train, data.test = data.train.to(where), data.test.to(where)
     # Model input in the run's dtype (trainer.dtype), wherever a batch is made: training,
     # evaluation, sample predictions, QAT's example batch. Integer input (word indices) stays.
-    data.transform = functools.partial(_typed, data.transform, dtype)
+    data.transform = functools.partial(in_dtype, data.transform, dtype)
     return data
 
 
-def _typed(transform, dtype: torch.dtype, raw: torch.Tensor) -> torch.Tensor:
+def in_dtype(transform, dtype: torch.dtype, raw: torch.Tensor) -> torch.Tensor:
+    """``transform(raw)``, floating-point in ``dtype`` (integer input stays as it is)."""
     x = transform(raw)
     # Compared first: even a .to() that changes nothing is a dispatch on the hot path.
     return x.to(dtype) if x.is_floating_point() and x.dtype != dtype else x

@@ -39,14 +39,14 @@ def export_checkpoint(checkpoint: Path, overrides: list[str], out: Path | None =
     from trainer.config.instantiate import safe_instantiate
     from trainer.config.validate import validate
     from trainer.engine.build import build_data, build_model
+    from trainer.engine.inference import load_trusted
     from trainer.engine.seeding import seed_everything
     from trainer.io.checkpoint import open_checkpoint
     from trainer.parallel.backends.base import Backend
     from trainer.quant.export import float_twin, quantize_and_report
     from trainer.quant.qat import QATModel, example_batch
-    from trainer.tools.predict import load
 
-    state = load(checkpoint, trust, last)
+    _, state = load_trusted(checkpoint, trust, last)
     cfg = OmegaConf.create(state["config"])
     trained_with = cfg.quant.mode
     cfg.quant.mode = "qat" if trained_with == "qat" else "ptq"

@@ -86,9 +86,10 @@ def main(argv: list[str] | None = None) -> None:
     from omegaconf import OmegaConf
 
     from trainer.engine.build import build_model
+    from trainer.engine.inference import load_trusted
     from trainer.errors import UserError
     from trainer.parallel.backends.base import Backend
-    from trainer.tools.predict import add_checkpoint_options, load
+    from trainer.tools.predict import add_checkpoint_options
 
     parser = argparse.ArgumentParser(prog="trainer-generate", description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", type=Path, help="a checkpoint file or a run directory")
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
                   file=sys.stderr)
             sys.exit(2)
     try:
-        state = load(args.checkpoint, args.trust, args.last)
+        _, state = load_trusted(args.checkpoint, args.trust, args.last)
         vocab = state.get("data", {})
         if "index" not in vocab:
             raise UserError(f"{args.checkpoint} is not a headline-model checkpoint (no "
