@@ -9,12 +9,14 @@ the line and give the runs enough steps (LONG) for it to fall inside them."""
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 
 import pytest
 import torch
 
 from tests.helpers import (
+    BIN,
     EQUIVALENCE,
     EXACT,
     ROOT,
@@ -132,15 +134,20 @@ def test_two_workers_stop_together_when_one_is_signalled(tmp_path, uninterrupted
 
 @pytest.mark.slow
 def test_sigterm_to_the_torchrun_agent_ends_with_a_checkpoint(tmp_path, uninterrupted_long):
-    """What a cluster does: SIGTERM to torchrun's agent, which forwards it to the workers."""
+    """What a cluster does: SIGTERM to torchrun's agent, which forwards it to the workers;
+    through trainer-launch the job then ends as one process would: exit 143, one line."""
     run_dir = tmp_path / "run"
-    proc = launch("torchrun", 2, *LONG, f"hydra.run.dir={run_dir}", cwd=ROOT)
+    proc = subprocess.Popen(
+        [str(BIN / "trainer-launch"), "torchrun", "2", *LONG, f"hydra.run.dir={run_dir}",
+         *SHRINK], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = ""
     deadline = time.monotonic() + 120
     while "step 20/" not in seen and time.monotonic() < deadline:
         seen += proc.stdout.readline()
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "Traceback" not in err, err[-3000:]
+    assert "trainer-launch: torchrun stopped by SIGTERM: the workers checkpointed" in err
     step = _stop_step(seen + out)
     assert 20 <= step < 600, step
     assert _checkpoint_steps(run_dir)[-1] == step

@@ -16,8 +16,10 @@ import pytest
 import torch
 
 from tests.helpers import (
+    BIN,
     EQUIVALENCE,
     EXACT,
+    SHRINK,
     descendants,
     launch,
     max_difference,
@@ -59,10 +61,14 @@ def test_only_rank_zero_writes_and_all_ranks_share_its_directory(tmp_path):
 
 
 def test_batch_that_does_not_split_over_workers_fails_on_every_rank(tmp_path):
-    proc = launch("torchrun", 3, "data.batch_size=64", f"hydra.run.dir={tmp_path}/r",
-                  cwd=tmp_path)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode != 0
+    # Through trainer-launch: the job ends with the workers' exit 2, without torchrun's
+    # ChildFailedError report repeating it.
+    proc = subprocess.run(
+        [str(BIN / "trainer-launch"), "torchrun", "3", "data.batch_size=64",
+         f"hydra.run.dir={tmp_path}/r", *SHRINK], cwd=tmp_path, capture_output=True, text=True,
+        timeout=120)
+    err = proc.stderr
+    assert proc.returncode == 2 and "ChildFailedError" not in err and "Traceback" not in err, err
     assert "data.batch_size=64: global batch 64 does not split over 3 workers" in err
     # Said once (the first rank of the node speaks for all three), on a line of its own.
     said = [ln for ln in err.splitlines() if "trainer: error:" in ln]

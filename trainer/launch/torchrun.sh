@@ -21,12 +21,14 @@ if [[ ${NNODES:-1} -gt 1 ]]; then
 else
   where=(--standalone)
 fi
-# TORCHRUN if set; else torch's launcher module of $PYTHON (trainer-launch sets it to its own
-# interpreter, whose bin/ need not be on PATH); else torchrun from PATH.
+# TORCHRUN if set; else torchrun's agent through $PYTHON (trainer-launch sets it to its own
+# interpreter, whose bin/ need not be on PATH), as trainer.launch.torchrun_agent runs it: a
+# SIGTERM to the job then ends in exit 143 and one line (bare torchrun: its traceback and
+# exit 1); else torchrun from PATH.
 if [[ -n ${TORCHRUN:-} ]]; then
   launcher=("$TORCHRUN")
 elif [[ -n ${PYTHON:-} ]]; then
-  launcher=("$PYTHON" -m torch.distributed.run)
+  launcher=("$PYTHON" -m trainer.launch.torchrun_agent)
 else
   launcher=(torchrun)
 fi
