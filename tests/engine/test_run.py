@@ -247,3 +247,23 @@ def test_the_run_closes_with_a_summary_and_counts_epochs_like_its_evaluations(tm
     assert closing[4].startswith(f"outputs: {tmp_path / 'r'} (metrics.json")
     assert result.stdout.count("run directory:") == 1  # said once, at the start
     assert closing[5] == f"tensorboard --logdir {tmp_path / 'r' / 'tb'}"
+
+
+def test_a_second_ranks_own_sweep_folder_is_not_left_behind(tmp_path):
+    """Under torchrun each rank's Hydra timestamps its own sweep folder (a second apart) and
+    writes multirun.yaml there; the runs use rank 0's. Rank 1's folder goes with its last job
+    folder, whatever job it was; rank 0's, and folders holding anything else, stay."""
+    from trainer.engine.build import drop_unused_run_dir
+
+    shared, own = tmp_path / "T0", tmp_path / "T1"
+    for job in ("0_data.batch_size=32", "1_data.batch_size=64"):
+        (shared / job).mkdir(parents=True)
+        (own / job / ".hydra").mkdir(parents=True)
+        if job.startswith("0"):
+            (own / "multirun.yaml").write_text("hydra: {}\n")
+        drop_unused_run_dir(own / job, shared / job)
+        assert not own.exists()
+    (own / "0_x" / ".hydra").mkdir(parents=True)
+    (own / "notes.txt").write_text("mine")
+    drop_unused_run_dir(own / "0_x", shared / "0_x")
+    assert (own / "notes.txt").exists() and not (own / "0_x").exists() and shared.is_dir()

@@ -41,18 +41,18 @@ def test_sweep_config_runs_a_multirun_and_the_report_tabulates_it(tmp_path):
 def test_report_names_the_problem_for_a_folder_without_runs(tmp_path):
     report = subprocess.run([sys.executable, "-m", "trainer.tools.report", str(tmp_path)],
                             capture_output=True, text=True)
-    assert report.returncode != 0
+    assert report.returncode == 2 and report.stderr.count("\n") == 1
     assert "no metrics.json under" in report.stderr and "multirun directory" in report.stderr
 
 
 def test_time_to_target_reads_the_first_evaluation_that_reached_it():
-    from trainer.tools.report import Job, time_to_target
+    from trainer.tools.report import Job, Metric, time_to_target
 
     history = [{"eval/accuracy": a, "train_time_s": t} for a, t in
                ((0.90, 1.0), (0.97, 2.5), (0.96, 3.0), (0.98, 4.0))]
     job = Job("j", 128, {"history": history})
-    assert time_to_target(job, "eval/accuracy", 0.97) == 2.5
-    assert time_to_target(job, "eval/accuracy", 0.99) is None
+    assert time_to_target(job, Metric("accuracy"), 0.97) == 2.5
+    assert time_to_target(job, Metric("accuracy"), 0.99) is None
 
 
 def test_an_empty_b_simple_column_says_why(tmp_path):
@@ -122,3 +122,35 @@ def test_sweep_job_folders_are_named_by_the_swept_keys_only(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == [
         "0_data.batch_size=32", "1_data.batch_size=64"]
+
+
+def test_the_metric_is_the_one_the_runs_watched_or_named_and_unfinished_jobs_are_said(tmp_path):
+    """A recipe's own metric (its early stopping's monitor, in each job's config.yaml) is the
+    report's, lower-is-better where its mode says min; --metric names any other; a job that
+    started without finishing is named, not dropped without a word."""
+    from trainer.tools.report import write_report
+
+    for batch, f1s in ((64, [0.5, 0.7]), (512, [0.4, 0.6])):
+        job = tmp_path / f"batch_{batch}"
+        (job / ".hydra").mkdir(parents=True)
+        (job / "config.yaml").write_text(
+            "callbacks:\n  early_stopping: {monitor: eval/macro_f1, mode: max}\n"
+            "  best_checkpoint: {monitor: eval/macro_f1, mode: max}\n")
+        history = [{"eval/macro_f1": f, "eval/loss": 1 - f, "train_time_s": float(i + 1)}
+                   for i, f in enumerate(f1s)]
+        (job / "metrics.json").write_text(json.dumps({
+            "global_batch_size": batch, "test_accuracy": 0.9, "test_loss": 1 - f1s[-1],
+            "test_macro_f1": f1s[-1], "steps": 10, "history": history}))
+    (tmp_path / "batch_4096" / ".hydra").mkdir(parents=True)  # failed before metrics.json
+    text = write_report(tmp_path)[0].read_text()
+    assert "| global batch | test macro_f1 |" in text
+    assert "Target: eval/macro_f1 >= 0.6 (the best every job reached)" in text
+    assert "Started but wrote no metrics.json (failed, or still running; not in the table): " \
+        "batch_4096." in text
+    text = write_report(tmp_path, metric_name="loss")[0].read_text()
+    assert "Target: eval/loss <= 0.4 (the best every job reached)" in text
+    report = subprocess.run([sys.executable, "-m", "trainer.tools.report", str(tmp_path),
+                             "--metric", "f2"], capture_output=True, text=True)
+    assert report.returncode == 2 and report.stderr == (
+        "trainer-report: error: --metric f2: no job has test_f2; the runs' metrics are "
+        "accuracy, loss, macro_f1\n")

@@ -127,9 +127,13 @@ def shared_run_dir(backend: Backend, own: Path) -> Path:
 
 def drop_unused_run_dir(own: Path, shared: Path) -> None:
     """Remove this rank's own run directory, when the run uses another one and Hydra's record
-    is all it holds."""
+    is all it holds; and in a sweep the rank's own sweep folder too (Hydra timestamps it per
+    rank as well), once its multirun.yaml is all it holds."""
     if shared != own and own.is_dir() and {p.name for p in own.iterdir()} <= {".hydra"}:
         shutil.rmtree(own, ignore_errors=True)
+        sweep = own.parent
+        if sweep != shared.parent and {p.name for p in sweep.iterdir()} <= {"multirun.yaml"}:
+            shutil.rmtree(sweep, ignore_errors=True)
 
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}

@@ -7,10 +7,14 @@ global batch and per-evaluation history) and writes into DIR:
   training time, time to the target, samples/s and the measured gradient noise scale B_simple;
 - ``report.png``: the same four quantities against the batch size (log scale).
 
-The target defaults to the best value that EVERY job reached at some evaluation (the lowest
-of the jobs' best accuracies; for a task without accuracy, the highest of their lowest test
-losses), so each batch size has a time to it and "time to target" asks how fast each one gets
-there. ``--target`` sets it explicitly; the report then names the jobs that never reached it.
+The metric is ``--metric NAME`` (any metric of the runs' task: ``accuracy``, ``loss``,
+``macro_f1``...; higher is better unless ``--mode min``, or the name is a loss or an error),
+by default the one the runs' early stopping (else their best checkpoint) watched, as their
+config.yaml says, else accuracy, else the test loss. The target defaults to the best value
+that EVERY job reached at some evaluation (the worst of the jobs' bests), so each batch size
+has a time to it and "time to target" asks how fast each one gets there. ``--target`` sets it
+explicitly; the report then names the jobs that never reached it. Jobs that started (Hydra's
+``.hydra`` folder) but wrote no metrics.json (failed, or still running) are named.
 B_simple is shown with its standard error, and flagged where it rests on fewer than
 ``FEW_STEPS`` measured steps (a short job: its estimate is rough).
 """
@@ -33,6 +37,42 @@ class Job:
     metrics: dict
 
 
+@dataclass(frozen=True)
+class Metric:
+    """An evaluation metric of the runs' task: ``eval/<name>`` in each evaluation of the
+    history, ``test_<name>`` in metrics.json."""
+
+    name: str
+    higher: bool = True
+
+    @property
+    def key(self) -> str:
+        return f"eval/{self.name}"
+
+    @property
+    def percent(self) -> bool:
+        return self.name == "accuracy"
+
+    def reached(self, value: float, target: float) -> bool:
+        return value >= target if self.higher else value <= target
+
+    def best(self, values: list[float]) -> float:
+        return max(values) if self.higher else min(values)
+
+    def worst(self, values: list[float]) -> float:
+        return min(values) if self.higher else max(values)
+
+
+# Names whose lower values are better, when no --mode and no run's config says.
+_LOWER = ("loss", "perplexity", "error", "mse", "mae", "rmse")
+
+
+def fail(message: str) -> None:
+    """One line and exit 2, as every command of the trainer."""
+    sys.stderr.write(f"trainer-report: error: {message}\n")
+    raise SystemExit(2)
+
+
 def load_jobs(root: Path) -> list[Job]:
     """Every finished job under ``root`` (a folder with a metrics.json), by batch size."""
     jobs = []
@@ -44,36 +84,77 @@ def load_jobs(root: Path) -> list[Job]:
     return sorted(jobs, key=lambda j: (j.batch, j.name))
 
 
-def metric_name(jobs: list[Job]) -> str:
-    """eval/accuracy when the jobs have one (classification), else eval/loss."""
-    return "eval/accuracy" if all(j.metrics.get("test_accuracy") is not None for j in jobs) \
-        else "eval/loss"
+def unfinished_jobs(root: Path) -> list[str]:
+    """Job folders that Hydra started (their ``.hydra``) without a metrics.json."""
+    return sorted(str(p.parent.relative_to(root)) or "." for p in root.rglob(".hydra")
+                  if p.is_dir() and not (p.parent / "metrics.json").exists())
 
 
-def final_value(job: Job, metric: str) -> float | None:
-    return job.metrics.get("test_accuracy" if metric == "eval/accuracy" else "test_loss")
+def _watched(root: Path, job: Job) -> tuple[str, str] | None:
+    """(monitor, mode) of the job's early stopping, else of its best checkpoint."""
+    from omegaconf import OmegaConf
+
+    path = root / job.name / "config.yaml"
+    if not path.is_file():
+        return None
+    callbacks = OmegaConf.to_container(OmegaConf.load(path), resolve=True).get("callbacks") \
+        or {}
+    for name in ("early_stopping", "best_checkpoint"):
+        node = callbacks.get(name)
+        if isinstance(node, dict) and node.get("monitor"):
+            return str(node["monitor"]), str(node.get("mode", "max"))
+    return None
+
+
+def choose_metric(root: Path, jobs: list[Job], name: str | None = None,
+                  mode: str | None = None) -> Metric:
+    """``name`` (``accuracy``, ``eval/accuracy`` or ``test_accuracy``), else what the runs
+    watched, else accuracy, else loss; the direction from ``mode``, the runs' config or the
+    name."""
+    available = sorted({k[5:] for j in jobs for k, v in j.metrics.items()
+                        if k.startswith("test_") and isinstance(v, int | float)})
+    watched = {w for j in jobs if (w := _watched(root, j)) is not None}
+    if name is None:
+        monitors = [(m.removeprefix("eval/"), d) for m, d in watched]
+        if len(monitors) == 1 and all(j.metrics.get(f"test_{monitors[0][0]}") is not None
+                                      for j in jobs):
+            name, mode = monitors[0][0], mode or monitors[0][1]
+        else:
+            name = "accuracy" if all(j.metrics.get("test_accuracy") is not None
+                                     for j in jobs) else "loss"
+    name = name.removeprefix("eval/").removeprefix("test_")
+    if name not in available:
+        fail(f"--metric {name}: no job has test_{name}; the runs' metrics are "
+             f"{', '.join(available) or 'none'}")
+    if mode is None:
+        said = {d for m, d in watched if m.removeprefix("eval/") == name}
+        mode = said.pop() if len(said) == 1 else (
+            "min" if name.endswith(_LOWER) else "max")
+    return Metric(name, higher=mode == "max")
+
+
+def final_value(job: Job, metric: Metric) -> float | None:
+    return job.metrics.get(f"test_{metric.name}")
 
 
 FEW_STEPS = 100  # B_simple from fewer measured steps than this is flagged as rough
 
 
-def best_reached(job: Job, metric: str) -> float | None:
+def best_reached(job: Job, metric: Metric) -> float | None:
     """The best value of ``metric`` at any evaluation of the job (its final one included)."""
-    values = [e[metric] for e in job.metrics.get("history", []) if e.get(metric) is not None]
+    values = [e[metric.key] for e in job.metrics.get("history", [])
+              if e.get(metric.key) is not None]
     final = final_value(job, metric)
     values += [final] if final is not None else []
-    if not values:
-        return None
-    return max(values) if metric == "eval/accuracy" else min(values)
+    return metric.best(values) if values else None
 
 
-def default_target(jobs: list[Job], metric: str) -> float:
+def default_target(jobs: list[Job], metric: Metric) -> float:
     """The best value every job reached: the worst of the jobs' bests."""
-    values = [v for j in jobs if (v := best_reached(j, metric)) is not None]
-    return min(values) if metric == "eval/accuracy" else max(values)
+    return metric.worst([v for j in jobs if (v := best_reached(j, metric)) is not None])
 
 
-def missed_target(jobs: list[Job], metric: str, target: float) -> list[str]:
+def missed_target(jobs: list[Job], metric: Metric, target: float) -> list[str]:
     """The jobs whose evaluations never reached ``target``."""
     return [j.name for j in jobs if time_to_target(j, metric, target) is None]
 
@@ -86,13 +167,11 @@ def rough_b_simple(jobs: list[Job]) -> list[str]:
             and j.metrics["b_simple_steps"] < FEW_STEPS]
 
 
-def time_to_target(job: Job, metric: str, target: float) -> float | None:
+def time_to_target(job: Job, metric: Metric, target: float) -> float | None:
     """Training seconds at the first evaluation that reached ``target``, or None."""
     for entry in job.metrics.get("history", []):
-        value = entry.get(metric)
-        if value is None:
-            continue
-        if (value >= target) if metric == "eval/accuracy" else (value <= target):
+        value = entry.get(metric.key)
+        if value is not None and metric.reached(value, target):
             return float(entry["train_time_s"])
     return None
 
@@ -103,8 +182,12 @@ def _fmt(value, spec: str) -> str:
     return format(value, spec)
 
 
-def _target_text(target: float, accuracy: bool) -> str:
-    return f"{100 * target:.2f}%" if accuracy else f"{target:.4g}"
+def _target_text(target: float, metric: Metric) -> str:
+    return f"{100 * target:.2f}%" if metric.percent else f"{metric.name} {target:.4g}"
+
+
+def _heading(metric: Metric) -> str:
+    return "test accuracy (%)" if metric.percent else f"test {metric.name}"
 
 
 def b_simple_text(job: Job) -> str:
@@ -126,10 +209,10 @@ def b_simple_empty_reason(jobs: list[Job]) -> str | None:
     return notes[0] if len(notes) == 1 else "; ".join(notes[:3])
 
 
-def table(jobs: list[Job], metric: str, target: float) -> str:
-    accuracy = metric == "eval/accuracy"
-    head = "test accuracy (%)" if accuracy else "test loss"
-    target_text = _target_text(target, accuracy)
+def table(jobs: list[Job], metric: Metric, target: float) -> str:
+    accuracy = metric.percent
+    head = _heading(metric)
+    target_text = _target_text(target, metric)
     lines = [
         f"| global batch | {head} | epochs | steps | train time (s) | time to {target_text} (s) "
         "| samples/s | B_simple | job |",
@@ -150,19 +233,19 @@ def table(jobs: list[Job], metric: str, target: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(jobs: list[Job], metric: str, target: float, out: Path) -> None:
+def plot(jobs: list[Job], metric: Metric, target: float, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on cluster nodes
     import matplotlib.pyplot as plt
 
-    accuracy = metric == "eval/accuracy"
+    accuracy = metric.percent
     batches = [j.batch for j in jobs]
     panels = [
-        ("test accuracy (%)" if accuracy else "test loss",
+        (_heading(metric),
          [(100 * v if accuracy else v) if (v := final_value(j, metric)) is not None else None
           for j in jobs]),
-        (f"time to {_target_text(target, accuracy)} (s)",
+        (f"time to {_target_text(target, metric)} (s)",
          [time_to_target(j, metric, target) for j in jobs]),
         ("samples/s", [j.metrics.get("samples_per_sec") for j in jobs]),
         ("B_simple (critical batch)", [j.metrics.get("b_simple") for j in jobs]),
@@ -197,26 +280,27 @@ def plot(jobs: list[Job], metric: str, target: float, out: Path) -> None:
     plt.close(fig)
 
 
-def write_report(root: Path, target: float | None = None) -> tuple[Path, Path]:
+def write_report(root: Path, target: float | None = None, metric_name: str | None = None,
+                 mode: str | None = None) -> tuple[Path, Path]:
     """Write report.md and report.png into ``root``; returns their paths."""
     jobs = load_jobs(root)
     if not jobs:
-        raise SystemExit(
-            f"trainer-report: error: no metrics.json under {root}; point it at a multirun "
-            "directory whose jobs have finished (e.g. multirun/mnist/2026-01-01_12-00-00)"
-        )
-    metric = metric_name(jobs)
+        fail(f"no metrics.json under {root}; point it at a multirun directory whose jobs "
+             "have finished (e.g. multirun/mnist/2026-01-01_12-00-00)")
+    metric = choose_metric(root, jobs, metric_name, mode)
     default = target is None
     target = default_target(jobs, metric) if default else target
     md, png = root / "report.md", root / "report.png"
     md.write_text(
         f"# Batch-size sweep: {root}\n\n{table(jobs, metric, target)}\n"
-        f"Target: {metric} {'>=' if metric == 'eval/accuracy' else '<='} {target:.4g}"
+        f"Target: {metric.key} {'>=' if metric.higher else '<='} {target:.4g}"
         + (" (the best every job reached)" if default else "")
         + "; times are training seconds (evaluation and checkpoints excluded), read at "
         "evaluations.\n\n"
         + (f"Never reached the target: {', '.join(missed)}.\n\n"
            if (missed := missed_target(jobs, metric, target)) else "")
+        + (f"Started but wrote no metrics.json (failed, or still running; not in the table): "
+           f"{', '.join(unfinished)}.\n\n" if (unfinished := unfinished_jobs(root)) else "")
         + (f"B_simple: {why}.\n\n" if (why := b_simple_empty_reason(jobs)) else "")
         + (f"Warning: B_simple rests on fewer than {FEW_STEPS} measured steps in "
            f"{', '.join(rough)}; treat it as a rough estimate (train longer).\n\n"
@@ -232,12 +316,18 @@ def main(argv: list[str] | None = None) -> None:
         prog="trainer-report", description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("dir", type=Path, help="a multirun directory (or any folder of runs)")
+    parser.add_argument("--metric", default=None,
+                        help="the eval metric to compare (accuracy, loss, macro_f1, ...; "
+                             "default: what the runs' early stopping or best checkpoint "
+                             "watched, else accuracy, else loss)")
+    parser.add_argument("--mode", choices=("max", "min"), default=None,
+                        help="whether higher (max) or lower (min) values of it are better")
     parser.add_argument("--target", type=float, default=None,
-                        help="test accuracy (0-1) or, for regression, test loss to time")
+                        help="the value of the metric to time (accuracy as 0-1)")
     args = parser.parse_args(argv)
     if not args.dir.is_dir():
         parser.exit(2, f"trainer-report: error: {args.dir} is not a directory\n")
-    md, png = write_report(args.dir, args.target)
+    md, png = write_report(args.dir, args.target, args.metric, args.mode)
     sys.stdout.write(md.read_text())
     print(f"wrote {md} and {png}")
 
