@@ -93,9 +93,15 @@ def test_hparams_tab_shows_what_the_command_line_chose_and_the_metrics_first(tmp
     events.Reload()
     content = events.PluginTagToContent("hparams")
     experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    assert [m.name.tag for m in experiment.metric_infos][:2] == ["hparam/test_accuracy",
-                                                                  "hparam/test_loss"]
+    metrics = [m.name.tag for m in experiment.metric_infos]
+    assert metrics[:2] == ["hparam/test_accuracy", "hparam/test_loss"]
+    # The best evaluation under its metric's name (never one column mixing metrics); no
+    # numbers that describe the run rather than compare it.
+    assert "hparam/best_eval_accuracy" in metrics and "hparam/best_value" not in metrics
+    assert "hparam/world_size" not in metrics and "hparam/startup_s" not in metrics
     shown = [h.name for h in experiment.hparam_infos]
+    # What the command line chose first: in a sweep, the columns that differ.
+    assert shown[:3] == ["trainer.max_steps", "optimizer", "data.batch_size"]
     assert {"optimizer", "trainer.max_steps", "data.batch_size", "optimizer.lr",
             "workers"} <= set(shown)
     assert len(shown) <= 15 and "data.download" not in shown  # not the whole config

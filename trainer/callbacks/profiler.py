@@ -8,9 +8,21 @@ start-up), and records ``active`` steps, once. The trace is written to
 primary rank, or on every rank with ``callbacks.profiler.all_ranks=true`` (a data-parallel stall
 shows as one rank waiting in the all-reduce for another). CPU activity always, CUDA kernels
 where the run is on a GPU.
+
+Kineto, the library under torch's profiler, writes its own lines to the process's stderr from
+C++ when it starts and stops: "USDT ... profiler_start/stop" marks, and on a machine without a
+GPU "ERROR ... gpuGetDeviceCount failed with code 35" (it looks for a GPU to describe in the
+trace). None is an error of the run; they are caught at those two moments and dropped, and
+anything else written then is passed on.
 """
 
 from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
 
 import torch
 
@@ -26,6 +38,8 @@ class Profiler(Callback):
                 raise ValueError(f"{name}={value!r}: use a step count >= {least}")
         self.wait, self.warmup, self.active, self.all_ranks = wait, warmup, active, all_ranks
         self.profiler: torch.profiler.profile | None = None
+        self._steps = 0  # profiler.step() calls so far
+        self._noise = _KINETO_MARKS
 
     def on_fit_start(self, run) -> None:
         if not (run.is_primary or self.all_ranks):
@@ -42,15 +56,52 @@ class Profiler(Callback):
                 str(folder), worker_name=f"rank{run.rank}"),
             record_shapes=True,
         )
-        self.profiler.start()
+        if run.device.type != "cuda":
+            self._noise = re.compile(f"{_KINETO_MARKS.pattern}|{_NO_GPU.pattern}")
+        with _dropping(self._noise):
+            self.profiler.start()
         run.logger.info(f"profiler: steps {run.step + self.wait + self.warmup + 1}-"
                         f"{run.step + self.wait + self.warmup + self.active} go to {folder}")
 
     def on_step_end(self, run) -> None:
         if self.profiler is not None:
-            self.profiler.step()
+            self._steps += 1
+            # Kineto is prepared after the wait, starts after the warmup and stops (writing
+            # the trace) after the active steps: only those calls are caught (a file
+            # descriptor swap, not one every step).
+            if self._steps in (self.wait, self.wait + self.warmup,
+                               self.wait + self.warmup + self.active):
+                with _dropping(self._noise):
+                    self.profiler.step()
+            else:
+                self.profiler.step()
 
     def on_fit_end(self, run, metrics) -> None:
         if self.profiler is not None:
-            self.profiler.stop()  # a run shorter than the schedule still writes what it has
+            with _dropping(self._noise):
+                self.profiler.stop()  # a run shorter than the schedule still writes what it has
             self.profiler = None
+
+
+_KINETO_MARKS = re.compile(r"^USDT:.*profiler_(start|stop)")
+_NO_GPU = re.compile(r"^ERROR:.*gpuGetDeviceCount failed")
+
+
+@contextlib.contextmanager
+def _dropping(noise: re.Pattern):
+    """The process's stderr (file descriptor 2, where C++ writes) caught while the block runs;
+    then every line that is not ``noise`` written on."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            for line in caught.read().decode(errors="replace").splitlines(keepends=True):
+                if not noise.search(line):
+                    sys.stderr.write(line)
+            sys.stderr.flush()

@@ -204,20 +204,37 @@ def build_outputs(logger_cfg) -> list[LogOutput]:
 
 
 def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """metrics.json's numbers as ``hparam/<name>``: the ones a user compares runs by first."""
-    ranked = sorted((k for k, v in metrics.items()
-                     if isinstance(v, int | float) and not isinstance(v, bool)),
-                    key=lambda k: (k not in _FIRST_METRICS, _FIRST_METRICS.index(k)
-                                   if k in _FIRST_METRICS else 0, k))
-    return {f"hparam/{k}": float(metrics[k]) for k in ranked}
+    """metrics.json's numbers that compare runs, as ``hparam/<name>``, in the order a user
+    reads them: the test metrics (accuracy and loss, then the task's own), the best
+    evaluation's value under its metric's name (``best_eval_accuracy``: one sweep's runs may
+    watch different metrics), then speed and length. (TensorBoard's HPARAMS tab reads each
+    value from a scalar of that tag, so each is also a one-point chart in the ``hparam``
+    group.)"""
+    found = {k: float(v) for k, v in metrics.items()
+             if isinstance(v, int | float) and not isinstance(v, bool) and k not in _NOT_COMPARED}
+    if metrics.get("best_metric") and isinstance(metrics.get("best_value"), int | float):
+        found[f"best_{str(metrics['best_metric']).replace('/', '_')}"] = \
+            float(metrics["best_value"])
+
+    def rank(key: str) -> tuple:
+        if key in _FIRST_METRICS:
+            return (0, _FIRST_METRICS.index(key), key)
+        return (1 if key.startswith("test_") else 2 if key.startswith("best_") else 3,
+                0 if key not in _LAST_METRICS else 1 + _LAST_METRICS.index(key), key)
+
+    return {f"hparam/{k}": found[k] for k in sorted(found, key=rank)}
 
 
 # The hyper-parameters every run shows in the HPARAMS tab; the command line's overrides (and
 # the recipe chosen) are added to them. The whole config stays in config.yaml.
 _CORE_HPARAMS = ("data.batch_size", "optimizer._target_", "optimizer.lr", "schedule._target_",
                  "model._target_", "trainer.accumulate", "trainer.seed")
-_FIRST_METRICS = ("test_accuracy", "test_loss", "test_perplexity", "best_value",
-                  "samples_per_sec", "train_time_s", "steps")
+_FIRST_METRICS = ("test_accuracy", "test_loss")
+_LAST_METRICS = ("samples_per_sec", "train_time_s", "steps", "epochs")
+# Numbers of metrics.json that describe the run rather than compare it (in HPARAMS already,
+# or only about this machine's start-up and teardown), and the best value's generic name.
+_NOT_COMPARED = ("world_size", "global_batch_size", "final_global_batch_size", "startup_s",
+                 "wall_time_s", "epoch_time_s", "best_value", "best_step")
 
 
 def chosen_hparams(cfg, world_size: int) -> dict[str, Any]:
@@ -225,10 +242,11 @@ def chosen_hparams(cfg, world_size: int) -> dict[str, Any]:
     ``trainer`` command every key (or group choice: ``recipe=mnist``) its command line or
     sweep set."""
     flat = flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
-    chosen: dict[str, Any] = {"workers": world_size}
-    chosen.update({k: flat[k] for k in _CORE_HPARAMS if k in flat})
-    for key, value in _command_line_choices().items():
-        chosen[key] = flat.get(key, value)
+    # What the command line (a sweep) chose first: the columns that differ between runs.
+    chosen: dict[str, Any] = {key: flat.get(key, value)
+                              for key, value in _command_line_choices().items()}
+    chosen.update({k: flat[k] for k in _CORE_HPARAMS if k in flat and k not in chosen})
+    chosen["workers"] = world_size
     # Class paths as their class name: a column a person reads; lists (model.hidden) as text.
     return {k: (v.rsplit(".", 1)[-1] if k.endswith("._target_") and isinstance(v, str)
                 else v if isinstance(v, int | float | str | bool) else str(v))
