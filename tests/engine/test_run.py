@@ -63,7 +63,7 @@ def test_tensorboard_has_scalars_hparams_and_prediction_images(tmp_path):
     assert events.Scalars("train/lr")[0].value == pytest.approx(0.05)
     assert "eval/predictions" in events.Tags()["images"]
     image = events.Images("eval/predictions")[-1]
-    assert image.width == 8 * 64 and image.height == 2 * (64 + 14)  # 16 captioned tiles
+    assert image.width == 8 * 96 and image.height == 2 * (96 + 20)  # 16 captioned tiles
 
 
 def test_hparams_tab_lines_config_up_against_final_metrics(tmp_path):
