@@ -54,3 +54,18 @@ def test_a_retired_horovod_optimizer_is_silenced_through_its_countdowns():
     # The hook counts down _allreduce_delay[p] backward passes before it communicates.
     assert "self._allreduce_delay[p] -= 1" in source, _written_for("horovod")
     assert "if self._allreduce_delay[p] == 0" in source, _written_for("horovod")
+
+
+def test_numpy_values_load_back_through_the_safe_loader_with_its_globals():
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    torch.save({"x": np.float64(1.5), "n": np.int64(3), "a": np.arange(3.0),
+                "b": np.bool_(True)}, buffer)
+    buffer.seek(0)
+    with torch.serialization.safe_globals(compat.numpy_pickle_globals()):
+        back = torch.load(buffer, weights_only=True)
+    assert back["x"] == 1.5 and back["n"] == 3 and back["b"], _written_for("numpy")
+    assert type(back["x"]) is np.float64 and (back["a"] == np.arange(3.0)).all()

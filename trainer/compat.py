@@ -12,7 +12,8 @@ import math
 from typing import Any
 
 # The versions these were written and tested against (tests/test_compat.py checks each use).
-WRITTEN_FOR = {"torch": "2.14.1", "hydra-core": "1.3.8", "horovod": "0.28.1"}
+WRITTEN_FOR = {"torch": "2.14.1", "hydra-core": "1.3.8", "horovod": "0.28.1",
+               "numpy": "2.4.6"}
 
 
 # --- hydra-core ---------------------------------------------------------------------------
@@ -69,6 +70,20 @@ def graph_task_id() -> int:
     import torch
 
     return torch._C._current_graph_task_id()
+
+
+# --- numpy --------------------------------------------------------------------------------
+
+def numpy_pickle_globals() -> list[Any]:
+    """What pickling a numpy scalar or array names (its reconstruct functions, the dtype and
+    each dtype's class): the names torch's safe loader must be allowed to rebuild them from."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed np.core to np._core
+    dtype_classes = [getattr(np.dtypes, name) for name in dir(np.dtypes)
+                     if name.endswith("DType") and isinstance(getattr(np.dtypes, name), type)]
+    return [core.multiarray.scalar, core.multiarray._reconstruct, np.ndarray, np.dtype,
+            *dtype_classes]
 
 
 # --- horovod ------------------------------------------------------------------------------

@@ -199,3 +199,14 @@ def task_metrics(task, sums) -> dict[str, float]:
     loss_sum, correct, count, *extra = (float(v) for v in sums)
     names = getattr(task, "extra_sums", ())
     return task.metrics(loss_sum, correct, count, **dict(zip(names, extra, strict=True)))
+
+
+def eval_metric_names(task) -> list[str] | None:
+    """The ``eval/<name>`` metrics an evaluation of ``task`` reports, known before training
+    (its ``metrics`` on all-zero sums); None where the task cannot say without data."""
+    try:
+        names = task_metrics(task, [0.0] * sum_width(task))
+    except Exception:  # noqa: BLE001 (a task's own metrics may divide by a count of 0)
+        return None
+    return [f"eval/{name}" for name in names]
+

@@ -61,6 +61,10 @@ CONFIG = [
                                "callbacks.early_stopping.patience=N"),
     (["callbacks=[default,early_stopping]", "callbacks.early_stopping.patience=-1"],
      "EarlyStopping refused its arguments (patience=-1: use a number of evaluations >= 1)"),
+    # Found before the first step (it used to be after a whole epoch, checkpoints left).
+    (["callbacks=[default,early_stopping]", "callbacks.early_stopping.monitor=eval/f2"],
+     "callbacks.early_stopping.monitor=eval/f2 is not an eval metric of this task; use one of "
+     "eval/loss, eval/accuracy"),
     (["callbacks.best_checkpoint.mode=up"],
      "BestCheckpoint refused its arguments (mode='up': use max or min)"),
     (["callbacks=[default,profiler]", "callbacks.profiler.active=0"],

@@ -19,7 +19,11 @@ EQUIVALENCE = ("data.batch_size=96", "trainer.max_steps=50", "logger.sample_pred
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+    """The last checkpoint's model weights, read as the trainer reads it (a callback's state
+    may hold numpy values and the like: trainer/io/state_types.py)."""
+    from trainer.io.checkpoint_read import read_checkpoint
+
+    return read_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
 
 
 def max_difference(a: dict, b: dict) -> float:

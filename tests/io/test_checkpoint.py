@@ -187,3 +187,31 @@ def test_a_checkpoint_holding_early_stopping_in_its_progress_still_resumes_the_c
     photo = write_digit_photo(torch.eye(8) * 16, 16, tmp_path / "digit.png")
     [(_, label, probability)] = predict(tmp_path / "old.pt", [photo])
     assert label in [str(d) for d in range(10)] and 0 < probability <= 1
+
+
+def test_a_run_whose_checkpoints_are_all_unreadable_stops_instead_of_starting_over(tmp_path):
+    """trainer.resume=auto (the default) over a folder where no checkpoint loads: one line
+    naming them and the choices, nothing loaded or moved; trainer.resume=null starts over on
+    purpose and keeps the old files aside."""
+    import trainer
+    from tests.helpers import SHRINK
+
+    run = [*SHRINK, "trainer.max_steps=10", "trainer.checkpoint_every=5",
+           "logger.tensorboard=false", "logger.sample_predictions=0"]
+    trainer.fit(run, run_dir=tmp_path)
+    files = sorted((tmp_path / "checkpoints").glob("step-*.pt"))
+    assert [p.name for p in files] == ["step-00000005.pt", "step-00000010.pt"]
+    for path in files:
+        path.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError) as stopped:
+        trainer.fit(run, run_dir=tmp_path)
+    line = str(stopped.value)
+    assert line.startswith(f"trainer.resume=auto: none of the 2 checkpoint(s) in "
+                           f"{tmp_path / 'checkpoints'} can be read: step-00000010.pt is "
+                           "truncated or not a torch file"), line
+    assert line.endswith("or start over on purpose with trainer.resume=null (they are then "
+                         "moved aside, not deleted)") and "\n" not in line
+    assert [p.read_bytes() for p in files] == [b"not a checkpoint"] * 2  # untouched
+    metrics = trainer.fit([*run, "trainer.resume=null"], run_dir=tmp_path)
+    assert metrics["steps"] == 10 and metrics["resumed_from"] is None
+    assert len(list(tmp_path.glob("checkpoints.*/step-*.pt"))) == 2  # kept aside

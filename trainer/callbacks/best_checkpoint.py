@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from trainer.callbacks import Callback
+from trainer.tasks import eval_metric_names
 
 
 class BestCheckpoint(Callback):
@@ -34,14 +35,22 @@ class BestCheckpoint(Callback):
     def load_state_dict(self, state: dict) -> None:
         self.step, self.value = state["step"], state["value"]
 
+    def on_fit_start(self, run) -> None:
+        names = eval_metric_names(run.task)  # said at the start, not at the first evaluation
+        if names is not None and self.metric not in names:
+            self._warn(run, names)
+
+    def _warn(self, run, names) -> None:
+        if not self._said:  # regression has no accuracy: say so once, train on
+            run.logger.warning(
+                f"no best checkpoint: callbacks.best_checkpoint.monitor={self.metric} is "
+                f"not an eval metric of this task (it has {', '.join(names)})")
+            self._said = True
+
     def on_eval_end(self, run, metrics: dict[str, float]) -> None:
         value = metrics.get(self.metric)
         if value is None:
-            if not self._said:  # regression has no accuracy: say so once, train on
-                run.logger.warning(
-                    f"no best checkpoint: callbacks.best_checkpoint.monitor={self.metric} is "
-                    f"not an eval metric of this task (it has {', '.join(metrics)})")
-                self._said = True
+            self._warn(run, metrics)
             return
         best = self.value
         if best is not None and not (value > best if self.maximise else value < best):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from trainer.callbacks import Callback
 from trainer.errors import UserError
+from trainer.tasks import eval_metric_names
 
 
 class EarlyStopping(Callback):
@@ -37,13 +38,20 @@ class EarlyStopping(Callback):
     def load_state_dict(self, state: dict) -> None:
         self.best, self.bad_evals = state["best"], state["bad_evals"]
 
+    def on_fit_start(self, run) -> None:
+        # Before the first step, not after an epoch of training.
+        names = eval_metric_names(run.task)
+        if names is not None and self.metric not in names:
+            self._refuse(names)
+
+    def _refuse(self, names) -> None:
+        raise UserError(f"callbacks.early_stopping.monitor={self.metric} is not an eval metric "
+                        f"of this task; use one of {', '.join(names)}")
+
     def on_eval_end(self, run, metrics: dict[str, float]) -> None:
         value = metrics.get(self.metric)
         if value is None:
-            raise UserError(
-                f"callbacks.early_stopping.monitor={self.metric} is not an eval metric; "
-                f"use one of {', '.join(metrics)}"
-            )
+            self._refuse(metrics)
         d, best = self.min_delta, self.best
         better = best is None or (value > best + d if self.maximise else value < best - d)
         self.best, self.bad_evals = (value, 0) if better else (best, self.bad_evals + 1)

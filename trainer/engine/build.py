@@ -207,12 +207,12 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend,
     # Rank 0 takes the run directory, checks it can be written and reads the resume
     # checkpoint; the others get its state (or its error) by broadcast, so they need no shared
     # filesystem for resuming.
-    if continuing is None:
-        resumed = backend.on_primary(lambda: checkpointer.start(cfg.trainer.resume))
-    else:
-        backend.on_primary(checkpointer.adopt)
-        resumed = continuing
     try:
+        if continuing is None:
+            resumed = backend.on_primary(lambda: checkpointer.start(cfg.trainer.resume))
+        else:
+            backend.on_primary(checkpointer.adopt)
+            resumed = continuing
         run = _build_components(cfg, run_dir, backend, objects or {}, checkpointer)
     except BaseException:
         checkpointer.close()  # a run that never started holds no directory

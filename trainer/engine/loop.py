@@ -254,6 +254,7 @@ class Loop:
         if left_out := run.loader.left_out():
             logger.info(f"data: {left_out}")
         run.callbacks.on_fit_start(run)
+        run.checkpointer.check("callbacks")  # a state no checkpoint could load: say it now
         logger.open_progress(self.total_steps, p.step)
         run.train_model.train()
         # Process start to the first step: what every job of a sweep pays before training.

@@ -39,6 +39,7 @@ from trainer.io.checkpoint_read import (
     non_finite_tensors,
     read_checkpoint,
 )
+from trainer.io.state_types import encode
 
 log = logging.getLogger(__name__)
 
@@ -206,9 +207,16 @@ class Checkpointer:
         self.components[name] = component
 
     def snapshot(self) -> dict[str, Any]:
-        """What a checkpoint holds: every component's state, and the metadata."""
-        return {**{name: c.state_dict() for name, c in self.components.items()},
+        """What a checkpoint holds: every component's state, checked to load back
+        (trainer.io.state_types), and the metadata."""
+        return {**{name: encode(c.state_dict(), name) for name, c in self.components.items()},
                 **self.metadata}
+
+    def check(self, *names: str) -> None:
+        """Refuse now what the first save would refuse in these components' states (the
+        callbacks', user code, before the first step)."""
+        for name in names:
+            encode(self.components[name].state_dict(), name)
 
     def save(self, step: int, share=None, best: dict | None = None) -> Path | None:
         """The :meth:`snapshot` as the checkpoint of ``step``. Call it on every rank: a
@@ -328,7 +336,9 @@ class Checkpointer:
             self.written.pop(0).unlink(missing_ok=True)
 
     def load_latest(self) -> tuple[Path, dict[str, Any]] | None:
-        """The newest checkpoint that loads, falling back past corrupt ones with a warning."""
+        """The newest checkpoint that loads, falling back past corrupt ones with a warning;
+        None where the folder has none. CheckpointError where it has some and none loads
+        (never "start over" silently over a run's checkpoints)."""
         candidates = []
         last = self.directory / LAST
         if last.is_symlink() or last.exists():
@@ -344,8 +354,11 @@ class Checkpointer:
             for bad, why in failed:
                 log.warning("checkpoint %s %s; resuming from %s instead", bad, why, path)
             return path, state
-        for bad, why in failed:
-            log.warning("checkpoint %s %s; no usable checkpoint left, starting fresh", bad, why)
+        if failed:
+            shown = "; ".join(f"{path.name} {why}" for path, why in failed[:3])
+            more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
+            raise CheckpointError(f"none of the {len(failed)} checkpoint(s) in {self.directory} "
+                                  f"can be read: {shown}{more}")
         return None
 
 
@@ -378,7 +391,13 @@ def resolve_resume(resume: str | None, run_dir: Path) -> tuple[Path, dict[str, A
     if resume is None or str(resume).lower() in ("null", "none", "false", ""):
         return None
     if resume == "auto":
-        return Checkpointer(run_dir / "checkpoints", 1, enabled=False).load_latest()
+        try:
+            return Checkpointer(run_dir / "checkpoints", 1, enabled=False).load_latest()
+        except CheckpointError as why:
+            raise UserError(
+                f"trainer.resume=auto: {why}; nothing was loaded or moved. Restore them, resume "
+                "from another with trainer.resume=PATH, or start over on purpose with "
+                "trainer.resume=null (they are then moved aside, not deleted)") from None
     path = Path(resume).expanduser()
     try:
         return open_checkpoint(path)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from trainer.config.instantiate import upgrade_stored_config
+from trainer.io.state_types import decode, safe_globals
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "model", "optimizer", "schedule", "progress", "rng", "config")
@@ -56,7 +57,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if bad_record is not None:
         raise CheckpointError(f"is corrupt (checksum mismatch in record {bad_record})")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(safe_globals()):
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError("file not found") from None
     except pickle.UnpicklingError as exc:
@@ -85,7 +87,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     bad = non_finite_tensors(state["model"])
     if bad:
         raise CheckpointError(f"holds non-finite weights in {', '.join(bad[:3])}")
-    return upgrade(state)
+    return upgrade(decode(state))
 
 
 # Checkpoints written before early stopping and the best checkpoint kept their own state held
