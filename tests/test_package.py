@@ -178,6 +178,11 @@ def test_installed_user_project_on_one_and_two_workers_and_through_fit(fresh):
     e1, e2 = (json.loads((fresh["cwd"] / f"e{n}.json").read_text()) for n in (1, 2))
     assert abs(e1["test_accuracy"] - trained["test_accuracy"]) < 1e-12
     assert set(e1) == set(e2) and all(abs(e1[k] - e2[k]) < 1e-12 for k in e1)
+    # docs/extending.md's predict line as written: a row per test sample, in a CSV.
+    _ok(_run(fresh, str(fresh["bin"] / "trainer-predict"), "shapes1", "--trust", "shapes",
+             "--output", "preds.csv"))
+    rows = (fresh["cwd"] / "preds.csv").read_text().splitlines()
+    assert rows[0].startswith("index,prediction") and len(rows) > 1
     script = fresh["cwd"] / "fit_script.py"
     script.write_text(FIT_SCRIPT)
     out = _ok(_run(fresh, fresh["py"], str(script), str(fresh["cwd"] / "fit")))

@@ -64,6 +64,7 @@ def fit(overrides: Sequence[str] | DictConfig = (), *, model=None, data=None, ta
     from trainer.errors import UserError
     from trainer.tools.train import train
 
+    _check_fit_arguments(overrides, model, task, callbacks, transforms, run_dir)
     if isinstance(overrides, DictConfig):
         cfg = OmegaConf.create(OmegaConf.to_container(overrides, enum_to_str=True))
     else:
@@ -92,6 +93,33 @@ def fit(overrides: Sequence[str] | DictConfig = (), *, model=None, data=None, ta
     run_dir = Path(run_dir).absolute()
     run_dir.mkdir(parents=True, exist_ok=True)
     return train(cfg, run_dir, objects=given)
+
+
+def _check_fit_arguments(overrides, model, task, callbacks, transforms, run_dir) -> None:
+    """``trainer.fit``'s arguments, each of its kind, or one line saying what it takes."""
+    import os
+
+    import torch
+
+    from trainer.errors import UserError
+
+    def refuse(name: str, takes: str, value: Any) -> None:
+        raise UserError(f"trainer.fit({name}=...) takes {takes}, not a {type(value).__name__}")
+
+    if not isinstance(overrides, DictConfig | str) and not (
+            isinstance(overrides, Sequence) and all(isinstance(o, str) for o in overrides)):
+        refuse("overrides", "a list of 'KEY=VALUE' strings (or a composed config)", overrides)
+    if model is not None and not isinstance(model, torch.nn.Module):
+        refuse("model", "a torch.nn.Module", model)
+    if task is not None and not callable(getattr(task, "loss", None)):
+        refuse("task", "a task object with loss(outputs, targets) (trainer.tasks)", task)
+    for name, value, one in (("callbacks", callbacks, "callback"),
+                             ("transforms", transforms, "transform")):
+        if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+            raise UserError(f"trainer.fit({name}=...) takes a list of {name}, not a "
+                            f"{type(value).__name__}; for one: {name}=[your_{one}]")
+    if run_dir is not None and not isinstance(run_dir, str | os.PathLike):
+        refuse("run_dir", "a folder's path (str or pathlib.Path)", run_dir)
 
 
 def evaluate(checkpoint: str | Path, overrides: Sequence[str] = (), *, split: str = "test",

@@ -34,3 +34,18 @@ class Preempted(Exception):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+def add_context(error: BaseException, where: str) -> None:
+    """Say where the user's own exception was raised (``at step 3 on rank 0``, ``in the
+    callback ema.on_step_end``), innermost first: the ``trainer`` command's first line reads
+    it (trainer.tools.user_traceback), and ``trainer.fit``'s caller sees it as a note under
+    the traceback."""
+    places = getattr(error, "trainer_where", None)
+    if places is None:
+        try:
+            error.trainer_where = places = []
+        except AttributeError:  # (an exception type that takes no attributes)
+            return
+    places.append(where)
+    error.add_note(f"(trainer: {where})")

@@ -27,12 +27,19 @@ The protocol (a task need not subclass anything):
 - ``counts(outputs, targets)``: 1-D tensor ``[correct, *extra_sums]`` for one batch, on the
   batch's device (no host sync); default ``count_correct`` alone.
 - ``metrics(loss_sum, correct, count, **extra)``: the metric values from the summed counts.
+- ``check(outputs, targets)``: optional; what is wrong with one micro-batch's outputs and
+  targets as a :class:`BatchProblem` (one line naming it and the fix), else None. The loop
+  asks it once, on the first micro-batch a process trains on (trainer/engine/first_batch.py),
+  so that a model or data that cannot fit the task is one line, not a traceback from the
+  loss; the built-in tasks check the output's type, rows, dtype and graph, and the labels'
+  dtype, shape and range.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -68,6 +75,44 @@ def forward_of(task: Any) -> Callable[[torch.nn.Module, Any], tuple[Any, Any]]:
     return lambda model, batch: default_forward(model, batch, target_key, type(task).__name__)
 
 
+@dataclass
+class BatchProblem:
+    """What a task's ``check`` found: one line naming the problem and the fix, and the row of
+    the micro-batch it is in (None: not one row's), which the loop turns into the sample's
+    index in the data set."""
+
+    text: str
+    row: int | None = None
+
+
+def check_output(outputs: Any, targets: Any, what: str) -> BatchProblem | None:
+    """What every built-in task needs of the model's output: one floating-point tensor in the
+    autograd graph with one row per target. ``what``: the output the task expects, in words."""
+    if not isinstance(outputs, torch.Tensor):
+        return BatchProblem(
+            f"the model returned a {describe(outputs)}, not a tensor of {what}; return that "
+            "tensor alone from forward, or give the task a forward(model, batch) that picks it "
+            "(docs/extending.md, Tasks)")
+    if outputs.dim() == 0:
+        return BatchProblem(f"the model returned a single number, not {what} (one row per "
+                            "sample); return the output before any reduction (.mean(), .sum())")
+    if not outputs.is_floating_point():
+        return BatchProblem(
+            f"the model's output is {str(outputs.dtype).removeprefix('torch.')}, not floating "
+            f"point: return {what} as computed, not their argmax or a cast to integers")
+    if not outputs.requires_grad:
+        return BatchProblem(
+            "the model's output is not in the autograd graph (detached in forward: .detach(), "
+            ".item(), .numpy(), torch.no_grad(), or no parameter that trains), so nothing can "
+            "learn from the loss; return the layers' output as computed")
+    if isinstance(targets, torch.Tensor) and targets.dim() and len(outputs) != len(targets):
+        return BatchProblem(
+            f"the model returned {len(outputs)} rows for a micro-batch of {len(targets)} "
+            "samples; it must return one row per sample (check the reshapes and flatten() in "
+            "forward: flatten(1) keeps the batch dimension)")
+    return None
+
+
 class Task:
     """What the built-in tasks share: the default ``forward``, with the key of a dict batch's
     targets as an option (``task.target_key``)."""
@@ -98,6 +143,37 @@ class Classification(Task):
             return F.cross_entropy(logits, targets)
         per_sample = F.cross_entropy(logits, targets, reduction="none")
         return (per_sample * weights.to(per_sample.device, per_sample.dtype)).mean()
+
+    def check(self, logits: Any, targets: Any) -> BatchProblem | None:
+        """Class scores (N x C, or N x C x ... with labels N x ...) and integer labels in
+        ``[0, C)``."""
+        if problem := check_output(logits, targets, "class scores (N x C logits)"):
+            return problem
+        if logits.dim() < 2:
+            return BatchProblem(
+                f"the model's output has shape {tuple(logits.shape)}: {type(self).__name__} "
+                "takes one row of C class scores per sample (N x C, e.g. a last "
+                "nn.Linear(..., num_classes)); for one logit per sample use task=binary")
+        if problem := _integer_labels(targets, "class indices 0..C-1", "task=regression"):
+            return problem
+        if tuple(targets.shape) != (logits.shape[0], *logits.shape[2:]):
+            return BatchProblem(
+                f"the labels have shape {tuple(targets.shape)} for outputs of shape "
+                f"{tuple(logits.shape)}: cross-entropy takes one class index per row of scores "
+                "(labels of shape (N,) for outputs N x C); give one integer label per sample")
+        return self.check_labels(targets.reshape(-1), logits.shape[1])
+
+    def check_labels(self, labels: torch.Tensor, width: int) -> BatchProblem | None:
+        """Labels (1-D, integer) within the model's ``width`` classes; the row is the first
+        label outside them."""
+        bad = ((labels < 0) | (labels >= width)).nonzero()
+        if not len(bad):
+            return None
+        row = int(bad[0])
+        return BatchProblem(
+            f"label {int(labels[row])} is outside the model's {width} classes (0..{width - 1}): "
+            f"number the classes 0..C-1, or make the model's output as wide as the classes "
+            f"(its num_classes)", row)
 
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.argmax(dim=1)
@@ -133,6 +209,25 @@ class Binary(Classification):
             per_sample = per_sample * weights.to(per_sample.device, per_sample.dtype)
         return per_sample.mean()
 
+    def check(self, logits: Any, targets: Any) -> BatchProblem | None:
+        """One logit per sample and labels 0 or 1."""
+        if problem := check_output(logits, targets, "logits (one per sample)"):
+            return problem
+        if not isinstance(targets, torch.Tensor) or logits.numel() != targets.numel():
+            return BatchProblem(
+                f"task=binary takes one logit per sample; the model gives outputs of shape "
+                f"{tuple(logits.shape)} for {len(logits)} samples: use task=classification "
+                "for more than two classes")
+        return self.check_labels(targets.reshape(-1), 2)
+
+    def check_labels(self, labels: torch.Tensor, width: int = 2) -> BatchProblem | None:
+        bad = ((labels != 0) & (labels != 1)).nonzero()
+        if not len(bad):
+            return None
+        row = int(bad[0])
+        return BatchProblem(f"label {labels[row].item():g} is not 0 or 1, which task=binary "
+                            "takes; use task=classification for more classes", row)
+
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
         return (logits.reshape(len(logits)) > 0).long()
 
@@ -163,6 +258,21 @@ class Regression(Task):
             per_sample = per_sample * weights.to(per_sample.device, per_sample.dtype)
         return per_sample.mean()
 
+    def check(self, outputs: Any, targets: Any) -> BatchProblem | None:
+        """One value per target (MSE compares them one to one)."""
+        if problem := check_output(outputs, targets, "predicted values"):
+            return problem
+        if not isinstance(targets, torch.Tensor):
+            return BatchProblem(f"the targets are a {describe(targets)}, not a tensor of values")
+        if outputs.numel() != targets.numel():
+            per_sample = outputs.numel() // max(len(outputs), 1)
+            return BatchProblem(
+                f"the model gives {per_sample} value(s) per sample (shape "
+                f"{tuple(outputs.shape)}) for targets of shape {tuple(targets.shape)}: "
+                "regression compares them one to one; make the model's last layer as wide as "
+                "the targets (for class labels use task=classification)")
+        return None
+
     def predict(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs.squeeze(-1)
 
@@ -172,6 +282,18 @@ class Regression(Task):
 
     def metrics(self, loss_sum: float, correct: float, count: float) -> dict[str, float]:
         return {"loss": loss_sum / max(count, 1.0)}
+
+
+def _integer_labels(targets: Any, what: str, instead: str) -> BatchProblem | None:
+    if not isinstance(targets, torch.Tensor):
+        return BatchProblem(f"the labels are a {describe(targets)}, not a tensor of {what}; "
+                            "give each sample's label as an integer")
+    if targets.is_floating_point() or targets.dtype == torch.bool:
+        return BatchProblem(
+            f"the labels are {str(targets.dtype).removeprefix('torch.')}, not integers: the "
+            f"task takes {what} (torch.long); give the Dataset's labels as int (real-valued "
+            f"targets: {instead})")
+    return None
 
 
 def sum_width(task) -> int:

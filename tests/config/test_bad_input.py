@@ -12,6 +12,7 @@ import pytest
 
 from tests.helpers import cli_in_process
 from tests.helpers.errors import one_line_error
+from trainer.errors import UserError
 from trainer.io.checkpoint_read import read_checkpoint
 
 
@@ -139,3 +140,53 @@ def test_a_sweeps_unknown_option_fails_before_its_first_job(tmp_path):
                      cwd=tmp_path)
     one_line_error(result, "unknown recipe 'nope'", "mnist")
     assert not [p for p in (tmp_path / "sweep").glob("*") if p.is_dir()]
+
+
+def test_a_sweep_job_with_bad_input_fails_alone_and_the_sweep_names_it(tmp_path):
+    """``trainer -m data.batch_size=32,0,64``: the job with 0 fails in one line naming its
+    folder; the job with 64 still runs (it never ran, without a word); exit 2 names the
+    failed job, and trainer-report marks it in its table."""
+    from trainer.tools.report import write_report
+
+    sweep = tmp_path / "sweep"
+    result = cli_in_process("-m", "data.batch_size=32,0,64", "trainer.max_steps=2",
+                            f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("trainer")]
+    assert lines == [
+        "trainer: error: job 1_data.batch_size=0: data.batch_size=0 is invalid: use a positive "
+        "integer",
+        "trainer: error: 1 of the sweep's 3 jobs failed (job 1_data.batch_size=0; each one's "
+        "reason is above and in its folder's failed.txt); the others ran to the end",
+    ]
+    assert (sweep / "2_data.batch_size=64" / "metrics.json").is_file()
+    assert (sweep / "1_data.batch_size=0" / "failed.txt").read_text() == \
+        "data.batch_size=0 is invalid: use a positive integer\n"
+    report = write_report(sweep)[0].read_text()
+    assert "| 0 | failed |" in report and "| 64 |" in report
+
+
+@pytest.mark.parametrize("kwargs,line", [
+    ({"callbacks": "cb"}, "trainer.fit(callbacks=...) takes a list of callbacks, not a str; for "
+                          "one: callbacks=[your_callback]"),
+    ({"transforms": 5}, "trainer.fit(transforms=...) takes a list of transforms, not a int"),
+    ({"run_dir": 123}, "trainer.fit(run_dir=...) takes a folder's path (str or pathlib.Path), "
+                       "not a int"),
+    ({"overrides": 5}, "trainer.fit(overrides=...) takes a list of 'KEY=VALUE' strings (or a "
+                       "composed config), not a int"),
+    ({"model": "mlp"}, "trainer.fit(model=...) takes a torch.nn.Module, not a str"),
+    ({"task": 3}, "trainer.fit(task=...) takes a task object with loss(outputs, targets)"),
+    ({"overrides": ["trainer.epochz=3"]}, "trainer.epochz is not a key of the trainer group; "
+                                          "did you mean trainer.epochs? `trainer --cfg job`"),
+])
+def test_trainer_fit_checks_its_arguments_in_one_line(tmp_path, kwargs, line):
+    """What the CLI says of a key, trainer.fit says too; a wrong kind of argument is named
+    before anything is built."""
+    import trainer
+
+    kwargs = {"overrides": ["trainer.max_steps=1"], "run_dir": tmp_path, **kwargs}
+    with pytest.raises(UserError) as caught:
+        trainer.fit(kwargs.pop("overrides"), **kwargs)
+    assert str(caught.value).startswith(line)
+    assert not list(tmp_path.glob("checkpoints/*"))

@@ -91,6 +91,35 @@ CONFIG = [
     (["quant=qat", "quant.start_step=-1"], "quant.start_step=-1 must be >= 0"),
     (["trainer.dtype=float64", "quant=qat"], "trainer.dtype=float64 is invalid"),
     (["trainer.resume=/nonexistent/file.pt"], "the checkpoint file not found"),
+    # Values that cannot be right (they used to train, exit 0).
+    (["model.sync_bn=off"], "model.sync_bn=off is invalid: use true or false"),
+    (["model.sync_bn=maybe"], "model.sync_bn=maybe is invalid: use true or false"),
+    (["model.ghost_batch_size=-4"], "model.ghost_batch_size=-4 is invalid: use a number of "
+                                    "samples >= 2 per ghost batch, or null for off"),
+    (["model.ghost_batch_size=8"], "model.ghost_batch_size=8: MLP has no BatchNorm layer"),
+    (["data.device=gpu"], "data.device=gpu is invalid: use auto, cpu or cuda[:N]"),
+    (["data.device=cuda:99"], "data.device=cuda:99 but "),
+    (["schedule=cosine", "schedule.min_factor=-1"],
+     "Cosine refused its arguments (min_factor=-1.0: use a share of optimizer.lr in [0, 1])"),
+    (["schedule=poly", "schedule.power=-1"], "Poly refused its arguments (power=-1.0: use a "
+                                             "power > 0"),
+    (["schedule.warmup_steps=1000"], "schedule.warmup_steps=1000 is not shorter than the run "
+                                     "(440 steps, 20 epochs)"),
+    (["schedule.warmup_epochs=30"], "schedule.warmup_epochs=30.0 (660 steps) is not shorter"),
+    (["schedule=step", "schedule.milestones=[5,50]"],
+     "schedule.milestones=[5,50]: epoch 50 is never reached in this run of 20 epochs"),
+    (["schedule=increase_batch", "schedule.milestones=[20]"],
+     "schedule.milestones=[20]: epoch 20 is never reached in this run of 20 epochs"),
+    (["~trainer.epochs"], "~trainer.epochs: the framework's own keys cannot be removed; give "
+                          "it a value instead (trainer.epochs=VALUE"),
+    (["+callbacks=profiler"], "+callbacks=profiler: callbacks already has its options (`trainer "
+                              "--cfg job` shows them); replace them with callbacks=profiler, or "
+                              "add to them with callbacks=[default,profiler]"),
+    (["+optimizer=adam"], "+optimizer=adam: optimizer already has an option; choose it with "
+                          "optimizer=adam"),
+    (["+callbacks.foo=3"], "callbacks.foo=3 is not an entry's config: give it a class "
+                           "(+callbacks.foo._target_=your.Class) or remove it"),
+    (["dist.find_unused_parameters=maybe"], "dist.find_unused_parameters: Value 'maybe' is not"),
 ]
 
 
@@ -198,13 +227,38 @@ def checkpoints(tmp_path_factory):
     torch.save({"model": Payload()}, folder / "payload.pt")
     (folder / "empty.pt").write_bytes(b"")
     (folder / "text.pt").write_text("not a checkpoint\n")
+    state = torch.load(folder / "run/checkpoints/step-00000002.pt", weights_only=True)
+    for name, (part, key, value) in TAMPERED.items():
+        changed = {**state, part: {**state[part], key: value} if key else value}
+        if value is None:
+            del changed[part]
+        torch.save(changed, folder / name)
     return folder
 
+
+# name -> (part of the checkpoint, its key (None: the whole part), the value put there).
+TAMPERED = {
+    "negative-step.pt": ("progress", "step", -5),
+    "huge-step.pt": ("progress", "step", 10**9),
+    "no-config.pt": ("config", None, None),
+    "string-config.pt": ("config", None, "lr: 0.1"),
+    "extra-weight.pt": ("model", "extra.weight", torch.zeros(3)),
+    "misshaped-weight.pt": ("model", "1.weight", torch.zeros(2, 2)),
+}
 
 CHECKPOINTS = [
     ("payload.pt", "holds Python objects that safe loading refuses"),
     ("empty.pt", "is truncated or not a torch file"),
     ("text.pt", "is truncated or not a torch file"),
+    ("negative-step.pt", "negative-step.pt holds an impossible progress (step -5): it was "
+                         "edited or damaged"),
+    ("huge-step.pt", "holds an impossible progress (step 1000000000, epoch 0, batch 2, 128 "
+                     "samples consumed)"),
+    ("no-config.pt", "the checkpoint is not a trainer checkpoint (missing config)"),
+    ("string-config.pt", "is not a trainer checkpoint (config is a str, not a mapping)"),
+    ("extra-weight.pt", "does not fit this model/optimizer (Unexpected key(s) in state_dict: "
+                        '"extra.weight".)'),
+    ("misshaped-weight.pt", "does not fit this model/optimizer (size mismatch for 1.weight"),
 ]
 
 
@@ -233,6 +287,10 @@ COMMANDS = [
     ("trainer_recipes.headlines.generate", ["{ckpt}/run", "the"], "trainer-generate: error: ",
      "is not a headline-model checkpoint"),
     ("trainer.tools.report", ["{ckpt}/nowhere"], "trainer-report: error: ", ""),
+    ("trainer.tools.evaluate", ["{ckpt}/string-config.pt"], "trainer-evaluate: error: ",
+     "(config is a str, not a mapping)"),
+    ("trainer.tools.predict", ["{ckpt}/misshaped-weight.pt", "--split", "test"],
+     "trainer-predict: error: ", "do not fit the model MLP (size mismatch for 1.weight"),
 ]
 
 
@@ -256,6 +314,17 @@ def test_a_recipe_without_the_global_package_line_is_named(tmp_path, recipe):
                           f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     one_line_error(done, "recipe/mine.yaml puts its keys under recipe: instead of the whole "
                          "config: make its first line `# @package _global_`",
+                   prefix="trainer: error: ")
+
+
+def test_a_recipe_that_is_not_yaml_names_the_file_and_the_place(tmp_path):
+    (tmp_path / "conf" / "recipe").mkdir(parents=True)
+    recipe = tmp_path / "conf" / "recipe" / "mine.yaml"
+    recipe.write_text("# @package _global_\ntrainer:\n  epochs: [1\n")
+    done = cli_in_process("--config-dir", str(tmp_path / "conf"), "recipe=mine",
+                          f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    one_line_error(done, f"{recipe}, line 4, column 1: not valid YAML (while parsing a flow "
+                         "sequence; expected ',' or ']', but got '<stream end>'); fix that file",
                    prefix="trainer: error: ")
 
 
@@ -292,3 +361,21 @@ def test_a_conf_folder_without_init_py_works_without_hydras_false_warning(tmp_pa
     assert done.returncode == 0, done.stderr
     assert "is not available" not in done.stderr
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 1
+
+
+def test_interpolations_in_a_stored_config_stay_text(checkpoints, tmp_path, monkeypatch):
+    """A run stores its config resolved: a ``${...}`` found in a checkpoint was put there by
+    someone else, and reading it must neither read the environment nor run a resolver."""
+    from trainer.engine.inference import restore
+
+    monkeypatch.setenv("TRAINER_TEST_SECRET", "leaked")
+    state = torch.load(checkpoints / "run/checkpoints/step-00000002.pt", weights_only=True)
+    config = {**state["config"], "description": "${oc.env:TRAINER_TEST_SECRET}",
+              "trainer": {**state["config"]["trainer"], "log_every": "${no_such_resolver:1}"}}
+    torch.save({**state, "config": config}, tmp_path / "interpolated.pt")
+    restored = restore(tmp_path / "interpolated.pt", need_data=False)
+    try:
+        assert restored.cfg.description == "${oc.env:TRAINER_TEST_SECRET}"
+        assert restored.cfg.trainer.log_every == "${no_such_resolver:1}"
+    finally:
+        restored.backend.close()

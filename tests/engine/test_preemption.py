@@ -160,12 +160,12 @@ def test_one_process_polls_its_own_flag_and_the_clock():
     preemption = Preemption(backend, checkpoint_minutes=1 / 60)  # every second
     preemption.install()
     try:
-        assert preemption.poll() == (0, False)
+        assert preemption.poll() == (0, False, False)
         time.sleep(1.1)
-        assert preemption.poll() == (0, True)  # the clock: due
+        assert preemption.poll() == (0, True, False)  # the clock: due
         preemption.saved()
         signal.raise_signal(signal.SIGUSR1)
-        stop, _ = preemption.poll()
+        stop, _, _ = preemption.poll()
         assert stop == signal.SIGUSR1
     finally:
         preemption.uninstall()

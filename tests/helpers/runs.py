@@ -20,7 +20,8 @@ def train_in_process(run_dir: Path, *overrides: str) -> dict:
     return train(compose_config(*overrides), run_dir)
 
 
-def cli_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def cli_in_process(*args: str, cwd: Path,
+                   env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``trainer ARGS`` as the CLI's ``main()`` runs it, in this process: for rows where what
     is tested is the one-line error and what was (not) written, not the process start (a
     process start costs seconds of the suite; this costs milliseconds). Returns what run_cli
@@ -43,6 +44,7 @@ def cli_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     try:
         os.chdir(cwd)
         os.environ.pop("HYDRA_FULL_ERROR", None)
+        os.environ.update(env or {})
         given = {a.partition("=")[0].lstrip("+~") for a in args}  # (a row may set SHRINK's)
         sys.argv = ["trainer", *args, *(a for a in SHRINK if a.partition("=")[0] not in given)]
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

@@ -152,3 +152,25 @@ def test_hydra_submitit_launcher_config_composes():
             in launcher)
     assert "    nodes: 2\n" in launcher and "    tasks_per_node: 4\n" in launcher
     assert "    gpus_per_node: 4\n" in launcher
+
+
+@pytest.mark.parametrize("argv,line", [
+    (["torchrun", "two"], "torchrun's first argument is the number of processes per node, a "
+                          "positive integer (or auto), not 'two': trainer-launch torchrun 2"),
+    (["torchrun"], "torchrun's first argument is the number of processes per node, a positive "
+                   "integer (or auto), and it is missing"),
+    (["mpirun", "-3"], "mpirun's first argument is the number of processes, a positive "
+                       "integer, not '-3'"),
+    (["horovodrun", "0"], "horovodrun's first argument is the number of processes"),
+    (["nope", "2"], "unknown launcher 'nope'; choose one of: torchrun, mpirun"),
+])
+def test_trainer_launch_checks_its_arguments_in_one_line(capsys, argv, line):
+    """Before the launcher runs (torchrun's own answer is `ValueError: Unsupported
+    nproc_per_node value: two` under a traceback)."""
+    from trainer.launch import command
+
+    with pytest.raises(SystemExit) as ended:
+        command(argv)
+    assert ended.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"trainer-launch: error: {line}") and err.count("\n") == 1

@@ -159,3 +159,61 @@ def test_bf16_gradient_compression_trains_close_to_one_worker(tmp_path, one_work
     # bf16 rounding of the averaged gradients only (both runs float64 otherwise): measured
     # 2.1e-3 on an AMD EPYC; the bound leaves 20x for other CPUs.
     assert 1e-6 < difference < 5e-2
+
+
+def test_unused_parameters_and_a_stop_asked_on_one_rank_only(tmp_path):
+    """A parameter that takes no part in the loss: DDP's 182-line error (advising an argument
+    the config had no key for) is one line naming dist.find_unused_parameters. With it set the
+    run trains, and run.request_stop() on rank 1 alone (which used to abort Gloo: "a collective
+    mismatch") stops every rank after the same step, checkpointed, exit 0."""
+    import json
+
+    from tests.helpers import ROOT
+
+    model = ["model._target_=tests.helpers.broken.Model", "~model.hidden", "~model.dropout",
+             "~model.norm"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = launch("torchrun", 2, *model, "trainer.max_steps=3", f"hydra.run.dir={tmp_path}/bad",
+                  cwd=tmp_path, env=env)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode != 0
+    lines = [line for line in err.splitlines() if line.startswith("trainer: error: ")]
+    assert lines and lines[0] == (
+        "trainer: error: the model has parameters that took no part in the loss, which DDP "
+        "cannot average: set dist.find_unused_parameters=true (DDP then searches the graph "
+        "every step), or remove those parameters (or set their requires_grad=False)")
+    # (bare torchrun's agent adds its own ChildFailedError report: docs/launching.md)
+    assert "Expected to have finished reduction" not in err and "trainer/engine" not in err
+    proc = launch("torchrun", 2, *model, "dist.find_unused_parameters=true",
+                  "+callbacks.stop._target_=tests.helpers.broken.StopOnOneRank",
+                  "+callbacks.stop.rank=1", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path,
+                  env=env)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["stopped_early"] is True and 3 <= metrics["steps"] < 440
+    assert "rank 1 asked to stop at step 3" in out
+    assert (tmp_path / "run" / "checkpoints" / f"step-{metrics['steps']:08d}.pt").is_file()
+
+
+@needs_mpi
+def test_a_taken_master_port_ends_every_mpi_rank_in_one_line(tmp_path):
+    """MASTER_PORT held by another process: rank 0 used to fail at once while rank 1 waited on
+    the foreign listener until it closed; now every rank ends, one line per job."""
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        started = time.monotonic()
+        proc = launch("mpiexec", 2, "dist.timeout=20", f"hydra.run.dir={tmp_path}/run",
+                      cwd=tmp_path, env=env)
+        _, err = proc.communicate(timeout=120)
+    assert time.monotonic() - started < 30
+    assert proc.returncode == 2
+    lines = [line for line in err.splitlines() if line.startswith("trainer: error: ")]
+    assert lines == [f"trainer: error: MASTER_PORT={port} is taken on rank 0's host "
+                     "(127.0.0.1): another process listens there; choose a free port, or unset "
+                     "MASTER_PORT (under mpirun rank 0 then picks a free one itself)"]

@@ -141,12 +141,18 @@ def test_the_metric_is_the_one_the_runs_watched_or_named_and_unfinished_jobs_are
         (job / "metrics.json").write_text(json.dumps({
             "global_batch_size": batch, "test_accuracy": 0.9, "test_loss": 1 - f1s[-1],
             "test_macro_f1": f1s[-1], "steps": 10, "history": history}))
-    (tmp_path / "batch_4096" / ".hydra").mkdir(parents=True)  # failed before metrics.json
+    (tmp_path / "batch_4096" / ".hydra").mkdir(parents=True)  # killed before metrics.json
+    failed = tmp_path / "batch_0"  # failed on its input: `trainer -m` wrote its failed.txt
+    (failed / ".hydra").mkdir(parents=True)
+    (failed / ".hydra" / "config.yaml").write_text("data:\n  batch_size: 0\n")
+    (failed / "failed.txt").write_text("data.batch_size=0 is invalid: use a positive integer\n")
     text = write_report(tmp_path)[0].read_text()
     assert "| global batch | test macro_f1 |" in text
     assert "Target: eval/macro_f1 >= 0.6 (the best every job reached)" in text
-    assert "Started but wrote no metrics.json (failed, or still running; not in the table): " \
+    assert "Started but wrote no metrics.json (still running, or stopped; not in the table): " \
         "batch_4096." in text
+    assert "| 0 | failed | — | — | — | — | — | — | batch_0: data.batch_size=0 is invalid: use " \
+        "a positive integer |" in text
     text = write_report(tmp_path, metric_name="loss")[0].read_text()
     assert "Target: eval/loss <= 0.4 (the best every job reached)" in text
     report = subprocess.run([sys.executable, "-m", "trainer.tools.report", str(tmp_path),

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from trainer.errors import UserError, add_context
+
 
 class Callback:
     """No-op hooks; override the ones you need."""
@@ -86,15 +88,21 @@ class CallbackList:
         self.named = dict(named)
         self.formerly = formerly or {}  # name -> the key an older checkpoint saved it under
         for hook in HOOKS:
-            hooked = [getattr(cb, hook) for cb in self.named.values()
+            hooked = [(f"{name}.{hook}", getattr(cb, hook)) for name, cb in self.named.items()
                       if getattr(type(cb), hook, None) is not getattr(Callback, hook)]
             setattr(self, hook, self._caller(hooked))
 
     @staticmethod
     def _caller(hooked: list):
         def call(*args: Any) -> None:
-            for hook in hooked:
-                hook(*args)
+            for name, hook in hooked:
+                try:
+                    hook(*args)
+                except UserError:
+                    raise
+                except Exception as exc:  # the callback's own error: say whose hook it was
+                    add_context(exc, f"in the callback {name}")
+                    raise
 
         return call
 

@@ -37,7 +37,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 
 from trainer.compat import locate
-from trainer.errors import UserError
+from trainer.errors import UserError, add_context
 
 ALLOWED_PACKAGES = ("trainer", "trainer_recipes", "torch", "torchvision")
 # Packages whose classes a checkpoint may name only when they are of these kinds.
@@ -285,6 +285,9 @@ def safe_instantiate(node: DictConfig, where: str, exclude: tuple[str, ...] = ()
         refused = refused_arguments(cause, where, params.get("_target_", where))
         if refused is not None:
             raise refused from None
+        if cause is not exc:  # the class's own error, out of Hydra's wrapper: its frames
+            add_context(cause, f"building {where} ({params.get('_target_', where)})")
+            raise cause from None
         raise
 
 

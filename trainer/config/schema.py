@@ -47,14 +47,17 @@ QuantMode = choices("QuantMode", "none", "qat", "ptq")
 
 
 def rule(default: Any, *, low: float | None = None, above: float | None = None,
-         below: float | None = None, whole: bool = False, choices: tuple[str, ...] = (),
-         pattern: str = "", optional: bool = False, hint: str) -> Any:
+         below: float | None = None, whole: bool = False, boolean: bool = False,
+         choices: tuple[str, ...] = (), pattern: str = "", optional: bool = False,
+         hint: str) -> Any:
     """A field with what it allows beside its default: ``low <= v``, ``above < v``,
-    ``v < below``; ``whole``: an integer (for the open groups, which OmegaConf does not type);
+    ``v < below``; ``whole``: an integer, ``boolean``: true or false (for the open groups,
+    which OmegaConf does not type: ``model.sync_bn=off`` would be the string 'off', truthy);
     ``choices``: one of these strings (an open group's); ``pattern``: a string matching this
     regular expression; ``optional``: null is allowed too; ``hint``: what to use, for the
     one-line error (``trainer.epochs=0 is invalid: use at least 1``)."""
     checks = {"low": low, "above": above, "below": below, "whole": whole or None,
+              "boolean": boolean or None,
               "choices": choices or None, "pattern": pattern or None}
     return field(default=default, metadata={
         "rule": {**{k: v for k, v in checks.items() if v is not None}, "optional": optional,
@@ -92,9 +95,11 @@ class ModelKeys:
     was built; every other key of the option is an argument of its ``_target_``."""
 
     # BatchNorm over the global batch in data-parallel runs (model.sync_bn).
-    sync_bn: bool = False
+    sync_bn: bool = rule(False, boolean=True, hint="use true or false")
     # Ghost BatchNorm: normalise each slice of this many samples on its own (null: off).
-    ghost_batch_size: int | None = None
+    ghost_batch_size: int | None = rule(
+        None, low=2, whole=True, optional=True,
+        hint="use a number of samples >= 2 per ghost batch, or null for off")
 
 
 @dataclass
@@ -105,7 +110,7 @@ class DataKeys:
     batch_size: int = rule(128, low=1, whole=True, hint="use a positive integer")
     eval_batch_size: int = rule(1000, low=1, whole=True, hint="use a positive integer")
     # Where the data tensors live: "auto" keeps them on the training device (in-memory path).
-    device: str = "auto"
+    device: str = rule("auto", pattern=r"auto|cpu|cuda(:\d+)?", hint="use auto, cpu or cuda[:N]")
 
 
 @dataclass
@@ -118,7 +123,7 @@ class OptimizerKeys:
     scale_lr: str = rule("none", choices=("none", "linear"), hint="use none or linear")
     base_batch_size: int = rule(256, low=1, hint="use a positive integer")
     # Biases and norm parameters in their own group: no weight decay, no layer-wise adaptation.
-    exclude_bias_and_norm: bool = False
+    exclude_bias_and_norm: bool = rule(False, boolean=True, hint="use true or false")
 
 
 # Per group, the keys the framework consumes (never passed to the option's constructor).
@@ -229,6 +234,9 @@ class DistConfig:
     bucket_cap_mb: float = 25.0
     gradient_as_bucket_view: bool = True
     static_graph: bool = False
+    # Parameters that may take no part in a step's loss (a branch the forward skips): DDP
+    # then searches the autograd graph after every forward to mark them ready (slower).
+    find_unused_parameters: bool = False
     # Re-broadcast rank 0's buffers (BatchNorm statistics) before every forward.
     sync_buffers: bool = True
     # Gradients on the wire (torch: none | fp16 | bf16; Horovod: none | fp16); Horovod's

@@ -79,6 +79,10 @@ def check_keys(cfg: DictConfig, given: tuple[str, ...] = ()) -> None:
         check_arguments(cfg[group], group, schema.framework_keys(group))
     for kind in ("callbacks", "transforms", "logger.outputs"):
         for name, node in OmegaConf.select(cfg, kind).items():
+            if node is not None and not isinstance(node, DictConfig):
+                raise UserError(
+                    f"{kind}.{name}={node} is not an entry's config: give it a class "
+                    f"(+{kind}.{name}._target_=your.Class) or remove it ({kind}.{name}=null)")
             if node is not None:
                 check_arguments(node, f"{kind}.{name}")
     for i, stage in enumerate(cfg.trainer.stages):
@@ -145,6 +149,7 @@ def check_rules(cfg: DictConfig) -> None:
             number = isinstance(value, int | float) and not isinstance(value, bool)
             ok = (
                 (not check.get("whole") or isinstance(value, int) and not isinstance(value, bool))
+                and (not check.get("boolean") or isinstance(value, bool))
                 and ("choices" not in check or value in check["choices"])
                 and ("pattern" not in check
                      or isinstance(value, str) and re.fullmatch(check["pattern"], value))

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from trainer.data.batch import to_device
 from trainer.data.memory import InMemoryData
-from trainer.errors import UserError
+from trainer.errors import UserError, add_context
 
 
 class DatasetSplit:
@@ -39,7 +39,7 @@ class DatasetSplit:
     """
 
     def __init__(self, dataset: Dataset, workers: int = 0,
-                 device: torch.device | None = None) -> None:
+                 device: torch.device | None = None, name: str = "training") -> None:
         if workers < 0:
             raise ValueError(f"workers={workers} must be >= 0")
         try:
@@ -49,7 +49,7 @@ class DatasetSplit:
                 f"{type(dataset).__name__} has no len(): the framework needs a map-style "
                 "Dataset (__len__ and __getitem__), not an IterableDataset"
             ) from None
-        self.dataset, self.workers = dataset, workers
+        self.dataset, self.workers, self.name = dataset, workers, name
         self.device = device or torch.device("cpu")
 
     def __len__(self) -> int:
@@ -60,7 +60,7 @@ class DatasetSplit:
 
     def to(self, device: torch.device) -> DatasetSplit:
         """Batches are read on the host and arrive on ``device``."""
-        return DatasetSplit(self.dataset, self.workers, device)
+        return DatasetSplit(self.dataset, self.workers, device, self.name)
 
     def stream(self, batches: Sequence[torch.Tensor | slice]) -> Iterator:
         """Each batch of row indices (or slice), in order, as the DataLoader collates the
@@ -75,12 +75,22 @@ class DatasetSplit:
         loader = DataLoader(self.dataset, batch_sampler=rows,
                             num_workers=min(self.workers, len(rows)), pin_memory=pin,
                             generator=torch.Generator().manual_seed(0))
-        for item in loader:
-            if isinstance(item, list | tuple) and len(item) == 2:  # (inputs, targets)
-                x, y = item
-                if not isinstance(y, torch.Tensor):
-                    y = torch.as_tensor(y)
-                yield to_device(x, self.device, pin), y.to(self.device, non_blocking=pin)
+        items = iter(loader)
+        for batch_rows in rows:
+            try:
+                item = next(items)
+                if isinstance(item, list | tuple) and len(item) == 2:  # (inputs, targets)
+                    x, y = item
+                    if not isinstance(y, torch.Tensor):
+                        y = torch.as_tensor(y)
+                    item = (x, y)
+            except Exception as exc:
+                # Said in one line where an item is the cause (None, ragged, text labels, a
+                # len() beyond the data); the user's own exception from __getitem__ otherwise.
+                raise bad_items(self.dataset, batch_rows, self.name, exc) from None
+            if isinstance(item, tuple):
+                yield to_device(item[0], self.device, pin), item[1].to(self.device,
+                                                                      non_blocking=pin)
             else:  # a dict of named fields, several inputs: the structure as it collated
                 yield to_device(item, self.device, pin)
 
@@ -105,7 +115,8 @@ class Datasets(InMemoryData):
                  workers: int = 0, description: str | None = None) -> None:
         if workers < 0:
             raise UserError(f"data.workers={workers} must be 0 or more")
-        self.train, self.test = DatasetSplit(train, workers), DatasetSplit(test, workers)
+        self.train = DatasetSplit(train, workers)
+        self.test = DatasetSplit(test, workers, name="test")
         names = class_names if class_names is not None else getattr(train, "classes", None)
         self.class_names = [str(n) for n in names] if names is not None else []
         self.description = description or (
@@ -125,6 +136,50 @@ class Datasets(InMemoryData):
 
     def state_dict(self) -> dict:
         return {"class_names": self.class_names} if self.class_names else {}
+
+
+def bad_items(dataset: Dataset, rows: list[int], split: str, error: Exception) -> Exception:
+    """Why a batch of ``rows`` could not be read or collated: a UserError naming the first
+    item at fault and the fix, else ``error`` itself (the user's own exception)."""
+    where = f"the {split} Dataset ({type(dataset).__name__})"
+    first = None
+    for row in rows:
+        try:
+            item = dataset[row]
+        except IndexError as exc:
+            return UserError(
+                f"{where}: item {row} raised IndexError ({exc}) though len() is "
+                f"{len(dataset)}: __len__ must count only the items __getitem__ can give")
+        except Exception as own:  # the user's own error: theirs to see, from this item
+            add_context(own, f"in {where}.__getitem__({row})")
+            return own
+        problem = _item_problem(item, first)
+        if problem is not None:
+            return UserError(f"{where}: item {row} {problem}")
+        first = item if first is None else first
+    return error
+
+
+def _item_problem(item: Any, like: Any) -> str | None:
+    """What keeps ``item`` from being collated with ``like`` (an earlier item), or None."""
+    if item is None:
+        return "is None; __getitem__ must return the sample, e.g. (input, label)"
+    parts = item if isinstance(item, tuple | list) else (item,)
+    if any(part is None for part in parts):
+        return f"holds None ({type(item).__name__} of {len(parts)}); give every field a value"
+    if isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[1], str | bytes):
+        return (f"has the label {item[1]!r}, a string: labels are numbers (class indices "
+                "0..C-1); map the names to indices in the Dataset (class_names= keeps the "
+                "names for the logs)")
+    if like is not None:
+        shapes = [tuple(getattr(part, "shape", ())) for part in parts]
+        before = like if isinstance(like, tuple | list) else (like,)
+        expected = [tuple(getattr(part, "shape", ())) for part in before]
+        if len(shapes) == len(expected) and shapes != expected:
+            return (f"has shapes {shapes} where earlier items have {expected}: items are "
+                    "stacked into a batch, so each field must have the same shape in every "
+                    "item (pad or resize them in the Dataset)")
+    return None
 
 
 def as_data(data: Any) -> InMemoryData | None:

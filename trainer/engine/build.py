@@ -104,17 +104,21 @@ class Run:
         return self.progress.step
 
     def request_stop(self, reason: str) -> None:
-        """End the run after the current step (at the next check), saying ``reason``. Ask on
-        every rank alike (from values every rank has), or the workers fall out of step."""
+        """End the run, saying ``reason``. Any rank may ask (from values only it has, too):
+        every rank stops after the same step, agreed at the next log line, evaluation, epoch
+        end or preemption poll (about a second; at once in a single process)."""
         self.stop_reason = self.stop_reason or reason
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, key: str = "trainer.device") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"trainer.device={name} but no CUDA device is visible; use cpu or auto")
+        raise UserError(f"{key}={name} but no CUDA device is visible; use cpu or auto")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"{key}={name} but this machine has {torch.cuda.device_count()} CUDA "
+                        "devices (cuda:0 ...); use auto or one of those")
     return device
 
 
@@ -156,7 +160,7 @@ def build_data(cfg: DictConfig, backend: Backend, dtype: torch.dtype = torch.flo
                 f"data: the {name} split of {type(data).__name__} is empty (0 items); check "
                 "the data files it reads (data.root) or the Dataset it was given"
             )
-    where = backend.device if cfg.device == "auto" else torch.device(cfg.device)
+    where = backend.device if cfg.device == "auto" else pick_device(cfg.device, "data.device")
     data.train, data.test = data.train.to(where), data.test.to(where)
     # Model input in the run's dtype (trainer.dtype), wherever a batch is made: training,
     # evaluation, sample predictions, QAT's example batch. Integer input (word indices) stays.

@@ -22,11 +22,12 @@ from trainer.engine.build import Run
 from trainer.engine.clock import Stopwatch, process_age
 from trainer.engine.collector import frozen_heap
 from trainer.engine.evaluate import evaluate
+from trainer.engine.first_batch import check_first_forward, explain_step_failure
 from trainer.engine.preemption import Preemption
 from trainer.engine.progress import Progress
 from trainer.engine.step import train_step
 from trainer.engine.tally import Tally
-from trainer.errors import Preempted, UserError
+from trainer.errors import Preempted, UserError, add_context
 from trainer.io.restore import restore
 from trainer.tasks import sum_width, task_metrics
 
@@ -51,6 +52,8 @@ class Loop:
         self.epoch_seconds = 0.0
         self.preemption = Preemption(run.backend, loop.checkpoint_every_minutes)
         self.stopped_by = 0  # the signal every rank agreed to stop on
+        self.stopping = False  # a stop asked for (run.request_stop), agreed by every rank
+        self.asked_anywhere = False  # some rank had asked at the last flush (several ranks)
         self.saved_path = None
 
     @property
@@ -79,10 +82,16 @@ class Loop:
                 if values is not None:
                     parts.append(values)
                     users.append((component, len(values)))
+            several = backend.world_size > 1
+            if several:  # and whether any rank's run asked to stop (see stop_agreed)
+                parts.append(torch.tensor([float(bool(self.run.stop_reason))],
+                                          dtype=torch.float64, device=parts[0].device))
             reduced = torch.cat(parts) if len(parts) > 1 else parts[0]
-            if backend.world_size > 1:
+            if several:
                 reduced = backend.all_reduce_sum(reduced) / backend.world_size
             values = reduced.tolist()  # the one host read
+        if several:
+            self.asked_anywhere = values.pop() > 0
         losses = values[:n]
         bad = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
         if bad is not None:
@@ -192,18 +201,28 @@ class Loop:
         for batch in run.loader.epoch(p.epoch, start=p.batch):
             run.schedule.apply(run.optimizer, p.step)
             run.callbacks.on_step_start(run)  # (which may set the lr too: trainer-lr-find)
-            loss = train_step(run, batch, p.step, self.accumulate, self.tally)
+            try:
+                loss = train_step(run, batch, p.step, self.accumulate, self.tally)
+            except UserError:
+                raise
+            except Exception as exc:
+                if (line := explain_step_failure(run, batch)) is not None:
+                    raise line from None
+                add_context(exc, f"in training step {p.step + 1} (epoch {p.epoch}, batch "
+                                 f"{p.batch}) on rank {run.backend.rank}")
+                raise
             self.pending.append((p.step + 1, loss))
             p.step += 1
             p.batch += 1
             p.samples += run.loader.global_batch_size
             run.callbacks.on_step_end(run)
-            if p.step % self.log_every == 0 or p.step == self.total_steps:
+            logged = p.step % self.log_every == 0 or p.step == self.total_steps
+            if logged:
                 # The rate the step used (the first group's), read once per log line.
                 window = self.log_window(run.optimizer.param_groups[0]["lr"], window)
             else:
                 run.logger.advance(None, None, None)
-            self.stopped_by, save_due = self.preemption.poll()
+            self.stopped_by, save_due, asked = self.preemption.poll(bool(run.stop_reason))
             eval_now = self.eval_every and p.step % self.eval_every == 0 and not self.stopped_by
             save_now = save_due or (self.checkpoint_every and p.step % self.checkpoint_every == 0)
             if eval_now or save_now:
@@ -213,9 +232,29 @@ class Loop:
                 if save_now:
                     self.save()
                 clock.start()
-            if p.step >= self.total_steps or run.stop_reason or self.stopped_by:
+            # A stop asked for (early stopping, the LR finder, a user's callback) is agreed
+            # where every rank is at the same step and a reduction runs anyway: a log line's
+            # (flush), the preemption poll's, an evaluation; a rank that stopped alone would
+            # leave the others in a collective. (One process: at once, from the poll.)
+            if (asked or self.asked_anywhere or eval_now) and self.stop_agreed():
+                self.stopping = True
+                break
+            if p.step >= self.total_steps or self.stopped_by:
                 break
         clock.stop()
+
+    def stop_agreed(self) -> bool:
+        """Whether any rank's run asked to stop, the same answer on every rank (which then
+        all hold the reason it gave); one small all-reduce where there are several."""
+        run = self.run
+        if run.backend.world_size == 1:
+            return bool(run.stop_reason)
+        flag = torch.tensor([float(bool(run.stop_reason))], dtype=torch.float64,
+                            device=run.backend.device)
+        if run.backend.all_reduce_sum(flag).item() == 0:
+            return False
+        run.stop_reason = next(r for r in run.backend.all_gather_object(run.stop_reason) if r)
+        return True
 
     def end_epoch(self) -> None:
         p, logger = self.progress, self.run.logger
@@ -232,6 +271,17 @@ class Loop:
         try:
             with frozen_heap():
                 return self._fit()
+        except (UserError, Preempted):
+            raise
+        except Exception as exc:  # the user's own code raised: say where, and what is kept
+            if not any(where.startswith("in training step")
+                       for where in getattr(exc, "trainer_where", ())):
+                add_context(exc, f"after step {self.progress.step} on rank "
+                                 f"{self.run.backend.rank}")
+            last = self.saved_path or self.run.resumed_from
+            add_context(exc, f"the last checkpoint is {last} (trainer.resume=auto continues "
+                             "from it)" if last else "no checkpoint was written yet")
+            raise
         finally:
             self.preemption.uninstall()
 
@@ -257,9 +307,10 @@ class Loop:
         run.checkpointer.check("callbacks")  # a state no checkpoint could load: say it now
         logger.open_progress(self.total_steps, p.step)
         run.train_model.train()
+        check_first_forward(run)  # the model's output and the targets, against the task
         # Process start to the first step: what every job of a sweep pays before training.
         startup_s = process_age()
-        while p.step < self.total_steps and not run.stop_reason:
+        while p.step < self.total_steps and not self.stopping:
             before = self.clock.total
             self.train_epoch()
             self.epoch_seconds = self.clock.total - before
@@ -267,8 +318,9 @@ class Loop:
                 self.stop_on_signal()
             if p.batch >= len(run.loader):
                 self.end_epoch()
+                self.stopping = self.stopping or self.stop_agreed()
         logger.close_progress()
-        if run.stop_reason:
+        if self.stopping:
             logger.info(run.stop_reason)
         self.flush()
         if p.train_sums:  # the run ended mid-epoch
@@ -293,7 +345,7 @@ class Loop:
             "world_size": run.backend.world_size,
             "global_batch_size": run.cfg.data.batch_size,  # at the start
             "final_global_batch_size": run.loader.global_batch_size,
-            "stopped_early": bool(run.stop_reason),
+            "stopped_early": self.stopping,
             "resumed_from": str(run.resumed_from) if run.resumed_from else None,
         }
         # Task-specific eval metrics beyond loss and accuracy (perplexity) as test_<name>.

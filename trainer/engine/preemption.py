@@ -83,23 +83,25 @@ class Preemption:
                and time.monotonic() - self.last_save >= self.interval)
         return self.received, due
 
-    def poll(self) -> tuple[int, bool]:
-        """``(signal number to stop on or 0, whether to checkpoint now)``, called after every
-        step; the same on every rank at the same step."""
+    def poll(self, asked: bool = False) -> tuple[int, bool, bool]:
+        """``(signal number to stop on or 0, whether to checkpoint now, whether any rank asked
+        to stop)``, called after every step with whether this rank's run asked to stop
+        (``run.request_stop``); the same on every rank at the same step."""
         if self._alone:
-            return self._local()
+            return (*self._local(), asked)
         self._countdown -= 1
         if self._countdown > 0:
-            return 0, False
+            return 0, False, False
         received, due = self._local()
-        flags = [float(received == s) for s in SIGNALS] + [float(due), self._proposal()]
+        flags = [float(received == s) for s in SIGNALS] + [float(due), float(asked),
+                                                           self._proposal()]
         # On the backend's device (NCCL reduces CUDA tensors only); read back once a second.
         flags = torch.tensor(flags, dtype=torch.float64, device=self.backend.device)
         summed = self.backend.all_reduce_sum(flags).tolist()
         self._countdown = self._gap = int(summed[-1])  # the primary's; the others add 0
         # Several signals: the first in SIGNALS that any rank received.
         stop = next((int(s) for s, n in zip(SIGNALS, summed, strict=False) if n > 0), 0)
-        return stop, summed[len(SIGNALS)] > 0
+        return stop, summed[len(SIGNALS)] > 0, summed[len(SIGNALS) + 1] > 0
 
     def _proposal(self) -> float:
         """Steps until the next agreement, about POLL_SECONDS from the primary's step time

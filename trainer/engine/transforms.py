@@ -79,8 +79,14 @@ class GhostBatchNormTransform(ModelTransform):
         self.size = size
 
     def apply(self, model, build):
+        from trainer.norms.base import BatchNorm
         from trainer.norms.ghost import apply_ghost_batchnorm
 
+        if not any(isinstance(m, BatchNorm) for m in model.modules()):
+            raise UserError(
+                f"model.ghost_batch_size={self.size}: {type(model).__name__} has no BatchNorm "
+                "layer for Ghost BN to act on; remove model.ghost_batch_size (or give the "
+                "model BatchNorm, e.g. model.norm=batch where it has that option)")
         return apply_ghost_batchnorm(model, self.size)
 
 

@@ -80,6 +80,12 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     missing = [key for key in REQUIRED_KEYS if key not in state]
     if missing:
         raise CheckpointError(f"is not a trainer checkpoint (missing {', '.join(missing)})")
+    wrong = [f"{key} is a {type(state[key]).__name__}" for key, kind in _MAPPINGS
+             if key in state and not isinstance(state[key], kind)]
+    if wrong:
+        raise CheckpointError(f"is not a trainer checkpoint ({', '.join(wrong)}, not a mapping)")
+    if not isinstance(state["format"], int) or isinstance(state["format"], bool):
+        raise CheckpointError(f"is not a trainer checkpoint (format {state['format']!r})")
     if state["format"] > FORMAT_VERSION:
         raise CheckpointError(
             f"was written by a newer trainer (format {state['format']} > {FORMAT_VERSION})"
@@ -98,11 +104,30 @@ _MOVED_TO_CALLBACKS = {
 }
 
 
+# Parts of a checkpoint that must be mappings for anything to read them.
+_MAPPINGS = (("config", dict), ("model", dict), ("progress", dict), ("callbacks", dict))
+
+
+def literal(value: Any) -> Any:
+    """A stored config as data: every ``${...}`` in its strings escaped, so OmegaConf never
+    resolves it (a run stores its config resolved; an interpolation or a resolver found in a
+    checkpoint was put there by someone else, and reading it must not read the environment
+    or run a resolver)."""
+    if isinstance(value, str):
+        return value.replace("${", "\\${")
+    if isinstance(value, dict):
+        return {key: literal(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [literal(item) for item in value]
+    return value
+
+
 def upgrade(state: dict[str, Any]) -> dict[str, Any]:
     """An older checkpoint's state in the layout this version reads (in place, and returned):
-    its callbacks' state where the callbacks keep it now, its config in this version's keys."""
+    its callbacks' state where the callbacks keep it now, its config in this version's keys
+    (and as data: :func:`literal`)."""
     if isinstance(state.get("config"), dict):
-        state["config"] = upgrade_stored_config(state["config"])
+        state["config"] = literal(upgrade_stored_config(state["config"]))
     progress, callbacks = state.get("progress", {}), state.setdefault("callbacks", {})
     for name, keys in _MOVED_TO_CALLBACKS.items():
         if name not in callbacks and all(old in progress for old in keys.values()):

@@ -43,11 +43,29 @@ class ProgressState:
         return asdict(self.run.progress)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        stage = state.get("stage", 0)
-        if stage != self.run.progress.stage:
-            enter_stage(self.run, stage)
         known = {f.name for f in fields(Progress)}
-        self.run.progress = Progress(**{k: v for k, v in state.items() if k in known})
+        progress = Progress(**{k: v for k, v in state.items() if k in known})
+        if (why := _impossible(progress)) is not None:
+            raise UserError(
+                f"checkpoint {self.run.resumed_from} holds an impossible progress ({why}): it "
+                "was edited or damaged; resume from another checkpoint "
+                "(trainer.resume=PATH) or start over on purpose (trainer.resume=null)")
+        if progress.stage != self.run.progress.stage:
+            enter_stage(self.run, progress.stage)
+        self.run.progress = progress
+
+
+def _impossible(p: Progress) -> str | None:
+    """What no run can have written, whatever its config: counts that are negative or not
+    whole, or more steps than samples consumed (every step consumes at least one)."""
+    counts = {"step": p.step, "epoch": p.epoch, "batch": p.batch, "samples": p.samples,
+              "stage": p.stage}
+    for name, value in counts.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"{name} {value!r}"
+    if p.samples < p.step or p.batch > p.step or p.epoch > p.step:
+        return f"step {p.step}, epoch {p.epoch}, batch {p.batch}, {p.samples} samples consumed"
+    return None
 
 
 class ModelState:
@@ -114,7 +132,10 @@ class RNGState:
 
 
 def _does_not_fit(run, exc: Exception) -> UserError:
+    # torch's first line only says "Error(s) in loading state_dict for MLP:"; the last names
+    # the keys or the shapes.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [repr(exc)]
     return UserError(
-        f"checkpoint {run.resumed_from} does not fit this model/optimizer "
-        f"({str(exc).splitlines()[0]}); resume with the config it was trained with"
+        f"checkpoint {run.resumed_from} does not fit this model/optimizer ({lines[-1][:200]}); "
+        "resume with the config it was trained with"
     )

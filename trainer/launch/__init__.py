@@ -30,14 +30,43 @@ USAGE = (f"usage: trainer-launch {{{','.join(SCRIPTS)}}} ARGS... | trainer-launc
          "  (trainer-launch slurm [SBATCH OPTIONS] -- OVERRIDES)")
 
 
+def fail(message: str) -> None:
+    print(f"trainer-launch: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+# The launchers whose first argument is a process count (torchrun's per node).
+_COUNTED = {"torchrun": "processes per node", "mpirun": "processes", "horovodrun": "processes"}
+
+
+def _check(name: str, args: list[str]) -> None:
+    """The arguments a script would pass on to a launcher that fails on them in its own
+    words (torchrun's ``ValueError: Unsupported nproc_per_node value: two``)."""
+    if name in _COUNTED:
+        count = args[0] if args else ""
+        if not (count.isdigit() and int(count) > 0
+                or name == "torchrun" and count in ("auto", "cpu", "gpu")):
+            fail(f"{name}'s first argument is the number of {_COUNTED[name]}, a positive "
+                 f"integer{' (or auto)' if name == 'torchrun' else ''}, "
+                 f"{'not ' + repr(count) if count else 'and it is missing'}: "
+                 f"trainer-launch {name} 2 [overrides...]")
+    if name == "mpirun":
+        mpirun = os.environ.get("MPIRUN", "mpirun")
+        if shutil.which(mpirun) is None:
+            bundled = Path(sys.executable).parent / "mpiexec"
+            fail(f"{mpirun} not found" + (
+                f"; this environment has MPICH's: MPIRUN={bundled} trainer-launch mpirun ..."
+                if bundled.exists() else "; install an MPI (pip install mpich) or set MPIRUN "
+                "to your mpirun/mpiexec"))
+
+
 def command(argv: list[str]) -> list[str]:
     """The command ``trainer-launch argv`` runs."""
     if not argv or argv[0] not in SCRIPTS:
         what = f"unknown launcher '{argv[0]}'" if argv else "no launcher given"
-        print(f"trainer-launch: error: {what}; choose one of: {', '.join(SCRIPTS)} "
-              "(or --path, --help)", file=sys.stderr)
-        raise SystemExit(2)
+        fail(f"{what}; choose one of: {', '.join(SCRIPTS)} (or --path, --help)")
     name, args = argv[0], argv[1:]
+    _check(name, args)
     script = str(FOLDER / SCRIPTS[name])
     if name != "slurm":
         return ["bash", script, *args]

@@ -44,6 +44,12 @@ def fused_lamb(cfg: DictConfig, device: torch.device):
 def build_optimizer(
     cfg: DictConfig, model: torch.nn.Module, global_batch: int
 ) -> torch.optim.Optimizer:
+    if not any(p.requires_grad for p in model.parameters()):
+        has = "has no parameters" if next(model.parameters(), None) is None else \
+            "has every parameter frozen (requires_grad=False)"
+        raise UserError(f"the model ({type(model).__name__}) {has}: nothing can train; leave "
+                        "some parameters trainable (a stage's freeze: list, your own "
+                        "requires_grad_(False) calls)")
     if cfg.get("fused"):
         factory = fused_lamb(cfg, next(model.parameters()).device)
     else:

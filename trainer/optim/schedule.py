@@ -69,6 +69,31 @@ class Schedule:
                      if isinstance(steps_per_epoch, int) else [max(1, n) for n in steps_per_epoch])
         self.epoch_starts = [0, *itertools.accumulate(per_epoch)]
         self.warmup = self.warmup_steps_asked or round(self.step_at(self.warmup_epochs))
+        # A warmup as long as the run never reaches the configured rate (1000 warmup steps in
+        # a 23-step run trains at lr/1000): a number meant for another run length. Measured
+        # against the run's epochs: trainer.max_steps cuts a run short on purpose (a smoke
+        # test of a recipe), and is not refused for stopping inside the warmup.
+        length = self.epoch_starts[-1]
+        if self.warmup and self.warmup >= length:
+            asked = (f"schedule.warmup_steps={self.warmup_steps_asked}" if self.warmup_steps_asked
+                     else f"schedule.warmup_epochs={self.warmup_epochs} ({self.warmup} steps)")
+            raise UserError(
+                f"{asked} is not shorter than the run ({length} steps, "
+                f"{len(self.epoch_starts) - 1} epochs): the learning rate would never reach "
+                "optimizer.lr; use a shorter warmup (a few percent of the run is usual)")
+        self._refuse_unreached(getattr(self, "milestones", ()))
+
+    def _refuse_unreached(self, milestones: Sequence[float]) -> None:
+        """Milestone epochs the run never reaches (a schedule meant for a longer run, or
+        epochs counted from 1) are refused; trainer.max_steps is not checked (see warmup)."""
+        epochs = len(self.epoch_starts) - 1
+        late = [m for m in milestones if m >= epochs]
+        if late:
+            raise UserError(
+                f"schedule.milestones=[{','.join(f'{m:g}' for m in milestones)}]: epoch "
+                f"{late[0]:g} is never reached in this run of {epochs} epochs (counted from 0: "
+                f"the last is {epochs - 1}); use milestones within the run (or more "
+                "trainer.epochs)")
 
     def epoch_at(self, step: int) -> float:
         """Fractional epoch of a step (epoch e starts at e.0)."""
@@ -134,10 +159,18 @@ class Cosine(Schedule):
 
     def __init__(self, min_factor: float = 0.0, **warmup) -> None:
         super().__init__(**warmup)
-        self.min_factor = min_factor
+        self.min_factor = _final_factor(min_factor)
 
     def decay(self, t: float, step: int) -> float:
         return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _final_factor(value: float) -> float:
+    """A decay's end as a share of the rate: below 0 the rate turns negative (gradient
+    ascent), above 1 the "decay" raises it."""
+    if not 0 <= value <= 1:
+        raise ValueError(f"min_factor={value}: use a share of optimizer.lr in [0, 1]")
+    return value
 
 
 class Poly(Schedule):
@@ -145,7 +178,9 @@ class Poly(Schedule):
 
     def __init__(self, power: float = 2.0, min_factor: float = 0.0, **warmup) -> None:
         super().__init__(**warmup)
-        self.power, self.min_factor = power, min_factor
+        if not power > 0:  # (1 - t) ** -1 grows: a "decay" that raises the rate
+            raise ValueError(f"power={power}: use a power > 0 (2 is LARS's)")
+        self.power, self.min_factor = power, _final_factor(min_factor)
 
     def decay(self, t: float, step: int) -> float:
         return self.min_factor + (1 - self.min_factor) * (1 - t) ** self.power

@@ -104,6 +104,9 @@ def _omegaconf(error: OmegaConfBaseException) -> str:
     if isinstance(error, InterpolationResolutionError):
         return (f"{key}: {reason}; fix or remove the ${{...}} interpolation (an environment "
                 "variable it reads must be set, a key it names must exist)")
+    if "does not support deletion" in reason:  # ~trainer.epochs: a key of a typed group
+        return (f"~{key}: the framework's own keys cannot be removed; give it a value instead "
+                f"({key}=VALUE; `trainer --cfg job` shows its default)")
     if isinstance(error, MissingMandatoryValue):
         return f"{key} must be set (it is ??? in the config); give it a value"
     if isinstance(error, ValidationError):
@@ -129,8 +132,23 @@ def _global_package_missing(text: str) -> str | None:
             "(docs/extending.md)")
 
 
+def _yaml(error) -> str:
+    """A config file that is not YAML (a recipe of the user's, usually): the file, where, and
+    what the parser expected, instead of the parser's 100 frames."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else "a file"
+    what = "; ".join(str(part) for part in (getattr(error, "context", None),
+                                             getattr(error, "problem", None)) if part)
+    return f"{where}: not valid YAML ({what or _first_line(error)}); fix that file"
+
+
 def one_line(error: BaseException) -> str | None:
-    """The line for a Hydra or OmegaConf error (None for anything else: a bug)."""
+    """The line for a Hydra or OmegaConf error, or a config file's YAML error (None for
+    anything else: a bug)."""
+    import yaml
+
+    if isinstance(error, yaml.YAMLError):
+        return _yaml(error)
     if isinstance(error, OmegaConfBaseException):
         return _omegaconf(error)
     if isinstance(error, OverrideParseException):
@@ -141,6 +159,8 @@ def one_line(error: BaseException) -> str | None:
     if isinstance(error, ConfigCompositionException):
         if (line := _global_package_missing(str(error))) is not None:
             return line
+        if (line := _multiple_values(_first_line(error))) is not None:
+            return line
         cause = error.__cause__
         if isinstance(cause, OmegaConfBaseException):
             return _omegaconf(cause)
@@ -148,3 +168,18 @@ def one_line(error: BaseException) -> str | None:
     if isinstance(error, HydraException):
         return _first_line(error)
     return None
+
+
+def _multiple_values(text: str) -> str | None:
+    """``+callbacks=profiler``: the group has its options already (Hydra's advice, an
+    ``override`` line, is for a defaults list, not the command line)."""
+    found = re.match(r"Multiple values for ([\w/]+)\. To override a value use "
+                     r"'override [\w/]+: ([^']+)'", text)
+    if not found:
+        return None
+    group, choice = found.groups()
+    if group != "callbacks":  # a group of one option
+        return f"+{group}={choice}: {group} already has an option; choose it with {group}={choice}"
+    return (f"+{group}={choice}: {group} already has its options (`trainer --cfg job` shows "
+            f"them); replace them with {group}={choice}, or add to them with "
+            f"{group}=[default,{choice}]")

@@ -14,7 +14,9 @@ config.yaml says, else accuracy, else the test loss. The target defaults to the 
 that EVERY job reached at some evaluation (the worst of the jobs' bests), so each batch size
 has a time to it and "time to target" asks how fast each one gets there. ``--target`` sets it
 explicitly; the report then names the jobs that never reached it. Jobs that started (Hydra's
-``.hydra`` folder) but wrote no metrics.json (failed, or still running) are named.
+``.hydra`` folder) but wrote no metrics.json (still running, or stopped) are named; jobs that
+failed on their input (``trainer -m`` wrote their ``failed.txt``) are rows of the table, with
+the reason.
 B_simple is shown with its standard error, and flagged where it rests on fewer than
 ``FEW_STEPS`` measured steps (a short job: its estimate is rough).
 """
@@ -85,9 +87,38 @@ def load_jobs(root: Path) -> list[Job]:
 
 
 def unfinished_jobs(root: Path) -> list[str]:
-    """Job folders that Hydra started (their ``.hydra``) without a metrics.json."""
+    """Job folders that Hydra started (their ``.hydra``) without a metrics.json, and without
+    a failed.txt (those are :func:`failed_jobs`)."""
     return sorted(str(p.parent.relative_to(root)) or "." for p in root.rglob(".hydra")
-                  if p.is_dir() and not (p.parent / "metrics.json").exists())
+                  if p.is_dir() and not (p.parent / "metrics.json").exists()
+                  and not (p.parent / "failed.txt").exists())
+
+
+@dataclass
+class FailedJob:
+    name: str  # the job folder, relative to DIR
+    batch: str  # its data.batch_size, as configured ("?" where unknown)
+    reason: str  # the one line the job failed with (its failed.txt)
+
+
+def failed_jobs(root: Path) -> list[FailedJob]:
+    """Jobs of a sweep that failed on their input (``trainer -m`` wrote their failed.txt)."""
+    failed = []
+    for path in sorted(root.rglob("failed.txt")):
+        folder = path.parent
+        if (folder / "metrics.json").exists():
+            continue  # run again since, and finished
+        batch = "?"
+        if (config := folder / ".hydra" / "config.yaml").is_file():
+            from omegaconf import OmegaConf
+
+            try:
+                batch = str(OmegaConf.select(OmegaConf.load(config), "data.batch_size"))
+            except Exception:  # noqa: BLE001 (an unreadable record: the batch stays unknown)
+                pass
+        reason = path.read_text(errors="replace").strip().replace("|", "\\|")
+        failed.append(FailedJob(str(folder.relative_to(root)) or ".", batch, reason))
+    return failed
 
 
 def _watched(root: Path, job: Job) -> tuple[str, str] | None:
@@ -209,7 +240,8 @@ def b_simple_empty_reason(jobs: list[Job]) -> str | None:
     return notes[0] if len(notes) == 1 else "; ".join(notes[:3])
 
 
-def table(jobs: list[Job], metric: Metric, target: float) -> str:
+def table(jobs: list[Job], metric: Metric, target: float,
+          failed: list[FailedJob] = ()) -> str:
     accuracy = metric.percent
     head = _heading(metric)
     target_text = _target_text(target, metric)
@@ -230,6 +262,8 @@ def table(jobs: list[Job], metric: Metric, target: float) -> str:
             f"{_fmt(m.get('samples_per_sec'), ',.0f')} | {b_simple_text(j)} | "
             f"{j.name} |"
         )
+    for f in failed:
+        lines.append(f"| {f.batch} | failed | — | — | — | — | — | — | {f.name}: {f.reason} |")
     return "\n".join(lines) + "\n"
 
 
@@ -284,6 +318,10 @@ def write_report(root: Path, target: float | None = None, metric_name: str | Non
                  mode: str | None = None) -> tuple[Path, Path]:
     """Write report.md and report.png into ``root``; returns their paths."""
     jobs = load_jobs(root)
+    if not jobs and (failed := failed_jobs(root)):
+        fail(f"every job under {root} failed ({failed[0].name}: {failed[0].reason}"
+             f"{f'; and {len(failed) - 1} more' if len(failed) > 1 else ''}); fix the input "
+             "and run the sweep again")
     if not jobs:
         fail(f"no metrics.json under {root}; point it at a multirun directory whose jobs "
              "have finished (e.g. multirun/mnist/2026-01-01_12-00-00)")
@@ -292,14 +330,14 @@ def write_report(root: Path, target: float | None = None, metric_name: str | Non
     target = default_target(jobs, metric) if default else target
     md, png = root / "report.md", root / "report.png"
     md.write_text(
-        f"# Batch-size sweep: {root}\n\n{table(jobs, metric, target)}\n"
+        f"# Batch-size sweep: {root}\n\n{table(jobs, metric, target, failed_jobs(root))}\n"
         f"Target: {metric.key} {'>=' if metric.higher else '<='} {target:.4g}"
         + (" (the best every job reached)" if default else "")
         + "; times are training seconds (evaluation and checkpoints excluded), read at "
         "evaluations.\n\n"
         + (f"Never reached the target: {', '.join(missed)}.\n\n"
            if (missed := missed_target(jobs, metric, target)) else "")
-        + (f"Started but wrote no metrics.json (failed, or still running; not in the table): "
+        + (f"Started but wrote no metrics.json (still running, or stopped; not in the table): "
            f"{', '.join(unfinished)}.\n\n" if (unfinished := unfinished_jobs(root)) else "")
         + (f"B_simple: {why}.\n\n" if (why := b_simple_empty_reason(jobs)) else "")
         + (f"Warning: B_simple rests on fewer than {FEW_STEPS} measured steps in "

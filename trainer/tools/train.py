@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
+from yaml import YAMLError
 
 from trainer.compat import hydra_group_options
 from trainer.config import PRIMARY_CONFIG, SWEEP_FUNCTIONS, register_configs
@@ -25,6 +26,7 @@ from trainer.engine.collector import freeze_for_exit, pause_for_startup
 from trainer.errors import Preempted, UserError, WorkerLost
 from trainer.parallel import identity
 from trainer.tools.hydra_errors import one_line
+from trainer.tools.user_traceback import report
 
 EXIT_USER_ERROR = 2
 
@@ -62,6 +64,8 @@ def train(cfg: DictConfig, run_dir: Path, objects: dict | None = None) -> dict:
     except (UserError, Preempted):
         raise
     except Exception as exc:
+        if (line := backend.user_error(exc)) is not None:
+            raise UserError(line) from None
         reason = backend.explain_failure(exc)
         if reason is None:
             raise  # a bug: keep the traceback
@@ -109,6 +113,7 @@ def _hydra_entry(cfg: DictConfig) -> float:
     # Rank 0 speaks for the job; the other ranks report only warnings and errors.
     level = logging.INFO if identity.from_environment().is_primary else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    _SWEEP.jobs += 1
     try:
         metrics = train(cfg, Path(HydraConfig.get().runtime.output_dir))
     except WorkerLost as exc:
@@ -116,20 +121,71 @@ def _hydra_entry(cfg: DictConfig) -> float:
         sys.stdout.flush()
         os._exit(EXIT_USER_ERROR)  # skip interpreter teardown of the broken process group
     except UserError as exc:
+        if _in_sweep():
+            return _SWEEP.failed(str(exc))
         fail(str(exc))
     except OmegaConfBaseException as exc:  # a key read while running: interpolations...
         if _SHOW_HYDRA_ERRORS:
             raise
+        if _in_sweep():
+            return _SWEEP.failed(one_line(exc))
         fail(one_line(exc))
     except Preempted as exc:
         # The primary rank printed the line; the checkpoint is on disk.
         sys.stdout.flush()
         _chain_signal(exc.signum)
         sys.exit(exc.exit_code)  # as the signal would have ended it (143 for SIGTERM)
+    except Exception as exc:  # the user's own code raised (or a bug of ours: no user frame)
+        if _SHOW_HYDRA_ERRORS or os.environ.get("TRAINER_FULL_ERROR") or not report(exc):
+            raise
+        if _in_sweep():
+            return _SWEEP.failed(f"your code raised {type(exc).__name__}: {exc}", said=True)
+        sys.stdout.flush()
+        sys.exit(1)
     # Hydra sweepers (Optuna, Ax) maximise or minimise what the task function returns:
     # the accuracy, or the loss for a task without one (regression).
     accuracy = metrics["test_accuracy"]
     return accuracy if accuracy is not None else metrics["test_loss"]
+
+
+def _in_sweep() -> bool:
+    from hydra.types import RunMode
+
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+class _Sweep:
+    """A sweep's jobs, counted as they run in this process (Hydra's basic launcher runs them
+    one after the other): a job's bad input ends that job, not the sweep, so that the jobs
+    after it still run; the sweep then ends in exit 2 naming the failed ones."""
+
+    def __init__(self) -> None:
+        self.jobs = 0
+        self.failures: list[str] = []
+
+    def failed(self, message: str, said: bool = False) -> float:
+        """Say why this job failed (and write it into its folder as ``failed.txt``, for
+        trainer-report); NaN to the sweeper (Optuna and Ax record a failed trial)."""
+        folder = Path(HydraConfig.get().runtime.output_dir)  # named by the swept values
+        job = f"job {folder.name}"
+        self.failures.append(job)
+        where = identity.from_environment()
+        if where.speaks_for_node and not said:
+            sys.stderr.write(f"trainer: error: {job}: {message}\n")
+            sys.stderr.flush()
+        if where.is_primary:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "failed.txt").write_text(message + "\n")
+        return float("nan")
+
+    def end(self) -> None:
+        if self.failures:
+            fail(f"{len(self.failures)} of the sweep's {self.jobs} jobs failed "
+                 f"({', '.join(self.failures)}; each one's reason is above and in its folder's "
+                 "failed.txt); the others ran to the end")
+
+
+_SWEEP = _Sweep()
 
 
 def _chain_signal(signum: int) -> None:
@@ -299,7 +355,9 @@ def _may_sweep(argv: list[str]) -> bool:
 
 
 def main() -> None:
+    global _SWEEP
     pause_for_startup()
+    _SWEEP = _Sweep()  # (main() may run more than once in a process: trainer.fit, tests)
     argv = sys.argv[1:]
     for arg in argv:
         if "=" in arg and not arg.partition("=")[0].lstrip("+~"):
@@ -321,7 +379,8 @@ def main() -> None:
             _hydra_entry()
         except InstantiationException:
             raise  # a class failed in its constructor: a bug there keeps its traceback
-        except (HydraException, OmegaConfBaseException) as exc:
+        except (HydraException, OmegaConfBaseException, YAMLError) as exc:
             _check_group_choices(argv)  # an unknown option: its own line, with the choices
             fail(one_line(exc))
+    _SWEEP.end()
     freeze_for_exit()

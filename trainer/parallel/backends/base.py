@@ -117,5 +117,10 @@ class Backend:
         """One line for an error that means another worker is gone, else None (a real bug)."""
         return None
 
+    def user_error(self, exc: BaseException) -> str | None:
+        """One line for an error the user's model or config caused that the backend reports
+        in its own words (DDP's unused parameters), else None."""
+        return None
+
     def close(self) -> None:
         """Release communicators; safe to call twice."""

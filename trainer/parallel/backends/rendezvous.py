@@ -77,9 +77,42 @@ def mpi_address(ident: Identity) -> tuple[str, int]:
     return comm.bcast(address, root=0)
 
 
+def port_taken(port: int) -> bool:
+    """Whether another process listens on ``port`` here (TIME_WAIT leftovers do not count:
+    the store binds with SO_REUSEADDR too)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("", port))
+        except OSError:
+            return True
+    return False
+
+
+def _agree_port_is_free(ident: Identity, addr: str, port: int) -> None:
+    """A MASTER_PORT given to an MPI job: rank 0 checks it is free before anyone connects, and
+    every rank hears the verdict over MPI. A taken port otherwise fails rank 0 at once, while
+    the others connect to whatever listens there and wait for it (past dist.timeout)."""
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return
+    comm = MPI.COMM_WORLD
+    if comm.Get_size() != ident.world_size:
+        return  # (mpi_address's check names the mismatch where it matters)
+    taken = port_taken(port) if ident.rank == 0 else None
+    if comm.bcast(taken, root=0):
+        raise UserError(
+            f"MASTER_PORT={port} is taken on rank 0's host ({addr}): another process listens "
+            "there; choose a free port, or unset MASTER_PORT (under mpirun rank 0 then picks a "
+            "free one itself)")
+
+
 def rendezvous(ident: Identity) -> tuple[str, int]:
     """MASTER_ADDR and MASTER_PORT for this job (set in the environment and returned)."""
     addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if addr and port and ident.launcher in ("openmpi", "mpich", "pmix"):
+        _agree_port_is_free(ident, addr, int(port))
     if not (addr and port):
         if ident.launcher in ("openmpi", "mpich", "pmix"):
             addr, port = mpi_address(ident)

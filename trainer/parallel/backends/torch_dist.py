@@ -40,6 +40,9 @@ def _buffer_sync(sync: bool) -> dict[str, bool]:
             False}
 
 
+# DDP's error at the step after a backward left some parameters without a gradient.
+_UNUSED = re.compile(r"parameters that were not used in producing (the )?loss")
+
 # One TCP store per rendezvous address for the life of the process, and the runs started on it.
 _STORES: dict[tuple, Any] = {}
 _RUNS: dict[tuple, int] = {}
@@ -109,6 +112,7 @@ class TorchDistributed(Backend):
             bucket_cap_mb=self.cfg.bucket_cap_mb,
             gradient_as_bucket_view=self.cfg.gradient_as_bucket_view,
             static_graph=self.cfg.static_graph,
+            find_unused_parameters=self.cfg.find_unused_parameters,
             **_buffer_sync(self.cfg.sync_buffers),
         )
         hooks = {"none": None, "fp16": default_hooks.fp16_compress_hook,
@@ -156,6 +160,14 @@ class TorchDistributed(Backend):
             "stops. See the other workers' output for the cause, then restart with "
             "trainer.resume=auto to continue from the last checkpoint"
         )
+
+    def user_error(self, exc: BaseException) -> str | None:
+        if isinstance(exc, RuntimeError) and _UNUSED.search(str(exc)):
+            return ("the model has parameters that took no part in the loss, which DDP "
+                    "cannot average: set dist.find_unused_parameters=true (DDP then searches "
+                    "the graph every step), or remove those parameters (or set their "
+                    "requires_grad=False)")
+        return None
 
     def close(self) -> None:
         if dist.is_initialized():
