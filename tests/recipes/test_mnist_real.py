@@ -25,7 +25,7 @@ def test_short_real_mnist_run_reaches_97_percent(tmp_path, real_mnist):
         f"data.root={real_mnist}",
         "data.download=false",
         "trainer.epochs=3",
-        "dist.threads_per_worker=2",
+        "dist.threads_per_worker=1",
         "logger.tensorboard=false",
     )
     assert metrics["test_accuracy"] >= 0.97, metrics
@@ -44,7 +44,7 @@ def test_lr_find_suggestion_trains_mnist_to_97_percent_in_2_epochs(tmp_path, rea
     from trainer.tools.lr_find import lr_find
 
     common = ("recipe=mnist", f"data.root={real_mnist}", "data.download=false",
-              "dist.threads_per_worker=2", "logger.tensorboard=false",
+              "dist.threads_per_worker=1", "logger.tensorboard=false",
               "logger.progress_bar=false")
     suggested, lowest, _ = lr_find(list(common), tmp_path / "find", 1e-5, 10.0, 100)
     assert suggested < lowest
