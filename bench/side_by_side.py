@@ -62,7 +62,10 @@ def trainer_job(launch: list[str], root: Path, epochs: int, threads: int, steps:
                 extra: tuple[str, ...] = ()) -> Job:
     """trainer's MNIST contender: ``launch`` (the console script, or torchrun's ``-m
     trainer``) with the recipe and its default logging; ``steps``: only the first so many."""
+    # Every one of the 60,000 training images, as the hand-written loop and the peers train
+    # on (the recipe holds 5,000 out for validation): the same steps on each side.
     return Job("trainer", [*launch, "recipe=mnist", f"data.root={root}", "data.download=false",
+                           "data.val_fraction=0",
                            f"trainer.epochs={epochs}", f"dist.threads_per_worker={threads}",
                            "hydra.run.dir={out}",
                            *([f"trainer.max_steps={steps}"] if steps else []), *extra],

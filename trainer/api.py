@@ -44,7 +44,7 @@ def fit(overrides: Sequence[str] | DictConfig = (), *, model=None, data=None, ta
             framework's model keys such as ``model.sync_bn`` still apply). Build it the same
             way on every rank; rank 0's weights are broadcast before the first step.
         data: a trainer data object (``trainer.data.InMemoryData``, ``trainer.data.Datasets``)
-            or a ``(train_dataset, test_dataset)`` pair of map-style Datasets of
+            or ``(train_dataset, test_dataset)`` or ``(train, test, val)`` map-style Datasets of
             ``(input, target)`` (or dicts, several inputs: any structure the task feeds),
             instead of the config's data.
         task: the task instead of the config's (``trainer.tasks``): its loss and metrics, and

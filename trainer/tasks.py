@@ -6,7 +6,8 @@ three: the summed loss, the number of correct predictions and the number of samp
 may add its own, named in ``extra_sums`` and returned by ``counts`` after the correct count
 (true positives for an F1, top-5 hits): the framework sums them over batches and workers like
 the others and hands them to ``metrics`` by name, whose every entry is logged to TensorBoard
-(``train/epoch_<name>``, ``eval/<name>``) and to metrics.json (``test_<name>``).
+(``train/epoch_<name>``, ``val/<name>``, ``test/<name>``) and to metrics.json (``val_<name>``,
+``test_<name>``, ``best_test_<name>``).
 
 A batch is whatever the data yields, collated: ``(inputs, targets)``, ``(x1, x2, targets)``,
 a dict of named tensors, nested (trainer/data/batch.py). The task decides how it feeds the model
@@ -323,12 +324,38 @@ def task_metrics(task, sums) -> dict[str, float]:
     return task.metrics(loss_sum, correct, count, **dict(zip(names, extra, strict=True)))
 
 
-def eval_metric_names(task) -> list[str] | None:
-    """The ``eval/<name>`` metrics an evaluation of ``task`` reports, known before training
-    (its ``metrics`` on all-zero sums); None where the task cannot say without data."""
+# What a run without a validation split (data.val_fraction=0) evaluates during training and
+# selects on: the training loss of the epoch so far (lower is better).
+TRAINING_LOSS = "train/epoch_loss"
+
+
+def eval_metric_names(task, prefix: str = "val/") -> list[str] | None:
+    """The ``<prefix><name>`` metrics an evaluation of ``task`` reports, known before
+    training (its ``metrics`` on all-zero sums); None where the task cannot say without
+    data."""
     try:
         names = task_metrics(task, [0.0] * sum_width(task))
     except Exception:  # noqa: BLE001 (a task's own metrics may divide by a count of 0)
         return None
-    return [f"eval/{name}" for name in names]
+    return [f"{prefix}{name}" for name in names]
+
+
+def selection_metric(run, key: str, metric: str, maximise: bool) -> tuple[str, bool]:
+    """What a choice configured on ``metric`` (the config key ``key``) watches in ``run``:
+    ``metric`` itself where the run has a validation split, the training loss (lower is
+    better) where it has none; a name from before validation splits (``eval/...``, which was
+    the test split) is refused in one line."""
+    if metric.startswith("eval/"):
+        raise UserError(
+            f"{key}={metric}: evaluations during training are on the validation split and "
+            f"report val/<name>; use {key}=val/{metric[5:]} (the test split is evaluated once, "
+            "at the end: test_* in metrics.json)")
+    if run.data.val is None and metric.startswith("val/"):
+        return TRAINING_LOSS, False
+    return metric, maximise
+
+
+def selection_names(run) -> list[str] | None:
+    """The metrics a run's evaluations during training report (see :func:`selection_metric`)."""
+    return eval_metric_names(run.task, "val/" if run.data.val is not None else "train/epoch_")
 

@@ -62,9 +62,21 @@ CONFIG = [
     (["callbacks=[default,early_stopping]", "callbacks.early_stopping.patience=-1"],
      "EarlyStopping refused its arguments (patience=-1: use a number of evaluations >= 1)"),
     # Found before the first step (it used to be after a whole epoch, checkpoints left).
-    (["callbacks=[default,early_stopping]", "callbacks.early_stopping.monitor=eval/f2"],
-     "callbacks.early_stopping.monitor=eval/f2 is not an eval metric of this task; use one of "
-     "eval/loss, eval/accuracy"),
+    (["callbacks=[default,early_stopping]", "callbacks.early_stopping.monitor=val/f2"],
+     "callbacks.early_stopping.monitor=val/f2 is not a validation metric of this task; use one "
+     "of val/loss, val/accuracy"),
+    # A monitor named before validation splits (the test split's eval/ metrics).
+    (["callbacks.best_checkpoint.monitor=eval/accuracy"],
+     "callbacks.best_checkpoint.monitor=eval/accuracy: evaluations during training are on the "
+     "validation split and report val/<name>; use callbacks.best_checkpoint.monitor="
+     "val/accuracy"),
+    # The validation share: a value, and what it leaves of the data.
+    (["data.val_fraction=1"], "data.val_fraction=1 is invalid: use a share from 0"),
+    (["data.val_fraction=-0.1"], "data.val_fraction=-0.1 is invalid: use a share from 0"),
+    (["data.val_fraction=0.9999"], "data.val_fraction=0.9999 of the 1,438 training rows leaves "
+     "no training row"),
+    (["data.val_fraction=0.97"], "data.batch_size=64: global batch 64 is larger than the 43 "
+     "training samples (data.val_fraction=0.97 held 1,395 rows out for validation)"),
     (["callbacks.best_checkpoint.mode=up"],
      "BestCheckpoint refused its arguments (mode='up': use max or min)"),
     (["callbacks=[default,profiler]", "callbacks.profiler.active=0"],
@@ -104,8 +116,8 @@ CONFIG = [
     (["schedule=poly", "schedule.power=-1"], "Poly refused its arguments (power=-1.0: use a "
                                              "power > 0"),
     (["schedule.warmup_steps=1000"], "schedule.warmup_steps=1000 is not shorter than the run "
-                                     "(440 steps, 20 epochs)"),
-    (["schedule.warmup_epochs=30"], "schedule.warmup_epochs=30.0 (660 steps) is not shorter"),
+                                     "(400 steps, 20 epochs)"),
+    (["schedule.warmup_epochs=30"], "schedule.warmup_epochs=30.0 (600 steps) is not shorter"),
     (["schedule=step", "schedule.milestones=[5,50]"],
      "schedule.milestones=[5,50]: epoch 50 is never reached in this run of 20 epochs"),
     (["schedule=increase_batch", "schedule.milestones=[20]"],

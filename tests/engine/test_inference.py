@@ -143,7 +143,7 @@ def test_rows_of_raw_inputs_from_python_and_from_a_file(tmp_path):
 
 
 @pytest.mark.parametrize(("args", "line"), [
-    (("--split", "valid"), "split='valid' is not a split of the run's data; use train or test"),
+    (("--split", "valid"), "split='valid' is not a split of the run's data; use train, val, test"),
     (("data.eval_batchsize=64",), "data.eval_batchsize: the checkpoint's config has no such "
                                   "key (only the training run's keys can be changed); did you "
                                   "mean data.eval_batch_size?"),

@@ -34,7 +34,8 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 def test_default_run_writes_every_promised_file(tmp_path):
     metrics = train_in_process(tmp_path, "trainer.epochs=2", "trainer.log_every=5")
     assert METRIC_KEYS <= set(json.loads((tmp_path / "metrics.json").read_text()))
-    assert metrics["steps"] == 2 * (1438 // 64) and metrics["epochs"] == 2.0
+    # 1,438 training digits less the 144 held out for validation, at batch 64.
+    assert metrics["steps"] == 2 * (1294 // 64) and metrics["epochs"] == 2.0
     assert 0.5 < metrics["test_accuracy"] <= 1.0 and metrics["samples_per_sec"] > 0
     assert "in_features: 64" in (tmp_path / "config.yaml").read_text()
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
@@ -51,18 +52,19 @@ def test_tensorboard_has_scalars_hparams_and_prediction_images(tmp_path):
         "train/loss",
         "train/lr",
         "train/samples_per_sec",
-        "eval/loss",
-        "eval/accuracy",
+        "val/loss",
+        "val/accuracy",
         "train/epoch_loss",
         "train/epoch_accuracy",
         "time/epoch_s",
         "hparam/test_accuracy",
     ):
         assert tag in scalars, tag
-    assert [e.step for e in events.Scalars("eval/accuracy")] == [22, 44]
+    assert [e.step for e in events.Scalars("val/accuracy")] == [20, 40]
+    assert [e.step for e in events.Scalars("test/accuracy")] == [40]  # once, at the end
     assert events.Scalars("train/lr")[0].value == pytest.approx(0.05)
-    assert "eval/predictions" in events.Tags()["images"]
-    image = events.Images("eval/predictions")[-1]
+    assert "val/predictions" in events.Tags()["images"]
+    image = events.Images("val/predictions")[-1]
     assert image.width == 8 * 96 and image.height == 2 * (96 + 20)  # 16 captioned tiles
 
 
@@ -81,8 +83,8 @@ def test_hparams_tab_lines_config_up_against_final_metrics(tmp_path):
     assert values["optimizer._target_"].string_value == "SGD"
     final = json.loads((tmp_path / "metrics.json").read_text())["test_accuracy"]
     assert events.Scalars("hparam/test_accuracy")[-1].value == pytest.approx(final)
-    # Evaluations also against the samples seen: 22 steps of 64 digits an epoch.
-    assert [e.step for e in events.Scalars("vs_samples/eval/accuracy")] == [5 * 32]
+    # Evaluations also against the samples seen: 20 steps of 64 digits an epoch.
+    assert [e.step for e in events.Scalars("vs_samples/val/accuracy")] == [5 * 32]
 
 
 def test_hparams_tab_shows_what_the_command_line_chose_and_the_metrics_first(tmp_path):
@@ -97,7 +99,7 @@ def test_hparams_tab_shows_what_the_command_line_chose_and_the_metrics_first(tmp
     assert metrics[:2] == ["hparam/test_accuracy", "hparam/test_loss"]
     # The best evaluation under its metric's name (never one column mixing metrics); no
     # numbers that describe the run rather than compare it.
-    assert "hparam/best_eval_accuracy" in metrics and "hparam/best_value" not in metrics
+    assert "hparam/best_val_accuracy" in metrics and "hparam/best_value" not in metrics
     assert "hparam/world_size" not in metrics and "hparam/startup_s" not in metrics
     shown = [h.name for h in experiment.hparam_infos]
     # What the command line chose first: in a sweep, the columns that differ.
@@ -179,7 +181,7 @@ def test_mnist_recipe_runs_on_idx_files(tmp_path, fake_mnist):
         "trainer.epochs=3",
         "data.batch_size=50",
     )
-    assert metrics["steps"] == 3 * 24
+    assert metrics["steps"] == 3 * (1100 // 50)  # 1,200 images less the 100 (1/12) held out
     assert metrics["test_accuracy"] > 0.9  # the toy classes are easy to separate
 
 
@@ -243,16 +245,20 @@ def test_the_run_closes_with_a_summary_and_counts_epochs_like_its_evaluations(tm
                      f"hydra.run.dir={tmp_path}/r", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
-    # 1,438 training digits at batch 64: 22 steps an epoch, step 30 is 1.36 epochs in.
-    assert "step 30/30 epoch 1.36 " in result.stdout and "step 30 (epoch 1.36)" in result.stdout
-    closing = lines[-6:]
-    assert closing[0].startswith("done: 30 steps (1.36 epochs) on 1 worker(s) in ")
-    assert closing[1].startswith("test: accuracy 0.") and ", loss " in closing[1]
-    assert closing[2].startswith("best: eval/accuracy 0.") and "best.pt" in closing[2]
-    assert closing[3] == f"checkpoint: {tmp_path / 'r' / 'checkpoints' / 'step-00000030.pt'}"
-    assert closing[4].startswith(f"outputs: {tmp_path / 'r'} (metrics.json")
+    # 1,294 training digits (144 held out) at batch 64: 20 steps an epoch, step 30 is 1.5 in.
+    assert "step 30/30 epoch 1.50 " in result.stdout and "step 30 (epoch 1.50)" in result.stdout
+    closing = lines[-7:]
+    assert closing[0].startswith("done: 30 steps (1.50 epochs) on 1 worker(s) in ")
+    # The test split, read once at the end: the final model's and the selected model's.
+    assert closing[1].startswith("test, final model (step 30): accuracy 0.")
+    assert ", loss " in closing[1]
+    assert closing[2].startswith("best: val/accuracy 0.") and "best.pt" in closing[2]
+    assert closing[3].startswith("test, best.pt (step ") and "accuracy 0." in closing[3]
+    assert closing[4] == f"checkpoint: {tmp_path / 'r' / 'checkpoints' / 'step-00000030.pt'}"
+    assert closing[5].startswith(f"outputs: {tmp_path / 'r'} (metrics.json")
     assert result.stdout.count("run directory:") == 1  # said once, at the start
-    assert closing[5] == f"tensorboard --logdir {tmp_path / 'r' / 'tb'}"
+    assert closing[6] == f"tensorboard --logdir {tmp_path / 'r' / 'tb'}"
+    assert "validation: 144 of the 1,438 training rows held out" in result.stdout
 
 
 def test_a_second_ranks_own_sweep_folder_is_not_left_behind(tmp_path):

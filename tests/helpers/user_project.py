@@ -77,7 +77,8 @@ located = trainer.fit([*overrides, "trainer.max_steps=8", "trainer.accumulate=2"
                       task=ClassifyAndLocate(), run_dir=sys.argv[1] + "_located")
 if os.environ.get("RANK", "0") == "0":  # one line, not one per worker (they interleave)
     print("RESULT", json.dumps({"steps": metrics["steps"], "acc": metrics["test_accuracy"],
-                                "best": best.best, "error": error, "again": again["steps"],
+                                "best": best.best, "best_value": metrics["best_value"],
+                                "error": error, "again": again["steps"],
                                 "hooked_loss": hooked["train_loss"], "clipped": clip.steps,
                                 "center_mse": located["test_center_mse"],
                                 "evaluated": evaluated["dataset_accuracy"],

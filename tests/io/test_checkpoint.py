@@ -151,8 +151,10 @@ def test_a_checkpoint_holding_early_stopping_in_its_progress_still_resumes_the_c
     """Checkpoints written when early stopping's and the best checkpoint's state lived in the
     run's progress (best, bad_evals, best_checkpoint_step/_value), and their options in the
     loop's config (trainer.early_stop, early_stop_metric, ...): a resume hands that state to
-    the callbacks and reads the stored config in today's keys, so the run stops where the
-    uninterrupted run stopped, with the same best; trainer-predict opens the checkpoint."""
+    the callbacks and reads the stored config in today's keys; trainer-predict opens the
+    checkpoint. Such a run had no validation split: it goes on training on every row, and
+    its best values (the test split's) are said and set aside, not compared with the
+    training loss it now selects on."""
     from tests.helpers import train_in_process
     from tests.helpers.images import write_digit_photo
     from trainer.engine.inference import load_trusted
@@ -162,7 +164,7 @@ def test_a_checkpoint_holding_early_stopping_in_its_progress_still_resumes_the_c
     common = ("trainer.max_steps=60", "trainer.eval_every=2", "trainer.checkpoint_every=2",
               "trainer.keep_last=50", "callbacks=[default,early_stopping]",
               "callbacks.early_stopping.patience=2", "optimizer.lr=0.0005",
-              "logger.tensorboard=false")
+              "logger.tensorboard=false", "data.val_fraction=0")
     whole = train_in_process(tmp_path / "a", *common)
     assert whole["stopped_early"] and whole["steps"] > 4
     saved = torch.load(tmp_path / "a" / "checkpoints" / "step-00000004.pt", weights_only=True)
@@ -172,15 +174,24 @@ def test_a_checkpoint_holding_early_stopping_in_its_progress_still_resumes_the_c
                              best_checkpoint_step=best["step"],
                              best_checkpoint_value=best["value"])
     saved["config"]["callbacks"] = {}
+    del saved["config"]["data"]["val_fraction"]
     saved["config"]["trainer"].update(
         early_stop=2, early_stop_metric="eval/accuracy", early_stop_mode="max",
         early_stop_min_delta=0.0, profile=False, profile_wait=5, profile_warmup=2,
         profile_active=5, profile_all_ranks=False)
     torch.save(saved, tmp_path / "old.pt")
-    resumed = train_in_process(tmp_path / "b", *common, f"trainer.resume={tmp_path / 'old.pt'}")
-    assert (resumed["steps"], resumed["best_step"], resumed["best_value"]) == (
-        whole["steps"], whole["best_step"], whole["best_value"])
-    assert not [r for r in caplog.records if "config differs" in r.message]
+    resumed = train_in_process(tmp_path / "b", *common[:-1],
+                               f"trainer.resume={tmp_path / 'old.pt'}")
+    assert resumed["resumed_from"] and resumed["best_metric"] == "train/epoch_loss"
+    said = [r.getMessage() for r in caplog.records]
+    assert f"early stopping starts over on train/epoch_loss: the checkpoint's best " \
+           f"({stopping['best']:.4g}) was measured on the test split" in said
+    assert any(m.startswith(f"best.pt starts over on train/epoch_loss: the checkpoint's best "
+                            f"(step {best['step']}") for m in said)
+    # Its share of validation rows is the checkpoint's (none), whatever the config says.
+    assert "data.val_fraction=0.1 is not used: a resumed run keeps the validation split it " \
+           "started with (0)" in said
+    assert not [m for m in said if "config differs" in m]
     config = load_trusted(tmp_path / "old.pt")[1]["config"]
     assert config["callbacks"]["early_stopping"]["patience"] == 2
     assert "early_stop" not in config["trainer"]

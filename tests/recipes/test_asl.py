@@ -93,7 +93,7 @@ def test_a_sample_is_augmented_the_same_on_any_number_of_workers():
 def test_synthetic_offline_run_learns_and_says_what_it_trained_on(tmp_path, capsys):
     metrics = train_in_process(tmp_path, *SYNTHETIC, "trainer.epochs=3")
     assert metrics["test_accuracy"] > 0.9
-    first = metrics["history"][0]["eval/loss"]
+    first = metrics["history"][0]["val/loss"]
     assert metrics["test_loss"] < first
     assert "SYNTHETIC stripes in the Sign Language MNIST CSV format" in capsys.readouterr().out
 
@@ -136,7 +136,7 @@ def test_real_sign_mnist_sample_trains(tmp_path):
         pytest.skip(f"no Sign Language MNIST sample in {folder}")
     metrics = train_in_process(tmp_path, "recipe=asl_cnn", f"data.root={folder}",
                                "trainer.epochs=6")
-    losses = [h["eval/loss"] for h in metrics["history"]]
+    losses = [h["val/loss"] for h in metrics["history"]]
     assert losses[-1] < losses[0] and metrics["test_accuracy"] > 1 / 24
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import logging
+import math
 import subprocess
 import sys
 
@@ -60,16 +63,20 @@ def test_csv_without_headline_column_and_empty_vocabulary_are_named(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("headlines")
-    metrics = train_in_process(folder / "run", *SYNTHETIC, "trainer.epochs=6",
-                               f"data.synthetic_dir={folder / 'data'}")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        metrics = train_in_process(folder / "run", *SYNTHETIC, "trainer.epochs=6",
+                                   f"data.synthetic_dir={folder / 'data'}")
+    (folder / "printed.txt").write_text(printed.getvalue())
     return folder, metrics
 
 
 def test_synthetic_training_lowers_perplexity(trained):
     _, metrics = trained
-    perplexity = [h["eval/perplexity"] for h in metrics["history"]]
+    perplexity = [h["val/perplexity"] for h in metrics["history"]]
     assert perplexity[-1] < 0.5 * perplexity[0]
-    assert metrics["test_perplexity"] == pytest.approx(perplexity[-1])
+    assert metrics["val_perplexity"] == pytest.approx(perplexity[-1])
+    assert metrics["test_perplexity"] == pytest.approx(math.exp(metrics["test_loss"]))
 
 
 def _model_and_tokenizer(folder):
@@ -127,8 +134,16 @@ def test_generate_command_prints_seed_plus_words(trained):
 def test_the_recipe_keeps_its_best_perplexity_and_generate_uses_it(trained):
     folder, metrics = trained
     history = metrics["history"]
-    best = min(history, key=lambda h: h["eval/perplexity"])
-    assert (metrics["best_metric"], metrics["best_step"]) == ("eval/perplexity", best["step"])
+    best = min(history, key=lambda h: h["val/perplexity"])
+    assert (metrics["best_metric"], metrics["best_step"]) == ("val/perplexity", best["step"])
+    # Chosen on validation perplexity; the test split read once: both models' perplexity.
+    assert all("test/perplexity" not in h and "eval/perplexity" not in h for h in history)
+    closing = (folder / "printed.txt").read_text()
+    assert f"test, final model (step {metrics['steps']}): " \
+           f"accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}, " \
+           f"perplexity {metrics['test_perplexity']:.4f}" in closing
+    assert f"test, best.pt (step {best['step']}): " in closing
+    assert f"perplexity {metrics['best_test_perplexity']:.4f}" in closing
     outputs = []
     for where in (folder / "run", folder / "run" / "checkpoints" / "best.pt"):
         result = subprocess.run(
@@ -152,7 +167,7 @@ def test_real_nyt_headlines_perplexity_falls_over_an_epoch(tmp_path):
         pytest.skip(f"no NYT Articles*.csv in {folder}")
     metrics = train_in_process(tmp_path, "recipe=headlines", f"data.root={folder}",
                                "trainer.epochs=1", "trainer.eval_every=60")
-    perplexity = [h["eval/perplexity"] for h in metrics["history"]]
+    perplexity = [h["val/perplexity"] for h in metrics["history"]]
     vocab = len(torch.load(tmp_path / "checkpoints" / "last.pt",
                            weights_only=True)["data"]["index"])
     # An untrained model scores about the vocabulary size (~11,750); after 60 steps it is

@@ -32,13 +32,14 @@ def test_batch_size_trades_gradient_noise_for_samples(tmp_path):
                                                                         ("full", full))}
     assert samples["full"] > 100 * samples["small"]
     assert full["history"][-1]["samples"] == samples["full"]  # the report's x-axis
-    # ... while batch-8 SGD keeps bouncing around the optimum: its test MSE over the last
-    # evaluations varies many times more, and ends higher.
+    # ... while batch-8 SGD keeps bouncing around the optimum: its validation MSE over the
+    # last evaluations varies many times more. Both end at the noise floor on the test split
+    # (MSE ~ noise_std^2 = 1; early stopping on validation keeps SGD's best neighbourhood).
     def spread(m):
-        return statistics.pstdev(e["eval/loss"] for e in m["history"][-8:])
+        return statistics.pstdev(e["val/loss"] for e in m["history"][-8:])
 
     assert spread(small) > 10 * spread(full)
-    assert full["test_loss"] < small["test_loss"]
+    assert abs(full["test_loss"] - small["test_loss"]) < 0.02 * full["test_loss"]
 
 
 def test_early_stop_min_delta_ignores_tiny_improvements(tmp_path):

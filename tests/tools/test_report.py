@@ -48,11 +48,13 @@ def test_report_names_the_problem_for_a_folder_without_runs(tmp_path):
 def test_time_to_target_reads_the_first_evaluation_that_reached_it():
     from trainer.tools.report import Job, Metric, time_to_target
 
-    history = [{"eval/accuracy": a, "train_time_s": t} for a, t in
-               ((0.90, 1.0), (0.97, 2.5), (0.96, 3.0), (0.98, 4.0))]
-    job = Job("j", 128, {"history": history})
-    assert time_to_target(job, Metric("accuracy"), 0.97) == 2.5
-    assert time_to_target(job, Metric("accuracy"), 0.99) is None
+    for split in ("val", "eval"):  # (eval/: a run from before validation splits)
+        history = [{f"{split}/accuracy": a, "train_time_s": t} for a, t in
+                   ((0.90, 1.0), (0.97, 2.5), (0.96, 3.0), (0.98, 4.0))]
+        job = Job("j", 128, {"history": history, "test_accuracy": 0.995})
+        assert time_to_target(job, Metric("accuracy"), 0.97) == 2.5
+        # The test split is the table's last column, never a target reached.
+        assert time_to_target(job, Metric("accuracy"), 0.99) is None
 
 
 def test_an_empty_b_simple_column_says_why(tmp_path):
@@ -70,6 +72,7 @@ def test_an_empty_b_simple_column_says_why(tmp_path):
     md, png = write_report(tmp_path)
     text = md.read_text()
     assert f"B_simple: {note}." in text
+    assert "No job evaluated val/accuracy during training" in text
     rows = [line.split("|") for line in text.splitlines() if line.startswith("| 64 ")]
     assert rows[0][8].strip() == "not measured"
     assert png.read_bytes()[:4] == b"\x89PNG"
@@ -80,10 +83,10 @@ def _jobs(folder, *specs):
     for batch, accuracies, b_simple, steps in specs:
         job = folder / f"batch_{batch}"
         job.mkdir()
-        history = [{"eval/accuracy": a, "train_time_s": float(i + 1)}
+        history = [{"val/accuracy": a, "train_time_s": float(i + 1)}
                    for i, a in enumerate(accuracies)]
         (job / "metrics.json").write_text(json.dumps({
-            "global_batch_size": batch, "test_accuracy": accuracies[-1], "test_loss": 0.3,
+            "global_batch_size": batch, "test_accuracy": accuracies[-1] + 0.02, "test_loss": 0.3,
             "steps": 100, "samples_per_sec": 1000.0, "b_simple": b_simple,
             "b_simple_stderr": 10.0 if b_simple else None, "b_simple_steps": steps,
             "b_simple_note": None, "history": history}))
@@ -96,7 +99,8 @@ def test_the_default_target_is_reached_by_every_job_and_a_set_one_names_who_miss
     _jobs(tmp_path, (64, [0.90, 0.95, 0.94], 500.0, 300), (4096, [0.80, 0.93], 900.0, 28))
     md, _ = write_report(tmp_path)
     text = md.read_text()
-    assert "Target: eval/accuracy >= 0.93 (the best every job reached)" in text
+    # Read on the validation split: the test accuracies (0.02 higher) do not move it.
+    assert "Target: val/accuracy >= 0.93 (the best every job reached)" in text
     assert "Never reached" not in text
     rows = {line.split("|")[1].strip(): line.split("|") for line in text.splitlines()
             if line.startswith("| 64 ") or line.startswith("| 4096 ")}
@@ -148,13 +152,14 @@ def test_the_metric_is_the_one_the_runs_watched_or_named_and_unfinished_jobs_are
     (failed / "failed.txt").write_text("data.batch_size=0 is invalid: use a positive integer\n")
     text = write_report(tmp_path)[0].read_text()
     assert "| global batch | test macro_f1 |" in text
-    assert "Target: eval/macro_f1 >= 0.6 (the best every job reached)" in text
+    # A sweep from before validation splits (eval/ histories) still reports.
+    assert "Target: val/macro_f1 >= 0.6 (the best every job reached)" in text
     assert "Started but wrote no metrics.json (still running, or stopped; not in the table): " \
         "batch_4096." in text
     assert "| 0 | failed | — | — | — | — | — | — | batch_0: data.batch_size=0 is invalid: use " \
         "a positive integer |" in text
     text = write_report(tmp_path, metric_name="loss")[0].read_text()
-    assert "Target: eval/loss <= 0.4 (the best every job reached)" in text
+    assert "Target: val/loss <= 0.4 (the best every job reached)" in text
     report = subprocess.run([sys.executable, "-m", "trainer.tools.report", str(tmp_path),
                              "--metric", "f2"], capture_output=True, text=True)
     assert report.returncode == 2 and report.stderr == (

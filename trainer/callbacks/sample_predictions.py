@@ -1,6 +1,7 @@
 """Sample predictions in TensorBoard after each evaluation (``logger.sample_predictions=N``):
-the first N test images with the predicted and the true class, or the texts a text model
-writes. Every rank runs the forward (BatchNorm in eval mode, same weights); rank 0 writes."""
+the first N validation images (training images where the run has no validation split: the
+test split is read once, at the end) with the predicted and the true class, or the texts a text
+model writes. Every rank runs the forward (BatchNorm in eval mode, same weights); rank 0 writes."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ class SamplePredictions(Callback):
 
 @torch.no_grad()
 def log_sample_predictions(run) -> None:
-    """The first test samples with their predicted and true classes, as an image grid (image
-    data), and the data's generated texts (text data)."""
-    count = min(run.cfg.logger.sample_predictions, len(run.data.test))
+    """The first validation samples with their predicted and true classes, as an image grid
+    (image data), and the data's generated texts (text data)."""
+    split = run.data.val if run.data.val is not None else run.data.train
+    count = min(run.cfg.logger.sample_predictions, len(split))
     if count == 0:
         return
     if run.logger.enabled:
@@ -27,8 +29,8 @@ def log_sample_predictions(run) -> None:
         texts = run.data.sample_texts(run.model)
         run.model.train(was_training)
         if texts:
-            run.logger.texts("eval/samples", texts, run.progress.step)
-    raw = next(run.data.test.stream([slice(0, count)]))
+            run.logger.texts("val/samples", texts, run.progress.step)
+    raw = next(split.stream([slice(0, count)]))
     if not (isinstance(raw, tuple | list) and len(raw) == 2
             and isinstance(raw[0], torch.Tensor)):
         return  # images come from (image, label) data; a dict batch draws none

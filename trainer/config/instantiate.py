@@ -196,10 +196,22 @@ def upgrade_stored_config(config: Any) -> Any:
     """A checkpoint's stored config in this version's keys: renamed packages' ``_target_``
     paths updated (the trust check then runs on the new names), and the loop's former early
     stopping, best-checkpoint and profiler keys as the ``callbacks:`` entries they became
-    (trainer.config.schema.MOVED); every other value unchanged."""
+    (trainer.config.schema.MOVED), and ``data.val_fraction: 0`` where it has none (a run from
+    before validation splits trained on every training row, and a resume keeps them) with its
+    monitors' ``eval/<name>`` as ``val/<name>``; every other value unchanged."""
     if isinstance(config, dict) and isinstance(config.get("trainer"), dict) and any(
             old in config["trainer"] for old, _, _ in _LOOP_TO_CALLBACKS):
         config = _loop_keys_to_callbacks(config)
+    if isinstance(config, dict) and isinstance(config.get("data"), dict) \
+            and "val_fraction" not in config["data"]:
+        config = {**config, "data": {**config["data"], "val_fraction": 0.0}}
+        # Its monitors' eval/<name> (the test split's) are today's val/<name>.
+        if isinstance(config.get("callbacks"), dict):
+            config = {**config, "callbacks": {
+                name: ({**entry, "monitor": "val/" + entry["monitor"][5:]}
+                       if isinstance(entry, dict) and str(entry.get("monitor", "")).startswith(
+                           "eval/") else entry)
+                for name, entry in config["callbacks"].items()}}
     return _renamed_targets(config)
 
 

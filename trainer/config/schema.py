@@ -111,6 +111,11 @@ class DataKeys:
     eval_batch_size: int = rule(1000, low=1, whole=True, hint="use a positive integer")
     # Where the data tensors live: "auto" keeps them on the training device (in-memory path).
     device: str = rule("auto", pattern=r"auto|cpu|cuda(:\d+)?", hint="use auto, cpu or cuda[:N]")
+    # The share of the training rows held out as the validation split, where the data has no
+    # validation split of its own (trainer/data/validation.py); 0: none (selection then on
+    # the training loss).
+    val_fraction: float = rule(0.1, low=0, below=1,
+                               hint="use a share from 0 (no validation split) to below 1")
 
 
 @dataclass
@@ -171,8 +176,10 @@ class LoopConfig:
                                  hint="use a positive integer or null")
     seed: int = rule(0, low=0, below=2**32,
                      hint="use an integer from 0 to 2**32-1 (NumPy's seed range)")
-    # Evaluate every N steps; 0 evaluates at the end of each epoch only.
+    # Evaluate (on the validation split) every N steps; 0: at the end of each epoch only.
     eval_every: int = rule(0, low=0, hint="use 0 (epoch ends) or a step count")
+    # Evaluate the test split once, at the end, on the final model and on best.pt's.
+    test: bool = True
     # Checkpoint every N steps (0: only at epoch ends); always at each epoch end.
     checkpoint_every: int = rule(0, low=0, hint="use 0 (epoch ends) or a step count")
     # Also checkpoint when this many minutes passed since the last checkpoint (the primary
@@ -187,6 +194,11 @@ class LoopConfig:
     log_every: int = rule(50, low=1, hint="use at least 1")
     # auto: CUDA when available, else the CPU; or cpu, cuda, cuda:N.
     device: str = rule("auto", pattern=r"auto|cpu|cuda(:\d+)?", hint="use auto, cpu or cuda[:N]")
+    # The share of the training rows held out as the validation split, where the data has no
+    # validation split of its own (trainer/data/validation.py); 0: none (selection then on
+    # the training loss).
+    val_fraction: float = rule(0.1, low=0, below=1,
+                               hint="use a share from 0 (no validation split) to below 1")
     # Micro-batches per optimizer step; data.batch_size stays the batch of one step.
     accumulate: int = rule(1, low=1, hint="use 1 or more")
     # Gradient clipping of the averaged gradient, once per step (null: off): the global L2

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from trainer.data.batch import to_device
 from trainer.data.memory import InMemoryData
@@ -96,15 +96,18 @@ class DatasetSplit:
 
 
 class Datasets(InMemoryData):
-    """A run's data from two map-style Datasets: items ``(input, target)``, or any structure
-    the task knows how to feed (trainer/tasks.py: a dict's ``task.target_key``, several inputs).
+    """A run's data from map-style Datasets: items ``(input, target)``, or any structure the
+    task knows how to feed (trainer/tasks.py: a dict's ``task.target_key``, several inputs).
 
-    In a config, ``data._target_: trainer.data.Datasets`` with ``train:`` and ``test:`` each a
-    nested ``_target_`` (``torchvision.datasets.FakeData``, ``ImageFolder``, your own class);
-    from Python, ``trainer.fit(..., data=(train, test))``.
+    In a config, ``data._target_: trainer.data.Datasets`` with ``train:``, ``test:`` and
+    optionally ``val:`` each a nested ``_target_`` (``torchvision.datasets.FakeData``,
+    ``ImageFolder``, your own class); from Python, ``trainer.fit(..., data=(train, test))`` or
+    ``data=(train, test, val)``.
 
     Args:
-        train, test: the two splits.
+        train, test: the training split, and the test split (evaluated once, at the end).
+        val: the validation split that evaluations during training, early stopping and
+            best.pt use; None: ``data.val_fraction`` of ``train`` is held out for it.
         class_names: one name per class, for logs and sample images (default: the train
             set's ``classes`` attribute, as torchvision's data sets have, else "0", "1", ...).
         workers: DataLoader worker processes per training process.
@@ -112,16 +115,20 @@ class Datasets(InMemoryData):
     """
 
     def __init__(self, train: Dataset, test: Dataset, class_names: Sequence[str] | None = None,
-                 workers: int = 0, description: str | None = None) -> None:
+                 workers: int = 0, description: str | None = None,
+                 val: Dataset | None = None) -> None:
         if workers < 0:
             raise UserError(f"data.workers={workers} must be 0 or more")
         self.train = DatasetSplit(train, workers)
         self.test = DatasetSplit(test, workers, name="test")
+        self.val = DatasetSplit(val, workers, name="validation") if val is not None else None
         names = class_names if class_names is not None else getattr(train, "classes", None)
         self.class_names = [str(n) for n in names] if names is not None else []
         self.description = description or (
-            f"{_name(train)} ({len(self.train):,} samples) / {_name(test)} "
-            f"({len(self.test):,} samples)"
+            f"{_name(train)} ({len(self.train):,} samples) / "
+            + (f"{_name(val)} ({len(self.val):,} samples, validation) / "
+               if self.val is not None else "")
+            + f"{_name(test)} ({len(self.test):,} samples)"
         )
 
     def as_images(self, inputs: torch.Tensor) -> torch.Tensor | None:
@@ -141,21 +148,22 @@ class Datasets(InMemoryData):
 def bad_items(dataset: Dataset, rows: list[int], split: str, error: Exception) -> Exception:
     """Why a batch of ``rows`` could not be read or collated: a UserError naming the first
     item at fault and the fix, else ``error`` itself (the user's own exception)."""
-    where = f"the {split} Dataset ({type(dataset).__name__})"
+    where = f"the {split} Dataset ({type(_given(dataset)).__name__})"
     first = None
     for row in rows:
         try:
             item = dataset[row]
         except IndexError as exc:
             return UserError(
-                f"{where}: item {row} raised IndexError ({exc}) though len() is "
-                f"{len(dataset)}: __len__ must count only the items __getitem__ can give")
+                f"{where}: item {given_row(dataset, row)} raised IndexError ({exc}) though "
+                f"len() is {len(_given(dataset))}: __len__ must count only the items "
+                "__getitem__ can give")
         except Exception as own:  # the user's own error: theirs to see, from this item
-            add_context(own, f"in {where}.__getitem__({row})")
+            add_context(own, f"in {where}.__getitem__({given_row(dataset, row)})")
             return own
         problem = _item_problem(item, first)
         if problem is not None:
-            return UserError(f"{where}: item {row} {problem}")
+            return UserError(f"{where}: item {given_row(dataset, row)} {problem}")
         first = item if first is None else first
     return error
 
@@ -184,14 +192,28 @@ def _item_problem(item: Any, like: Any) -> str | None:
 
 def as_data(data: Any) -> InMemoryData | None:
     """What a caller gave as ``data=`` (``trainer.fit``, ``trainer.evaluate``): a trainer data
-    object, or a ``(train, test)`` pair of Datasets; None for the config's."""
+    object, or ``(train, test)`` / ``(train, test, val)`` Datasets; None for the config's."""
     if data is None or isinstance(data, InMemoryData):
         return data
-    if isinstance(data, tuple | list) and len(data) == 2:
-        return Datasets(*data)
-    raise UserError(f"data= takes a trainer data object or a (train_dataset, test_dataset) "
-                    f"pair, not a {type(data).__name__}")
+    if isinstance(data, tuple | list) and len(data) in (2, 3):
+        return Datasets(data[0], data[1], val=data[2] if len(data) == 3 else None)
+    raise UserError(f"data= takes a trainer data object or (train_dataset, test_dataset[, "
+                    f"val_dataset]), not a {type(data).__name__}")
 
 
 def _name(dataset: Any) -> str:
     return type(dataset).__name__
+
+
+def _given(dataset: Any) -> Any:
+    """The user's Dataset under the Subsets a held-out validation split wraps it in."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset
+
+
+def given_row(dataset: Any, row: int) -> int:
+    """``row`` of ``dataset`` as the index of the user's own Dataset."""
+    while isinstance(dataset, Subset):
+        row, dataset = dataset.indices[row], dataset.dataset
+    return row

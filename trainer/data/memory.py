@@ -25,10 +25,13 @@ from trainer.data.batch import cast_floats
 
 @dataclass
 class TensorSplit:
-    """One split of a data set: ``inputs[i]`` is sample i (any dtype), ``targets[i]`` its label."""
+    """One split of a data set: ``inputs[i]`` is sample i (any dtype), ``targets[i]`` its label;
+    ``rows[i]``, where set, the index of sample i in the data as given (a split held out of
+    another: trainer/data/validation.py), for messages that name a row."""
 
     inputs: torch.Tensor
     targets: torch.Tensor
+    rows: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if len(self.inputs) != len(self.targets):
@@ -40,7 +43,7 @@ class TensorSplit:
         return len(self.inputs)
 
     def to(self, device: torch.device) -> TensorSplit:
-        return TensorSplit(self.inputs.to(device), self.targets.to(device))
+        return TensorSplit(self.inputs.to(device), self.targets.to(device), self.rows)
 
     def stream(self, batches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The raw ``(inputs, targets)`` of each batch of row indices (a tensor on the data's
@@ -56,7 +59,10 @@ class InMemoryData:
     """What a recipe's data class provides. Subclasses set the attributes in ``__init__``.
 
     Attributes:
-        train, test: the two splits, raw (for example uint8 pixels).
+        train, test: the training and the test split, raw (for example uint8 pixels).
+        val: the validation split, where the data has one of its own (a ``valid/`` folder);
+            None: the run holds out ``data.val_fraction`` of the training rows
+            (trainer/data/validation.py), or has none (``data.val_fraction=0``).
         class_names: one name per class, for logs and sample-prediction images.
         description: one line saying what the data really is (printed at start).
         augmentation: applied to training batches after ``transform`` (never to eval
@@ -66,6 +72,7 @@ class InMemoryData:
 
     train: TensorSplit
     test: TensorSplit
+    val: TensorSplit | None = None
     class_names: list[str]
     description: str = ""
     augmentation: Callable | None = None
@@ -95,14 +102,15 @@ class InMemoryData:
         return []
 
 
-def _generator(*key: int) -> torch.Generator:
+def seeded_generator(*key: int) -> torch.Generator:
+    """A generator whose stream is a function of ``key`` alone (any rank, any resume)."""
     state = np.random.SeedSequence(list(key)).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 def epoch_permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
     """The sample order of one epoch, a function of (seed, epoch) only."""
-    return torch.randperm(num_samples, generator=_generator(seed, epoch))
+    return torch.randperm(num_samples, generator=seeded_generator(seed, epoch))
 
 
 class InMemoryLoader:
@@ -183,7 +191,7 @@ class InMemoryLoader:
             if self.augment is not None:  # (in-memory data: always an (inputs, targets) pair)
                 # Drawn per (seed, epoch, batch) for the global batch: see data/augment.py.
                 x, y = batch
-                batch = (self.augment(x, _generator(self.seed, epoch, index, 0x6175),
+                batch = (self.augment(x, seeded_generator(self.seed, epoch, index, 0x6175),
                                       self.first_row, self.global_batch_size), y)
             yield batch
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trainer.callbacks import CallbackList
 from trainer.callbacks.from_config import build_callbacks
@@ -23,6 +23,7 @@ from trainer.config.instantiate import safe_instantiate
 from trainer.config.schema import framework_keys
 from trainer.data import InMemoryData, InMemoryLoader
 from trainer.data.memory import prepare_batch
+from trainer.data.validation import hold_out
 from trainer.engine.precision import Precision
 from trainer.engine.progress import Progress
 from trainer.engine.seeding import seed_everything, worker_seed
@@ -144,8 +145,12 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def build_data(cfg: DictConfig, backend: Backend, dtype: torch.dtype = torch.float32,
-               given: InMemoryData | None = None) -> InMemoryData:
-    """The configured data (or ``given``, built by the caller), on its device, in ``dtype``."""
+               given: InMemoryData | None = None, *, seed: int = 0,
+               val_fraction: float | None = None) -> InMemoryData:
+    """The configured data (or ``given``, built by the caller), on its device, in ``dtype``,
+    with its validation split: the data's own, else ``val_fraction`` (default
+    ``cfg.val_fraction``) of the training rows held out by ``seed`` (trainer/data/validation.py;
+    ``data.val_source`` says which, in words; ``data.held_out`` whether rows were held out)."""
     data = given if given is not None else backend.first_on_each_node(
         lambda: safe_instantiate(cfg, "data", exclude=_LOADER_KEYS)
     )
@@ -154,14 +159,36 @@ def build_data(cfg: DictConfig, backend: Backend, dtype: torch.dtype = torch.flo
             f"data._target_ built a {type(data).__name__}, not a trainer data object: for torch "
             "Datasets use _target_: trainer.data.Datasets with train: and test: under it"
         )
-    for name, split in (("training", data.train), ("test", data.test)):
-        if len(split) == 0:
+    own_val = getattr(data, "val", None)
+    for name, split in (("training", data.train), ("validation", own_val), ("test", data.test)):
+        if split is not None and len(split) == 0:
             raise UserError(
                 f"data: the {name} split of {type(data).__name__} is empty (0 items); check "
                 "the data files it reads (data.root) or the Dataset it was given"
             )
+    fraction = float(cfg.get("val_fraction", 0.0) if val_fraction is None else val_fraction)
+    data.held_out = own_val is None and fraction > 0  # (rows of train: said where it matters)
+    if own_val is not None:
+        data.val_source = f"the data's own validation split ({len(own_val):,} rows)"
+    elif fraction > 0:
+        rows = len(data.train)
+        data.train, data.val, by_class = hold_out(data.train, fraction, seed)
+        data.val_source = (
+            f"{len(data.val):,} of the {rows:,} training rows held out (data.val_fraction="
+            f"{fraction:g}, {'in each class' if by_class else 'at random'}, trainer.seed "
+            f"{seed}); {len(data.train):,} train on")
+    else:
+        data.val = None
+        data.val_source = ("none (data.val_fraction=0): evaluations during training report "
+                           "the training loss, and early stopping and best.pt select on it")
     where = backend.device if cfg.device == "auto" else pick_device(cfg.device, "data.device")
-    data.train, data.test = data.train.to(where), data.test.to(where)
+    for name, attribute in (("training", "train"), ("validation", "val"), ("test", "test")):
+        split = getattr(data, attribute)
+        if split is not None:
+            split = split.to(where)
+            if hasattr(split, "name"):  # a Dataset's: its messages say which split
+                split.name = name
+            setattr(data, attribute, split)
     # Model input in the run's dtype (trainer.dtype), wherever a batch is made: training,
     # evaluation, sample predictions, QAT's example batch. Integer input (word indices) stays.
     data.transform = functools.partial(in_dtype, data.transform, dtype)
@@ -217,7 +244,8 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend,
         else:
             backend.on_primary(checkpointer.adopt)
             resumed = continuing
-        run = _build_components(cfg, run_dir, backend, objects or {}, checkpointer)
+        run = _build_components(cfg, run_dir, backend, objects or {}, checkpointer,
+                                _stored_val_fraction(resumed))
     except BaseException:
         checkpointer.close()  # a run that never started holds no directory
         raise
@@ -226,16 +254,38 @@ def build_run(cfg: DictConfig, run_dir: Path, backend: Backend,
     return run
 
 
+def _stored_val_fraction(resumed: tuple[Any, dict] | None) -> float | None:
+    """The validation share a resumed run started with (its checkpoint's config; 0 for one
+    from before validation splits, trainer.config.instantiate.upgrade_stored_config)."""
+    if resumed is None:
+        return None
+    data = (resumed[1].get("config") or {}).get("data") or {}
+    return float(data.get("val_fraction", 0.0))
+
+
 def _build_components(cfg: DictConfig, run_dir: Path, backend: Backend,
-                      objects: dict[str, Any], checkpointer: Checkpointer) -> Run:
+                      objects: dict[str, Any], checkpointer: Checkpointer,
+                      stored_val_fraction: float | None = None) -> Run:
     loop = cfg.trainer
     if loop.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     device = backend.device
+    val_fraction, kept = cfg.data.get("val_fraction", 0.0), ""
+    if stored_val_fraction is not None and stored_val_fraction != val_fraction:
+        # The training rows are the run's: another share would change them mid-run. (The
+        # run's config says the share it uses: config.yaml, the resume's comparison.)
+        kept = (f"data.val_fraction={val_fraction:g} is not used: a resumed run keeps the "
+                f"validation split it started with ({stored_val_fraction:g})")
+        val_fraction = stored_val_fraction
+        with open_dict(cfg):
+            cfg.data.val_fraction = val_fraction
     logger = Logger(run_dir, cfg, enabled=backend.is_primary)
+    if kept:
+        logger.warning(kept)
     seed_everything(loop.seed)
     dtype = DTYPES[loop.dtype]
-    data = build_data(cfg.data, backend, dtype, objects.get("data"))
+    data = build_data(cfg.data, backend, dtype, objects.get("data"), seed=loop.seed,
+                      val_fraction=val_fraction)
     schedule = safe_instantiate(cfg.schedule, "schedule")
     epoch_batches = schedule.global_batches(cfg.data.batch_size, len(data.train), loop.epochs)
     try:
@@ -246,7 +296,10 @@ def _build_components(cfg: DictConfig, run_dir: Path, backend: Backend,
             augment=data.augmentation,
         )
     except ValueError as exc:
-        raise UserError(f"data.batch_size={cfg.data.batch_size}: {exc}; choose another") from None
+        held = (f" (data.val_fraction={val_fraction:g} held {len(data.val):,} rows out for "
+                "validation)" if data.held_out else "")
+        raise UserError(f"data.batch_size={cfg.data.batch_size}: {exc}{held}; choose "
+                        "another") from None
     noise_scale, micro_batches = plan_noise_scale(loop, backend)
     for global_batch in sorted(set(epoch_batches)):  # schedule=increase_batch grows it
         batch = global_batch // backend.world_size

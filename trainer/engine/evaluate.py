@@ -1,4 +1,5 @@
-"""Evaluation over a split: the task's metrics, summed over every worker's share."""
+"""Evaluation over a split (validation during training, test once at the end): the task's
+metrics, summed over every worker's share."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ from trainer.parallel.backends import Backend
 from trainer.tasks import batch_counts, sum_width, task_metrics
 
 
-def evaluate(run: Run) -> dict[str, float]:
-    """Task metrics over the whole test split, summed over workers."""
-    metrics = evaluate_split(run.train_model, run.task, run.feed, run.data.test,
+def evaluate(run: Run, split: str = "val") -> dict[str, float]:
+    """Task metrics over the whole ``split`` (``val`` during training, ``test`` once at the
+    end), summed over workers, as ``<split>/<name>``."""
+    metrics = evaluate_split(run.train_model, run.task, run.feed, getattr(run.data, split),
                              run.cfg.data.eval_batch_size, run.backend, run.loader.prepare)
-    return {f"eval/{name}": value for name, value in metrics.items()}
+    return {f"{split}/{name}": value for name, value in metrics.items()}
 
 
 @torch.no_grad()

@@ -7,8 +7,8 @@ without a word. Here the first training forward of each process (fresh or resume
 goes through :func:`check_first_forward`: the model's output and the batch's targets are
 handed to the task's ``check`` (trainer/tasks.py) before the loss sees them, and a problem
 becomes one line naming it, the sample it was found in (its index in the training set) and
-the fix. In-memory data (all labels at hand) is checked whole, so a bad label anywhere is
-found before the first step, not in the epoch that draws it.
+the fix. In-memory data (all labels at hand: training and validation) is checked whole, so a
+bad label anywhere is found before the first step, not in the epoch that draws it.
 
 It is the real step's own forward, wrapped for that one call: nothing runs twice, no random
 number is drawn that the run would not draw, and the step's result is what it always was.
@@ -23,8 +23,9 @@ import torch
 
 from trainer.data.batch import rows, split
 from trainer.data.memory import TensorSplit
+from trainer.data.validation import origin
 from trainer.errors import UserError
-from trainer.tasks import BatchProblem, Binary, Classification, NextToken
+from trainer.tasks import Binary, Classification, NextToken
 
 # Torch's words for the two mistakes of shape a first forward makes, and what they mean here.
 _MATMUL = re.compile(r"mat1 and mat2 shapes cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)")
@@ -102,28 +103,32 @@ def _check(run, outputs: Any, targets: Any) -> None:
         return
     problem = check(outputs, targets)
     if problem is None and isinstance(task, Classification):
-        problem = _whole_split(run, task, outputs)
-        if problem is None:
-            _warn_unused_classes(run, task, outputs)
-            return
-        raise UserError(f"the training data: {problem.text} (sample {problem.row} of the "
-                        "training set)")
+        _check_whole_splits(run, task, outputs)
+        _warn_unused_classes(run, task, outputs)
+        return
     if problem is not None:
         where = (f" (sample {_sample_index(run, problem.row)} of the training set)"
                  if problem.row is not None else "")
         raise UserError(f"the first batch: {problem.text}{where}")
 
 
-def _whole_split(run, task: Classification, logits: torch.Tensor) -> BatchProblem | None:
-    """Every label of in-memory training data against the model's classes, at once."""
-    labels = _all_labels(run)
-    if labels is None or labels.is_floating_point():
-        return None
-    return task.check_labels(labels.reshape(-1), logits.shape[1] if logits.dim() > 1 else 1)
+def _check_whole_splits(run, task: Classification, logits: torch.Tensor) -> None:
+    """Every label of in-memory training and validation data against the model's classes, at
+    once (a bad label in the validation split would otherwise end the first evaluation)."""
+    width = logits.shape[1] if logits.dim() > 1 else 1
+    for name, part in (("training", run.data.train), ("validation", run.data.val)):
+        labels = _labels(part)
+        if labels is None or labels.is_floating_point():
+            continue
+        if (problem := task.check_labels(labels.reshape(-1), width)) is not None:
+            # Held-out validation rows are rows of the training data as given.
+            whose = "training" if getattr(run.data, "held_out", False) else name
+            raise UserError(f"the {name} data: {problem.text} (sample "
+                            f"{origin(part, problem.row)} of the {whose} set)")
 
 
-def _all_labels(run) -> torch.Tensor | None:
-    split = run.data.train
+def _labels(split) -> torch.Tensor | None:
+    """An in-memory split's labels, one per row; None for a Dataset (read item by item)."""
     if not isinstance(split, TensorSplit) or not isinstance(split.targets, torch.Tensor):
         return None
     return split.targets if split.targets.dim() == 1 else None
@@ -133,7 +138,7 @@ def _warn_unused_classes(run, task: Classification, logits: torch.Tensor) -> Non
     """A model wider than the labels (num_classes=5 on 3 classes) trains, and its extra
     outputs learn only never to be chosen: likely a mistake, said once. (Not for a language
     model: its vocabulary holds words that are never a next word.)"""
-    labels = _all_labels(run)
+    labels = _labels(run.data.train)
     if labels is None or not len(labels) or isinstance(task, Binary | NextToken):
         return
     width = logits.shape[1]
@@ -146,12 +151,13 @@ def _warn_unused_classes(run, task: Classification, logits: torch.Tensor) -> Non
 
 
 def _sample_index(run, row: int) -> int | str:
-    """The training-set index of ``row`` of the micro-batch being checked."""
+    """The training-set index (in the data as given, before a validation split was held out
+    of it) of ``row`` of the micro-batch being checked."""
     loader, progress = run.loader, run.progress
     offset = run.batch_position.first - loader.first_row + row
     try:
-        return int(loader.shard_indices(progress.epoch)[progress.batch * loader.batch_size
-                                                         + offset])
+        return origin(run.data.train, int(loader.shard_indices(progress.epoch)[
+            progress.batch * loader.batch_size + offset]))
     except (IndexError, AttributeError):
         return f"row {row} of the first micro-batch"
 

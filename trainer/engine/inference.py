@@ -42,7 +42,7 @@ from trainer.io.checkpoint_read import CheckpointError
 from trainer.parallel.backends import Backend, build_backend
 from trainer.tasks import forward_of
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -139,7 +139,8 @@ def restore(checkpoint: str | Path, overrides: Sequence[str] = (), *, model=None
     try:
         built = None
         if need_data and not isinstance(data, Dataset):
-            built = build_data(cfg.data, backend, dtype, as_data(data))
+            built = build_data(cfg.data, backend, dtype, as_data(data),
+                               seed=int(cfg.trainer.get("seed", 0)))
         kwargs = state.get("model_kwargs") or (built.model_kwargs() if built else {})
         net = build_model(cfg.model, backend, dtype, model, **kwargs)
         try:
@@ -167,7 +168,10 @@ def _split(restored: Restored, split: str, data: Any):
             restored.backend.device)
     if split not in SPLITS:
         raise UserError(f"split={split!r} is not a split of the run's data; use "
-                        f"{' or '.join(SPLITS)}")
+                        f"{', '.join(SPLITS)}")
+    if getattr(restored.data, split, None) is None:
+        raise UserError(f"the run has no validation split (its data.val_fraction is "
+                        f"{restored.cfg.data.get('val_fraction', 0)}); use train or test")
     return getattr(restored.data, split)
 
 

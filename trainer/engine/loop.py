@@ -155,19 +155,36 @@ class Loop:
         run.callbacks.on_checkpoint(run, path)
 
     def evaluate(self) -> None:
-        p, logger = self.progress, self.run.logger
+        """The evaluation during training: the validation split's metrics (``val/<name>``),
+        or without one the training metrics of the epoch so far (``train/epoch_<name>``,
+        logged at the epoch's end already); what early stopping and best.pt choose on."""
+        run, p, logger = self.run, self.progress, self.run.logger
         self.flush()
-        self.last_eval, self.evaluated_step = evaluate(self.run), p.step
+        if run.data.val is not None:
+            self.last_eval = evaluate(run, "val")
+            logger.eval_scalars(self.last_eval, p.step, p.samples)
+        else:
+            train = self.train_metrics() if p.train_sums else self.last_train
+            self.last_eval = {f"train/epoch_{k}": v for k, v in train.items()}
+        self.evaluated_step = p.step
         p.history.append({
-            "step": p.step, "epoch": self.run.schedule.epoch_at(p.step), "samples": p.samples,
+            "step": p.step, "epoch": run.schedule.epoch_at(p.step), "samples": p.samples,
             "train_time_s": self.train_seconds, **self.last_eval,
         })
-        logger.eval_scalars(self.last_eval, p.step, p.samples)
         logger.info(
             f"step {p.step} (epoch {self.run.schedule.epoch_at(p.step):.2f}): "
             + ", ".join(f"{k} {v:.4f}" for k, v in self.last_eval.items())
         )
-        self.run.callbacks.on_eval_end(self.run, dict(self.last_eval))
+        run.callbacks.on_eval_end(run, dict(self.last_eval))
+
+    def test(self) -> dict[str, float]:
+        """The test split's metrics of the final model (``test/<name>``), read once, at the
+        end (none with trainer.test=false)."""
+        if not self.run.cfg.trainer.get("test", True):
+            return {}
+        values = evaluate(self.run, "test")
+        self.run.logger.eval_scalars(values, self.progress.step, self.progress.samples)
+        return values
 
     def log_window(self, lr: float, window: tuple[int, float]) -> tuple[int, float]:
         """Log the steps since ``window`` = (samples, train seconds); return the new window."""
@@ -301,6 +318,8 @@ class Loop:
         if run.resumed_from is not None:
             self.saved_step = p.step
         logger.start(run.data.description, run.resumed_from, p.step)
+        # Which rows choose the model; the test split is read once, at the end.
+        logger.info(f"validation: {getattr(run.data, 'val_source', 'none')}")
         if left_out := run.loader.left_out():
             logger.info(f"data: {left_out}")
         run.callbacks.on_fit_start(run)
@@ -328,10 +347,11 @@ class Loop:
         if self.evaluated_step != p.step:
             self.evaluate()
         self.save()
+        tested = self.test()
         # None (null in JSON) where the task has no such metric, e.g. accuracy in regression.
         metrics = {
-            "test_accuracy": self.last_eval.get("eval/accuracy"),
-            "test_loss": self.last_eval.get("eval/loss"),
+            "test_accuracy": tested.get("test/accuracy"),
+            "test_loss": tested.get("test/loss"),
             "train_loss": self.last_train.get("loss"),
             "train_accuracy": self.last_train.get("accuracy"),
             "samples_per_sec": (p.samples - first_samples) / max(self.clock.total, 1e-9),
@@ -348,9 +368,14 @@ class Loop:
             "stopped_early": self.stopping,
             "resumed_from": str(run.resumed_from) if run.resumed_from else None,
         }
-        # Task-specific eval metrics beyond loss and accuracy (perplexity) as test_<name>.
-        metrics.update({f"test_{k[5:]}": v for k, v in self.last_eval.items()
-                        if k not in ("eval/loss", "eval/accuracy")})
+        if not tested:  # (trainer.test=false: the test split is not read)
+            metrics = {k: v for k, v in metrics.items() if not k.startswith("test_")}
+        # The task's own metrics beyond loss and accuracy (perplexity) as test_<name>, and
+        # the final model's validation metrics as val_<name>.
+        metrics.update({f"test_{k[5:]}": v for k, v in tested.items()
+                        if k not in ("test/loss", "test/accuracy")})
+        metrics.update({k.replace("/", "_"): v for k, v in self.last_eval.items()
+                        if k.startswith("val/")})
         run.callbacks.on_fit_end(run, metrics)  # callbacks may add entries (B_simple)
         logger.finish(metrics)
         logger.summary(metrics, self.saved_path)

@@ -113,7 +113,7 @@ class Logger:
 
     def eval_scalars(self, values: dict[str, float], step: int, samples: int) -> None:
         """An evaluation's metrics against the step, and again against the training samples
-        seen (``vs_samples/eval/...``), the x-axis on which runs of different batch sizes
+        seen (``vs_samples/val/...``), the x-axis on which runs of different batch sizes
         line up."""
         self.scalars(values, step)
         self.scalars({f"vs_samples/{k}": v for k, v in values.items()}, samples)
@@ -127,12 +127,12 @@ class Logger:
     def predictions(
         self, images: torch.Tensor, predicted: list[str], actual: list[str], step: int
     ) -> None:
-        """A captioned grid of test images with the model's guesses (wrong ones in red)."""
+        """A captioned grid of validation images with the model's guesses (wrong ones in red)."""
         if not self._open or len(images) == 0:
             return
         grid = draw_prediction_grid(images, predicted, actual)
         for output in self._open:
-            output.image("eval/predictions", grid, step)
+            output.image("val/predictions", grid, step)
 
     def close(self) -> None:
         """Close the bar and the outputs (safe to call twice, and after finish)."""
@@ -162,8 +162,11 @@ class Logger:
         """The run's closing lines: what it reached, where everything is."""
         if not self.enabled:
             return
-        tested = ", ".join(f"{k[5:]} {v:.4f}" for k, v in sorted(metrics.items())
-                           if k.startswith("test_") and isinstance(v, int | float))
+        def numbers(prefix: str) -> str:
+            return ", ".join(f"{k[len(prefix):]} {v:.4f}" for k, v in sorted(metrics.items())
+                             if k.startswith(prefix) and isinstance(v, int | float))
+
+        tested, best_tested = numbers("test_"), numbers("best_test_")
         boards = [output.log_dir for output in self.outputs
                   if isinstance(output, TensorBoardOutput)]
         written = ["metrics.json", "config.yaml", "checkpoints/",
@@ -173,10 +176,12 @@ class Logger:
             f"done: {metrics['steps']} steps ({metrics['epochs']:.2f} epochs) on "
             f"{metrics['world_size']} worker(s) in {metrics['wall_time_s']:.1f} s, "
             f"{metrics['samples_per_sec']:,.0f} samples/s while training",
-            f"test: {tested}" if tested else None,
+            f"test, final model (step {metrics['steps']}): {tested}" if tested else None,
             (f"best: {metrics['best_metric']} {metrics['best_value']:.4f} at step "
              f"{metrics['best_step']} ({metrics['best_checkpoint']})")
             if metrics.get("best_step") is not None else None,
+            (f"test, best.pt (step {metrics['best_step']}): {best_tested}"
+             if best_tested else None),
             f"checkpoint: {checkpoint}" if checkpoint else None,
             # (Not "run directory:": the start's line says that once per job.)
             f"outputs: {self.run_dir} ({', '.join(written)})",
@@ -205,13 +210,15 @@ def build_outputs(logger_cfg) -> list[LogOutput]:
 
 def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     """metrics.json's numbers that compare runs, as ``hparam/<name>``, in the order a user
-    reads them: the test metrics (accuracy and loss, then the task's own), the best
-    evaluation's value under its metric's name (``best_eval_accuracy``: one sweep's runs may
-    watch different metrics), then speed and length. (TensorBoard's HPARAMS tab reads each
+    reads them: the final model's test metrics (accuracy and loss, then the task's own), the
+    selected (best.pt) model's (``best_test_*``), the best evaluation's value under its metric's
+    name (``best_val_accuracy``: one sweep's runs may watch different metrics) and the final
+    validation metrics, then speed and length. (TensorBoard's HPARAMS tab reads each
     value from a scalar of that tag, so each is also a one-point chart in the ``hparam``
     group.)"""
     found = {k: float(v) for k, v in metrics.items()
              if isinstance(v, int | float) and not isinstance(v, bool) and k not in _NOT_COMPARED}
+    # (best_<metric> below holds the selected model's value under its own name.)
     if metrics.get("best_metric") and isinstance(metrics.get("best_value"), int | float):
         found[f"best_{str(metrics['best_metric']).replace('/', '_')}"] = \
             float(metrics["best_value"])
@@ -219,7 +226,8 @@ def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     def rank(key: str) -> tuple:
         if key in _FIRST_METRICS:
             return (0, _FIRST_METRICS.index(key), key)
-        return (1 if key.startswith("test_") else 2 if key.startswith("best_") else 3,
+        return (1 if key.startswith("test_") else 2 if key.startswith("best_test_")
+                else 3 if key.startswith(("best_", "val_")) else 4,
                 0 if key not in _LAST_METRICS else 1 + _LAST_METRICS.index(key), key)
 
     return {f"hparam/{k}": found[k] for k in sorted(found, key=rank)}

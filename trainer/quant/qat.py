@@ -83,8 +83,9 @@ def capture(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
 
 
 def example_batch(data) -> torch.Tensor:
-    """Two test samples as model input: what the graph is captured with."""
-    return data.transform(next(data.test.stream([slice(0, 2)]))[0])
+    """Two training samples as model input: what the graph is captured with (its shapes; the
+    test split is read once, at the end)."""
+    return data.transform(next(data.train.stream([slice(0, 2)]))[0])
 
 
 def require_torchao() -> None:

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", type=Path, help="a checkpoint file or a run directory")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="changes to the checkpoint's stored config")
-    parser.add_argument("--split", default="test", help="the run's data split: test or train")
+    parser.add_argument("--split", default="test", help="the run's data split: test, val or train")
     parser.add_argument("--output", type=Path, help="also write the metrics to this JSON file")
     add_checkpoint_options(parser)
     args = parser.parse_intermixed_args(argv)

@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", type=Path, help="a checkpoint file or a run directory")
     parser.add_argument("inputs", nargs="*", metavar="IMAGE|KEY=VALUE",
                         help="image files (any size, colour), and changes to the stored config")
-    parser.add_argument("--split", help="predict every row of the run's test or train split "
+    parser.add_argument("--split", help="predict every row of the run's test, val or train split "
                                         "(the default without images)")
     parser.add_argument("--rows", type=Path, help="a .csv, .npy or .pt file of input rows")
     parser.add_argument("--output", type=Path,

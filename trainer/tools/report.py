@@ -10,13 +10,14 @@ global batch and per-evaluation history) and writes into DIR:
 The metric is ``--metric NAME`` (any metric of the runs' task: ``accuracy``, ``loss``,
 ``macro_f1``...; higher is better unless ``--mode min``, or the name is a loss or an error),
 by default the one the runs' early stopping (else their best checkpoint) watched, as their
-config.yaml says, else accuracy, else the test loss. The target defaults to the best value
-that EVERY job reached at some evaluation (the worst of the jobs' bests), so each batch size
-has a time to it and "time to target" asks how fast each one gets there. ``--target`` sets it
-explicitly; the report then names the jobs that never reached it. Jobs that started (Hydra's
-``.hydra`` folder) but wrote no metrics.json (still running, or stopped) are named; jobs that
-failed on their input (``trainer -m`` wrote their ``failed.txt``) are rows of the table, with
-the reason.
+config.yaml says, else accuracy, else the loss. Targets are read on the validation split (the
+evaluations during training); the test split is only the final column. The target defaults to
+the best value that EVERY job reached at some evaluation (the worst of the jobs' bests), so each
+batch size has a time to it and "time to target" asks how fast each one gets there.
+``--target`` sets it explicitly; the report then names the jobs that never reached it. Jobs that
+started (Hydra's ``.hydra`` folder) but wrote no metrics.json (still running, or stopped) are
+named; jobs that failed on their input (``trainer -m`` wrote their ``failed.txt``) are rows of
+the table, with the reason.
 B_simple is shown with its standard error, and flagged where it rests on fewer than
 ``FEW_STEPS`` measured steps (a short job: its estimate is rough).
 """
@@ -41,15 +42,17 @@ class Job:
 
 @dataclass(frozen=True)
 class Metric:
-    """An evaluation metric of the runs' task: ``eval/<name>`` in each evaluation of the
-    history, ``test_<name>`` in metrics.json."""
+    """An evaluation metric of the runs' task: ``val/<name>`` in each evaluation of the
+    history (``eval/<name>`` in a run from before validation splits, whose evaluations were
+    the test split's), ``test_<name>`` in metrics.json."""
 
     name: str
     higher: bool = True
 
-    @property
-    def key(self) -> str:
-        return f"eval/{self.name}"
+    def at(self, evaluation: dict) -> float | None:
+        """Its value in one evaluation of a history, or None."""
+        found = evaluation.get(f"val/{self.name}")
+        return found if found is not None else evaluation.get(f"eval/{self.name}")
 
     @property
     def percent(self) -> bool:
@@ -139,29 +142,35 @@ def _watched(root: Path, job: Job) -> tuple[str, str] | None:
 
 def choose_metric(root: Path, jobs: list[Job], name: str | None = None,
                   mode: str | None = None) -> Metric:
-    """``name`` (``accuracy``, ``eval/accuracy`` or ``test_accuracy``), else what the runs
+    """``name`` (``accuracy``, ``val/accuracy`` or ``test_accuracy``), else what the runs
     watched, else accuracy, else loss; the direction from ``mode``, the runs' config or the
     name."""
     available = sorted({k[5:] for j in jobs for k, v in j.metrics.items()
                         if k.startswith("test_") and isinstance(v, int | float)})
     watched = {w for j in jobs if (w := _watched(root, j)) is not None}
     if name is None:
-        monitors = [(m.removeprefix("eval/"), d) for m, d in watched]
+        monitors = [(_bare(m), d) for m, d in watched]
         if len(monitors) == 1 and all(j.metrics.get(f"test_{monitors[0][0]}") is not None
                                       for j in jobs):
             name, mode = monitors[0][0], mode or monitors[0][1]
         else:
             name = "accuracy" if all(j.metrics.get("test_accuracy") is not None
                                      for j in jobs) else "loss"
-    name = name.removeprefix("eval/").removeprefix("test_")
+    name = _bare(name).removeprefix("test_")
     if name not in available:
         fail(f"--metric {name}: no job has test_{name}; the runs' metrics are "
              f"{', '.join(available) or 'none'}")
     if mode is None:
-        said = {d for m, d in watched if m.removeprefix("eval/") == name}
+        said = {d for m, d in watched if _bare(m) == name}
         mode = said.pop() if len(said) == 1 else (
             "min" if name.endswith(_LOWER) else "max")
     return Metric(name, higher=mode == "max")
+
+
+def _bare(metric: str) -> str:
+    """A monitored metric's name without its split (``val/accuracy``, and a run from before
+    validation splits' ``eval/accuracy``: ``accuracy``)."""
+    return metric.removeprefix("val/").removeprefix("eval/")
 
 
 def final_value(job: Job, metric: Metric) -> float | None:
@@ -172,17 +181,17 @@ FEW_STEPS = 100  # B_simple from fewer measured steps than this is flagged as ro
 
 
 def best_reached(job: Job, metric: Metric) -> float | None:
-    """The best value of ``metric`` at any evaluation of the job (its final one included)."""
-    values = [e[metric.key] for e in job.metrics.get("history", [])
-              if e.get(metric.key) is not None]
-    final = final_value(job, metric)
-    values += [final] if final is not None else []
+    """The best value of ``metric`` at any evaluation of the job during training (the
+    validation split's; the test split is the table's final column, never a target)."""
+    values = [v for e in job.metrics.get("history", []) if (v := metric.at(e)) is not None]
     return metric.best(values) if values else None
 
 
 def default_target(jobs: list[Job], metric: Metric) -> float:
-    """The best value every job reached: the worst of the jobs' bests."""
-    return metric.worst([v for j in jobs if (v := best_reached(j, metric)) is not None])
+    """The best value every job reached: the worst of the jobs' bests (NaN where no job
+    evaluated it during training: runs without a validation split have no time to target)."""
+    bests = [v for j in jobs if (v := best_reached(j, metric)) is not None]
+    return metric.worst(bests) if bests else math.nan
 
 
 def missed_target(jobs: list[Job], metric: Metric, target: float) -> list[str]:
@@ -201,7 +210,7 @@ def rough_b_simple(jobs: list[Job]) -> list[str]:
 def time_to_target(job: Job, metric: Metric, target: float) -> float | None:
     """Training seconds at the first evaluation that reached ``target``, or None."""
     for entry in job.metrics.get("history", []):
-        value = entry.get(metric.key)
+        value = metric.at(entry)
         if value is not None and metric.reached(value, target):
             return float(entry["train_time_s"])
     return None
@@ -331,12 +340,16 @@ def write_report(root: Path, target: float | None = None, metric_name: str | Non
     md, png = root / "report.md", root / "report.png"
     md.write_text(
         f"# Batch-size sweep: {root}\n\n{table(jobs, metric, target, failed_jobs(root))}\n"
-        f"Target: {metric.key} {'>=' if metric.higher else '<='} {target:.4g}"
-        + (" (the best every job reached)" if default else "")
-        + "; times are training seconds (evaluation and checkpoints excluded), read at "
-        "evaluations.\n\n"
+        + (f"No job evaluated val/{metric.name} during training (no validation split: "
+           "data.val_fraction=0), so there is no time to a target.\n\n" if math.isnan(target)
+           else f"Target: val/{metric.name} {'>=' if metric.higher else '<='} {target:.4g}"
+           + (" (the best every job reached)" if default else "")
+           + "; times are training seconds (evaluation and checkpoints excluded), read at "
+           "the evaluations on the validation split; the final column is the test split, "
+           "read once at the end.\n\n")
         + (f"Never reached the target: {', '.join(missed)}.\n\n"
-           if (missed := missed_target(jobs, metric, target)) else "")
+           if not math.isnan(target) and (missed := missed_target(jobs, metric, target))
+           else "")
         + (f"Started but wrote no metrics.json (still running, or stopped; not in the table): "
            f"{', '.join(unfinished)}.\n\n" if (unfinished := unfinished_jobs(root)) else "")
         + (f"B_simple: {why}.\n\n" if (why := b_simple_empty_reason(jobs)) else "")

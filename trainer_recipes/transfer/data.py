@@ -124,10 +124,13 @@ def write_synthetic_folder(folder: Path, n_train: int = 48, n_valid: int = 16,
 
 
 class ImageFolderData(InMemoryData):
-    """The train and valid/test splits of an image folder, decoded in DataLoader workers.
+    """The splits of an image folder, decoded in DataLoader workers: train/, and valid/ and
+    test/ where both exist (validation and test); where there is only one of them (the
+    doggy-door set has train/ and valid/), it is the test split and the run holds out
+    ``data.val_fraction`` of train/ for validation.
 
     Args:
-        root: the folder holding train/ and valid/ (or test/).
+        root: the folder holding train/ and valid/ and/or test/.
         image_size: images are resized to this square size (224 for ImageNet models).
         augment: rotation 10 degrees, zoom 0.1, shifts 0.1, horizontal flip (training only).
         workers: DataLoader worker processes per training process (0: decode inline).
@@ -154,12 +157,18 @@ class ImageFolderData(InMemoryData):
                 f"{'train/' if not train_dir.is_dir() else 'valid/ or test/'}); point "
                 "data.root at it, or run offline on generated images with data.synthetic=true"
             )
+        val_dir = folder / "valid" if (folder / "test").is_dir() and (folder / "valid").is_dir() \
+            else None
+        if val_dir is not None:
+            eval_dir = folder / "test"
         train, test = scan_split(train_dir), scan_split(eval_dir)
-        if set(train) != set(test):
-            raise UserError(
-                f"class folders differ between {train_dir} ({', '.join(train)}) and {eval_dir} "
-                f"({', '.join(test)}); both splits need the same classes"
-            )
+        val = scan_split(val_dir) if val_dir is not None else None
+        for other, found in ((eval_dir, test), (val_dir, val)):
+            if found is not None and set(train) != set(found):
+                raise UserError(
+                    f"class folders differ between {train_dir} ({', '.join(train)}) and "
+                    f"{other} ({', '.join(found)}); every split needs the same classes"
+                )
         if len(train) < 2:
             raise UserError(
                 f"{train_dir} has a single class ({next(iter(train))}); a classifier needs at "
@@ -168,12 +177,15 @@ class ImageFolderData(InMemoryData):
         self.class_names = list(train)
         decoder = Decoder(image_size)
         self.train, self.test = (self._split(found, decoder, workers) for found in (train, test))
+        self.val = self._split(val, decoder, workers) if val is not None else None
         self.augmentation = RandomAffine(10.0, 0.1, 0.1, hflip=True) if augment else None
         what = ("SYNTHETIC circles in an image folder (NOT photos)" if synthetic
                 else f"image folder {folder}")
         counts = ", ".join(f"{c} {len(train[c])}/{len(test[c])}" for c in self.class_names)
         self.description = (
-            f"{what}: {len(self.train):,} train / {len(self.test):,} {eval_dir.name} images "
+            f"{what}: {len(self.train):,} train / "
+            + (f"{len(self.val):,} valid / " if self.val is not None else "")
+            + f"{len(self.test):,} {eval_dir.name} images "
             f"({counts}), {image_size}x{image_size}" + (", augmented" if augment else "")
         )
 

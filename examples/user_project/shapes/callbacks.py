@@ -8,7 +8,7 @@ import trainer
 
 
 class BestAccuracy(trainer.Callback):
-    def __init__(self, metric: str = "eval/accuracy", filename: str = "best.json") -> None:
+    def __init__(self, metric: str = "val/accuracy", filename: str = "best.json") -> None:
         self.metric, self.filename = metric, filename
         self.best: float | None = None
         self.best_step: int | None = None

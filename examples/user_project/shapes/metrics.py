@@ -2,7 +2,7 @@
 
 The framework reduces sums, not means: ``counts`` returns this batch's correct predictions
 and its true positives, false positives and false negatives; ``metrics`` turns the sums over
-every batch of every worker into the values (logged as eval/f1, train/epoch_f1, test_f1).
+every batch of every worker into the values (logged as val/f1, train/epoch_f1, test_f1).
 """
 
 import torch

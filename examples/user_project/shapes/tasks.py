@@ -5,7 +5,7 @@ feeds a dict batch to a model of two inputs and trains both of the model's outpu
 The framework still does everything around it: micro-batches (``trainer.accumulate``), the
 gradient averaging over workers, clipping, precision, checkpoints; it cuts, moves and casts
 the dict like any batch. ``counts`` and ``metrics`` work on the same outputs and targets, so
-the centre's error is reduced over every batch and worker like the accuracy (``eval/center_mse``).
+the centre's error is reduced over every batch and worker like the accuracy (``val/center_mse``).
 """
 
 import torch
