@@ -17,6 +17,9 @@ from tests.helpers import FROZEN, SHARED_DATA, VGG_SMALL, compose_config, make_f
 # against 7 s alone. (A test of the thread choice itself sets its own environment.)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+# Every Python process a test starts prints all its threads' stacks on SIGABRT (and on a
+# crash): tests.helpers.finish sends it to a run that hangs past its timeout.
+os.environ.setdefault("PYTHONFAULTHANDLER", "1")
 
 
 @pytest.fixture(scope="session")

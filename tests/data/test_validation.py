@@ -11,7 +11,7 @@ import torch
 
 from tests.helpers import compose_config
 from tests.helpers.config import ROOT
-from tests.helpers.runs import launch
+from tests.helpers.runs import finish, launch
 from tests.helpers.splits import Numbered, NumberedData, RecordReads
 from trainer.data.datasets import DatasetSplit
 from trainer.data.memory import TensorSplit
@@ -114,7 +114,7 @@ def test_two_workers_hold_out_the_rows_one_worker_does(tmp_path):
     _, one = _fit(tmp_path / "one")
     proc = launch("torchrun", 2, *ROWS, *CONFIGURED, f"hydra.run.dir={tmp_path}/two",
                   cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})  # (tests.helpers)
-    _, err = proc.communicate(timeout=240)
+    _, err = finish(proc, timeout=240)
     assert proc.returncode == 0, err[-3000:]
     for rank in (0, 1):
         two = json.loads((tmp_path / "two" / f"rows-rank{rank}.json").read_text())

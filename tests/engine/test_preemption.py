@@ -21,6 +21,7 @@ from tests.helpers import (
     EXACT,
     ROOT,
     SHRINK,
+    finish,
     launch,
     max_difference,
     run,
@@ -123,7 +124,7 @@ def test_two_workers_stop_together_when_one_is_signalled(tmp_path, uninterrupted
     run_dir = tmp_path / "run"
     proc = launch("torchrun", 2, *LONG, *_signal_at(10, rank=1), f"hydra.run.dir={run_dir}",
                   cwd=ROOT)
-    out, err = proc.communicate(timeout=240)
+    out, err = finish(proc, timeout=240)
     step = _stop_step(out)
     assert 10 <= step < 600, step
     assert "exitcode  : 143" in err and proc.returncode != 0  # torchrun names each worker's
@@ -145,7 +146,7 @@ def test_sigterm_to_the_torchrun_agent_ends_with_a_checkpoint(tmp_path, uninterr
     while "step 20/" not in seen and time.monotonic() < deadline:
         seen += proc.stdout.readline()
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
+    out, err = finish(proc, timeout=120)
     assert proc.returncode == 143 and "Traceback" not in err, err[-3000:]
     assert "trainer-launch: torchrun stopped by SIGTERM: the workers checkpointed" in err
     step = _stop_step(seen + out)

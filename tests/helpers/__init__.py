@@ -17,6 +17,7 @@ from tests.helpers.runs import (
     HAVE_MPI,
     cli_in_process,
     descendants,
+    finish,
     launch,
     make_fake_mnist,
     needs_mpi,
@@ -26,6 +27,6 @@ from tests.helpers.runs import (
 )
 
 __all__ = ["BIN", "EQUIVALENCE", "EXACT", "FLOAT64", "FROZEN", "HAVE_MPI", "ROOT", "SHARED_DATA",
-           "SHRINK", "VGG_SMALL", "cli_in_process", "compose_config", "descendants", "launch",
-           "make_fake_mnist", "max_difference", "needs_mpi", "run", "run_cli", "train_in_process",
-           "weights"]
+           "SHRINK", "VGG_SMALL", "cli_in_process", "compose_config", "descendants", "finish",
+           "launch", "make_fake_mnist", "max_difference", "needs_mpi", "run", "run_cli",
+           "train_in_process", "weights"]

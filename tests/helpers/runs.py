@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -109,9 +110,35 @@ def launch(launcher: str, n: int, *args: str, cwd: Path, timeout: float = 240, *
 
 def run(launcher: str, n: int, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     proc = launch(launcher, n, *args, cwd=cwd)
-    out, err = proc.communicate(timeout=240)
+    out, err = finish(proc, timeout=240)
     assert proc.returncode == 0, err[-3000:]
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def finish(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """``proc.communicate(timeout=...)`` that, past the timeout, fails the test with where
+    every process under ``proc`` was: each gets SIGABRT, on which Python's faulthandler
+    (PYTHONFAULTHANDLER, set for the suite in tests/conftest.py) prints all its threads'
+    stacks to the stderr the test reads. A hang of a launcher, a rank or a DataLoader worker
+    then says where it hung instead of only that it timed out."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    # The deepest first (DataLoader workers, ranks), the launcher last: each prints its own.
+    for pid in [*reversed(descendants(proc.pid)), proc.pid]:
+        try:
+            os.kill(pid, signal.SIGABRT)
+        except ProcessLookupError:
+            pass
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    command = " ".join(map(str, proc.args))
+    pytest.fail(f"{command}\nran past {timeout:g} s; its output's end:\n{out[-2000:]}\n"
+                f"its processes' stacks (SIGABRT):\n{err[-15000:]}", pytrace=False)
 
 
 def descendants(pid: int) -> list[int]:

@@ -9,6 +9,7 @@ from tests.helpers import (
     EQUIVALENCE,
     EXACT,
     ROOT,
+    finish,
     launch,
     max_difference,
     run,
@@ -26,7 +27,7 @@ def test_preempted_on_two_workers_resumed_on_four_equals_one_worker(tmp_path):
                     "+callbacks.kill.step=11")
     proc = launch("torchrun", 2, *args, *signal_at_11, f"hydra.run.dir={tmp_path}/cut",
                   cwd=ROOT)
-    out, err = proc.communicate(timeout=240)
+    out, err = finish(proc, timeout=240)
     assert "stopped by SIGTERM at step" in out, err[-3000:]
     resumed = run("torchrun", 4, *args, f"hydra.run.dir={tmp_path}/cut", cwd=ROOT)
     assert '"world_size": 4' in (tmp_path / "cut" / "metrics.json").read_text()

@@ -18,6 +18,7 @@ from tests.helpers import (
     ROOT,
     SHRINK,
     descendants,
+    finish,
     max_difference,
     run,
     weights,
@@ -51,7 +52,7 @@ def test_torchrun_script_restarts_failed_workers_which_resume_exactly(tmp_path):
     ]
     assert len(workers) == 2
     os.kill(workers[-1], signal.SIGKILL)  # one worker dies; torchrun restarts both
-    out, err = proc.communicate(timeout=240)
+    out, err = finish(proc, timeout=240)
     assert proc.returncode == 0, err[-3000:]
     assert "resuming from" in out
     assert max_difference(weights(tmp_path / "ref"), weights(tmp_path / "elastic")) == 0.0
@@ -61,7 +62,7 @@ def test_torchrun_script_restarts_failed_workers_which_resume_exactly(tmp_path):
 def test_mpirun_script_with_pips_mpich(tmp_path):
     proc = script("mpirun.sh", "2", *EQUIVALENCE, f"hydra.run.dir={tmp_path}/r", cwd=tmp_path,
                   env={**ENV, "MPIRUN": str(BIN / "mpiexec")})
-    _, err = proc.communicate(timeout=240)
+    _, err = finish(proc, timeout=240)
     assert proc.returncode == 0, err[-3000:]
     assert '"world_size": 2' in (tmp_path / "r" / "metrics.json").read_text()
 
@@ -82,7 +83,7 @@ def test_srun_environment_matches_one_worker(tmp_path):
         for r in (0, 1)
     ]
     for proc in procs:
-        _, err = proc.communicate(timeout=240)
+        _, err = finish(proc, timeout=240)
         assert proc.returncode == 0, err[-3000:]
     assert max_difference(weights(tmp_path / "one"), weights(tmp_path / "two")) < EXACT
 

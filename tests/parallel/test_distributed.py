@@ -21,6 +21,7 @@ from tests.helpers import (
     EXACT,
     SHRINK,
     descendants,
+    finish,
     launch,
     max_difference,
     needs_mpi,
@@ -121,7 +122,7 @@ def test_a_dead_worker_ends_the_job_with_one_line_within_the_timeout(tmp_path):
         time.sleep(0.05)
     ranks[1].kill()
     killed = time.monotonic()
-    _, err = ranks[0].communicate(timeout=90)
+    _, err = finish(ranks[0], timeout=90)
     assert time.monotonic() - killed < 60
     assert ranks[0].returncode == 2
     assert err.strip().splitlines()[-1].startswith("trainer: error: rank 0 lost contact")
@@ -147,7 +148,7 @@ def test_launcher_and_mpi_library_mismatch_is_refused(tmp_path):
     # library mpi4py was built against sees a singleton world.
     env = {**os.environ, "PMI_RANK": "0", "PMI_SIZE": "2"}
     proc = launch("none", 1, f"hydra.run.dir={tmp_path}/r", cwd=tmp_path, env=env)
-    _, err = proc.communicate(timeout=120)
+    _, err = finish(proc, timeout=120)
     assert proc.returncode == 2
     assert "mpich launcher says rank 0 of 2, but mpi4py's MPI library says rank 0 of 1" in err
 
@@ -175,7 +176,7 @@ def test_unused_parameters_and_a_stop_asked_on_one_rank_only(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = launch("torchrun", 2, *model, "trainer.max_steps=3", f"hydra.run.dir={tmp_path}/bad",
                   cwd=tmp_path, env=env)
-    _, err = proc.communicate(timeout=240)
+    _, err = finish(proc, timeout=240)
     assert proc.returncode != 0
     lines = [line for line in err.splitlines() if line.startswith("trainer: error: ")]
     assert lines and lines[0] == (
@@ -188,7 +189,7 @@ def test_unused_parameters_and_a_stop_asked_on_one_rank_only(tmp_path):
                   "+callbacks.stop._target_=tests.helpers.broken.StopOnOneRank",
                   "+callbacks.stop.rank=1", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path,
                   env=env)
-    out, err = proc.communicate(timeout=240)
+    out, err = finish(proc, timeout=240)
     assert proc.returncode == 0, err[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["stopped_early"] is True and 3 <= metrics["steps"] < 440
@@ -210,7 +211,7 @@ def test_a_taken_master_port_ends_every_mpi_rank_in_one_line(tmp_path):
         started = time.monotonic()
         proc = launch("mpiexec", 2, "dist.timeout=20", f"hydra.run.dir={tmp_path}/run",
                       cwd=tmp_path, env=env)
-        _, err = proc.communicate(timeout=120)
+        _, err = finish(proc, timeout=120)
     assert time.monotonic() - started < 30
     assert proc.returncode == 2
     lines = [line for line in err.splitlines() if line.startswith("trainer: error: ")]

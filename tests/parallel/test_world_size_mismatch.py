@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 
-from tests.helpers import SHRINK
+from tests.helpers import SHRINK, finish
 
 
 def _free_port() -> int:
@@ -28,7 +28,7 @@ def test_workers_with_different_world_sizes_stop_in_one_line(tmp_path):
              f"hydra.run.dir={tmp_path}/r{rank}"],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     for proc, (rank, world) in zip(procs, ((0, 2), (1, 3)), strict=True):
-        _, err = proc.communicate(timeout=120)
+        _, err = finish(proc, timeout=120)
         assert proc.returncode == 2, err[-3000:]
         # (torch's C++ logger may add its own lines: "[E... ProcessGroupGloo.cpp]", or a
         # "[W...] Exception raised from recvBytes" with C++ frames when a peer resets; those
