@@ -94,6 +94,19 @@ def test_config_that_cannot_fit_the_data_is_one_line_before_the_first_step(tmp_p
     assert not list((tmp_path / "run").glob("checkpoints/step-*.pt"))
 
 
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_a_bad_label_of_a_validation_or_test_dataset_is_one_line_naming_it(tmp_path, split):
+    # A Dataset is read item by item: its evaluation labels are first seen by the evaluation.
+    bad = Items("negative label", n=32, at=7)
+    data = (Items(), bad, Items(n=32)) if split == "test" else (Items(), Items(n=32), bad)
+    with pytest.raises(UserError) as caught:
+        trainer.fit(FIT, model=Model(), data=data, run_dir=tmp_path)
+    assert str(caught.value) == (
+        f"the {split} data: label -1 is outside the model's 4 classes (0..3): number the "
+        "classes 0..C-1, or make the model's output as wide as the classes (its num_classes) "
+        f"(sample 7 of the {split} set)")
+
+
 def test_a_model_wider_than_the_labels_trains_and_says_so_once(tmp_path, caplog):
     trainer.fit(["model.num_classes=12", "trainer.max_steps=2"], run_dir=tmp_path)
     said = [r.getMessage() for r in caplog.records if "class outputs" in r.getMessage()]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tests.helpers.compare import FLOAT64
 from tests.helpers.config import ROOT, SHRINK
+from tests.helpers.runs import finish
 
 PROJECT = ROOT / "examples" / "user_project"
 CONF = PROJECT / "shapes" / "conf"
@@ -25,8 +26,10 @@ SHAPES = ("recipe=shapes", "optimizer=sgd", "trainer.epochs=2", "logger.sample_p
 
 def trainer(*args: str, cwd: Path, launcher: list[str] | None = None, timeout: float = 300):
     command = [*(launcher or [sys.executable]), "-m", "trainer", *args, *SHRINK]
-    return subprocess.run(command, cwd=cwd, env={**os.environ, **ENV}, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.Popen(command, cwd=cwd, env={**os.environ, **ENV}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    out, err = finish(proc, timeout)  # past the timeout: every process's stacks
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
 def torchrun(n: int) -> list[str]:

@@ -9,9 +9,10 @@ processes (``workers``) read and decode while the model trains. A resumed run as
 k of the epoch and gets it, whatever happened before.
 
 What stays the user's: randomness INSIDE a Dataset (a random crop in its transform) is drawn
-in whichever DataLoader worker reads the row, so it differs with the world size and the
-worker count; augment through the data's ``augmentation`` (drawn per global batch, the same
-for any split) where runs must match exactly.
+in whichever DataLoader worker reads the row, from a worker generator that runs on across the
+run's passes, so it differs with the world size, the worker count and on resume; augment
+through the data's ``augmentation`` (drawn per global batch, the same for any split) where
+runs must match exactly.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ class DatasetSplit:
             ) from None
         self.dataset, self.workers, self.name = dataset, workers, name
         self.device = device or torch.device("cpu")
+        # This split's DataLoader, its worker processes forked once and kept (see _items).
+        self._rows = _Rows()
+        self._loader: DataLoader | None = None
+        self._busy = False
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -69,13 +74,46 @@ class DatasetSplit:
         if not rows:
             return
         pin = self.device.type == "cuda"
-        # Its own generator: a DataLoader otherwise draws its workers' base seed from the
-        # global RNG, and a resumed run (which opens the epoch's loader after restoring the
-        # RNG) would then draw different dropout masks from the original run.
-        loader = DataLoader(self.dataset, batch_sampler=rows,
-                            num_workers=min(self.workers, len(rows)), pin_memory=pin,
-                            generator=torch.Generator().manual_seed(0))
-        items = iter(loader)
+        persistent = self.workers > 0 and not self._busy
+        if persistent:
+            self._busy = True
+            self._rows.rows = rows
+            items = iter(self._persistent_loader(pin))  # (drops what an abandoned pass left)
+        else:  # another pass over this split is still open: a loader of its own
+            items = iter(DataLoader(self.dataset, batch_sampler=rows,
+                                    num_workers=min(self.workers, len(rows)), pin_memory=pin,
+                                    generator=torch.Generator().manual_seed(0)))
+        try:
+            yield from self._collated(items, rows, pin)
+        finally:
+            if persistent:
+                self._busy = False
+
+    def close(self) -> None:
+        """End the worker processes (dropping the loader ends its iterator's workers); a
+        later pass forks them again."""
+        self._loader = None
+
+    def _persistent_loader(self, pin: bool) -> DataLoader:
+        """The split's one DataLoader, its workers kept between passes (epochs, evaluations).
+
+        Forking a worker per pass is what hung runs: CPython 3.11 deadlocks a forked child in
+        ``PyOS_AfterFork_Child`` when another thread of the parent held the runtime's thread
+        list lock at the fork (a thread starting or ending then), and a per-pass DataLoader
+        forks right after the previous pass's queue threads were told to exit -- seen in about
+        1 of 100 two-rank runs with DataLoader workers. Workers forked once per split, and
+        queue threads that live as long as the run, leave no thread exiting at a fork."""
+        if self._loader is None:
+            # Its own generator: a DataLoader otherwise draws its workers' base seed from the
+            # global RNG, and a resumed run (which opens the loader after restoring the RNG)
+            # would then draw different dropout masks from the original run.
+            self._loader = DataLoader(self.dataset, batch_sampler=self._rows,
+                                      num_workers=self.workers, pin_memory=pin,
+                                      persistent_workers=True,
+                                      generator=torch.Generator().manual_seed(0))
+        return self._loader
+
+    def _collated(self, items: Iterator, rows: list[list[int]], pin: bool) -> Iterator:
         for batch_rows in rows:
             try:
                 item = next(items)
@@ -93,6 +131,20 @@ class DatasetSplit:
                                                                       non_blocking=pin)
             else:  # a dict of named fields, several inputs: the structure as it collated
                 yield to_device(item, self.device, pin)
+
+
+class _Rows:
+    """A persistent DataLoader's ``batch_sampler``: the row batches of the pass under way
+    (set before each ``iter``, which reads them afresh)."""
+
+    def __init__(self) -> None:
+        self.rows: list[list[int]] = []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 class Datasets(InMemoryData):

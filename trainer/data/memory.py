@@ -101,6 +101,13 @@ class InMemoryData:
         """A few texts the model generates, for TensorBoard's text tab (text recipes)."""
         return []
 
+    def close(self) -> None:
+        """The run is over: splits that keep reader processes (a Dataset's DataLoader
+        workers) end them now rather than when the data is collected."""
+        for split in (self.train, self.val, self.test):
+            if callable(close := getattr(split, "close", None)):
+                close()
+
 
 def seeded_generator(*key: int) -> torch.Generator:
     """A generator whose stream is a function of ``key`` alone (any rank, any resume)."""
@@ -196,6 +203,13 @@ class InMemoryLoader:
             yield batch
 
 
+def eval_share(num_samples: int, rank: int, world_size: int) -> tuple[int, int]:
+    """The rows ``[lo, hi)`` of an eval split that ``rank`` evaluates (contiguous, every row
+    on exactly one rank)."""
+    bounds = np.linspace(0, num_samples, world_size + 1).round().astype(int)
+    return int(bounds[rank]), int(bounds[rank + 1])
+
+
 def eval_batches(
     split: TensorSplit,
     batch_size: int,
@@ -207,8 +221,7 @@ def eval_batches(
     """This rank's contiguous share of an eval split, in order, every sample exactly once;
     batches prepared like the loader's."""
     prepare = prepare or (lambda batch: batch)
-    bounds = np.linspace(0, len(split), world_size + 1).round().astype(int)
-    lo_rank, hi_rank = int(bounds[rank]), int(bounds[rank + 1])
+    lo_rank, hi_rank = eval_share(len(split), rank, world_size)
     slices = [slice(lo, min(lo + batch_size, hi_rank))
               for lo in range(lo_rank, hi_rank, batch_size)]
     for raw in split.stream(slices):

@@ -81,6 +81,28 @@ def explain_step_failure(run, batch: Any) -> UserError | None:
     return None
 
 
+def explain_evaluation_failure(task, model: torch.nn.Module, feed, batch: Any, part,
+                               first_row: int, name: str, whose: str) -> UserError | None:
+    """After an evaluation batch raised (a Dataset read item by item shows its validation or
+    test labels only here: ``Target 12 is out of bounds``): the task's ``check`` over that
+    batch, its forward run again with gradients on (the check asks for an output in the
+    autograd graph); a UserError naming the split and the sample (its index in ``whose``
+    set, the data as given) where the check finds the cause, else None (the error stands)."""
+    check = task_check(task)
+    if check is None:
+        return None
+    try:
+        with torch.enable_grad():
+            problem = check(*feed(model, batch))
+    except Exception:  # noqa: BLE001 (it fails again as it did: the evaluation's error stands)
+        return None
+    if problem is None:
+        return None
+    where = (f" (sample {origin(part, first_row + problem.row)} of the {whose} set)"
+             if problem.row is not None else "")
+    return UserError(f"the {name} data: {problem.text}{where}")
+
+
 def task_check(task: Any):
     """The task's ``check``, where it was written for the task's own ``forward`` and ``loss``:
     a task that inherits a built-in check but defines its own forward or loss (several

@@ -97,6 +97,8 @@ def _attempt(cfg: DictConfig, backend, objects: dict, run_dir: Path,
     finally:
         run.logger.close()
         run.checkpointer.close()
+        if callable(close := getattr(run.data, "close", None)):  # (a user's own data class)
+            close()
     # Free the model while the interpreter is fully alive: DDP holds the process group,
     # and a Gloo group torn down only at interpreter exit can abort the process
     # ("terminate called without an active exception"), failing a finished run.
