@@ -92,7 +92,21 @@ CONFIG = [
                                          "best_checkpoint, default, early_stopping"),
     (["trainer.noise_scale=sometimes"], "trainer.noise_scale=sometimes is invalid"),
     (["trainer.precision=8"], "trainer.precision=8 is unknown"),
-    (["optimizer.scale_lr=sqrt"], "optimizer.scale_lr=sqrt is invalid"),
+    (["optimizer.scale_lr=cubic"], "optimizer.scale_lr=cubic is invalid: use none, linear, "
+                                   "sqrt or adascale"),
+    (["optimizer.scale_lr=adascale", "optimizer.base_batch_size=16"],
+     "optimizer.scale_lr=adascale measures the gradient noise from at least two gradients per "
+     "step, and one worker with trainer.accumulate=1 has one: set trainer.accumulate=2"),
+    (["optimizer.scale_lr=adascale", "trainer.accumulate=2"],
+     "optimizer.scale_lr=adascale: data.batch_size=64 is smaller than "
+     "optimizer.base_batch_size=256"),
+    (["optimizer=adam", "optimizer.scale_lr=adascale", "optimizer.base_batch_size=16",
+      "trainer.accumulate=2"], "optimizer.scale_lr=adascale is AdaScale SGD (SGD with or "
+                               "without momentum); torch.optim.Adam adapts its steps itself"),
+    (["optimizer=lars", "optimizer.scale_lr=adascale", "optimizer.base_batch_size=16",
+      "trainer.accumulate=2"], "trainer.optim.LARS adapts its steps itself"),
+    (["optimizer.adascale_decay=1"], "optimizer.adascale_decay=1.0 is invalid: use a number "
+                                     "in [0, 1), or null"),
     (["schedule.warmup_steps=-1"], "schedule.warmup_steps and schedule.warmup_epochs must be"),
     (["schedule=step", "schedule.gamma=2"], "schedule.gamma=2.0 must be in (0, 1]"),
     (["noise=annealed", "noise.eta=-1"], "noise.eta=-1.0 must be > 0"),

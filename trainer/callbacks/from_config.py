@@ -9,6 +9,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from trainer.callbacks import Callback, CallbackList
+from trainer.callbacks.adascale import AdaScaleCallback
 from trainer.callbacks.noise_scale import NoiseScaleCallback
 from trainer.callbacks.qat_phases import QATPhases
 from trainer.callbacks.sample_predictions import SamplePredictions
@@ -35,6 +36,8 @@ def framework_callbacks(cfg: DictConfig, noise: Callback | None = None) -> dict[
                                                     q.freeze_bn_step))
     # Always: it also says in metrics.json why B_simple was not measured.
     named["noise_scale"] = NoiseScaleCallback()
+    if cfg.optimizer.scale_lr == "adascale":
+        named["adascale"] = AdaScaleCallback()
     if loop.clip_grad_norm is not None or loop.clip_grad_value is not None:
         named["clip_grad"] = GradClip(loop.clip_grad_norm, loop.clip_grad_value)
     if noise is not None:

@@ -124,9 +124,15 @@ class OptimizerKeys:
     scaled); every other key is an argument of the option's ``_target_``."""
 
     _partial_: bool = True
-    # linear: lr x global batch / base_batch_size (Goyal et al. 2017); none: lr as given.
-    scale_lr: str = rule("none", choices=("none", "linear"), hint="use none or linear")
+    # With S = global batch / base_batch_size: linear: lr x S (Goyal et al. 2017); sqrt:
+    # lr x sqrt(S); adascale: lr x each step's measured gain in [1, S], the schedule and
+    # trainer.epochs in base-batch (scale-invariant) units (Johnson et al. 2020); none: lr.
+    scale_lr: str = rule("none", choices=("none", "linear", "sqrt", "adascale"),
+                         hint="use none, linear, sqrt or adascale")
     base_batch_size: int = rule(256, low=1, hint="use a positive integer")
+    # AdaScale's averaging of its statistics per step (null: max(1 - S/1000, 0.9)).
+    adascale_decay: float | None = rule(None, low=0, below=1, optional=True,
+                                        hint="use a number in [0, 1), or null")
     # Biases and norm parameters in their own group: no weight decay, no layer-wise adaptation.
     exclude_bias_and_norm: bool = rule(False, boolean=True, hint="use true or false")
 

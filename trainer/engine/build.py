@@ -40,7 +40,7 @@ from trainer.io.logger import Logger
 from trainer.io.state import ModelState, OptimizerState, ProgressState, RNGState
 from trainer.large_batch.noise_scale import NoiseScale, plan_noise_scale
 from trainer.norms.ghost import check_ghost_batches
-from trainer.optim.factory import build_optimizer
+from trainer.optim.factory import build_optimizer, most_epochs
 from trainer.optim.schedule import Schedule
 from trainer.parallel.backends import Backend
 from trainer.parallel.sample_dropout import BatchPosition
@@ -90,6 +90,9 @@ class Run:
     resumed_from: Path | str | None = None  # a checkpoint, or words for state held in memory
     resume_state: dict | None = None
     stop_reason: str = ""  # set by request_stop: the run ends after this step
+    # Set by a component whose own measure of the run's length is reached (AdaScale's
+    # scale-invariant progress), on every rank at the same step: the run ends after it.
+    finished: bool = False
 
     @property
     def rank(self) -> int:
@@ -287,7 +290,9 @@ def _build_components(cfg: DictConfig, run_dir: Path, backend: Backend,
     data = build_data(cfg.data, backend, dtype, objects.get("data"), seed=loop.seed,
                       val_fraction=val_fraction)
     schedule = safe_instantiate(cfg.schedule, "schedule")
-    epoch_batches = schedule.global_batches(cfg.data.batch_size, len(data.train), loop.epochs)
+    # (More epochs than trainer.epochs where it counts base-batch epochs: AdaScale.)
+    epochs = most_epochs(cfg.optimizer, cfg.data.batch_size, loop.epochs)
+    epoch_batches = schedule.global_batches(cfg.data.batch_size, len(data.train), epochs)
     try:
         loader = InMemoryLoader(
             data.train, cfg.data.batch_size, seed=loop.seed, rank=backend.rank,
@@ -337,7 +342,9 @@ def _build_components(cfg: DictConfig, run_dir: Path, backend: Backend,
     total_steps = sum(epoch_steps)
     if loop.max_steps is not None:
         total_steps = min(total_steps, loop.max_steps)
-    schedule.attach(optimizer, steps_per_epoch=epoch_steps, total_steps=total_steps)
+    # The schedule spans trainer.epochs (AdaScale reads it at its scale-invariant progress).
+    schedule.attach(optimizer, steps_per_epoch=epoch_steps[:loop.epochs],
+                    total_steps=min(total_steps, sum(epoch_steps[:loop.epochs])))
     task = objects["task"] if "task" in objects else safe_instantiate(cfg.task, "task")
     noise = safe_instantiate(cfg.noise, "noise")
     noise.bind(loop.seed)

@@ -256,7 +256,7 @@ class Loop:
             if (asked or self.asked_anywhere or eval_now) and self.stop_agreed():
                 self.stopping = True
                 break
-            if p.step >= self.total_steps or self.stopped_by:
+            if p.step >= self.total_steps or self.stopped_by or run.finished:
                 break
         clock.stop()
 
@@ -329,7 +329,7 @@ class Loop:
         check_first_forward(run)  # the model's output and the targets, against the task
         # Process start to the first step: what every job of a sweep pays before training.
         startup_s = process_age()
-        while p.step < self.total_steps and not self.stopping:
+        while p.step < self.total_steps and not self.stopping and not run.finished:
             before = self.clock.total
             self.train_epoch()
             self.epoch_seconds = self.clock.total - before

@@ -34,6 +34,7 @@ next log line, when they are read with the losses.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -88,22 +89,34 @@ class NoiseScale:
 
     def update(self, small_sq: list[float], big_sq: list[float]) -> None:
         """Fold the pending steps in, given their norms read back (and averaged over workers)."""
-        d = self.decay
         for s, g, (_, _, b, big) in zip(small_sq, big_sq, self.pending, strict=True):
-            if not (math.isfinite(s) and math.isfinite(g)):
-                continue  # an fp16 overflow step: the optimizer skipped it too
-            self.batch_sizes = (b, big)
-            grad_sq = (big * g - b * s) / (big - b)
-            trace = (s - g) / (1.0 / b - 1.0 / big)
-            self.grad_sq = d * self.grad_sq + (1 - d) * grad_sq
-            self.trace = d * self.trace + (1 - d) * trace
-            self.grad_sq_sq = d * self.grad_sq_sq + (1 - d) * grad_sq * grad_sq
-            self.trace_sq = d * self.trace_sq + (1 - d) * trace * trace
-            self.cross = d * self.cross + (1 - d) * grad_sq * trace
-            self.weight = d * self.weight + (1 - d)
-            self.weight_sq = d * d * self.weight_sq + (1 - d) ** 2
-            self.steps += 1
+            self.fold(s, g, b, big)
         self.pending.clear()
+
+    def fold(self, small_sq: float, big_sq: float, b: float, big: float) -> bool:
+        """One step's mean small-batch (batch ``b``) and large-batch (batch ``big``) squared
+        norms into the averages; False (nothing folded) for a non-finite step."""
+        s, g, d = small_sq, big_sq, self.decay
+        if not (math.isfinite(s) and math.isfinite(g)):
+            return False  # an fp16 overflow step: the optimizer skipped it too
+        self.batch_sizes = (b, big)
+        grad_sq = (big * g - b * s) / (big - b)
+        trace = (s - g) / (1.0 / b - 1.0 / big)
+        self.grad_sq = d * self.grad_sq + (1 - d) * grad_sq
+        self.trace = d * self.trace + (1 - d) * trace
+        self.grad_sq_sq = d * self.grad_sq_sq + (1 - d) * grad_sq * grad_sq
+        self.trace_sq = d * self.trace_sq + (1 - d) * trace * trace
+        self.cross = d * self.cross + (1 - d) * grad_sq * trace
+        self.weight = d * self.weight + (1 - d)
+        self.weight_sq = d * d * self.weight_sq + (1 - d) ** 2
+        self.steps += 1
+        return True
+
+    def means(self) -> tuple[float, float]:
+        """The bias-corrected averages of |G|^2 and tr(Sigma) (0, 0 before any step)."""
+        if self.weight <= 0:
+            return 0.0, 0.0
+        return self.grad_sq / self.weight, self.trace / self.weight
 
     # --- what the estimate says -----------------------------------------------------------
 
@@ -255,12 +268,16 @@ class MicroBatchNorms:
     graph task) closes the last one's sum, so the step never has to say where a backward
     ends. (A DDP comm hook could do the same per bucket, but a Python comm hook turns a dead
     peer into an abort instead of a clean error.)
+
+    ``groups``: lists of parameters whose norms are kept apart (the optimizer's parameter
+    groups, for AdaScale's gain per group); each backward then gives one norm per group.
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, groups: list[list] | None = None) -> None:
         self.model = model
+        self.groups = groups
         self.handles: list = []
-        self.parts: list[torch.Tensor] = []
+        self.parts: list[tuple[int, torch.Tensor]] = []
         self.norms: list[torch.Tensor] = []
         self.backward = -1  # the graph task the parts belong to
         self.watch()
@@ -268,29 +285,40 @@ class MicroBatchNorms:
     def watch(self) -> None:
         """Hook the parameters that train now (again after trainer.stages changes them)."""
         self.remove()
-        self.handles = [p.register_hook(self._record)
-                        for p in self.model.parameters() if p.requires_grad]
+        groups = self.groups or [list(self.model.parameters())]
+        self.handles = [p.register_hook(functools.partial(self._record, i))
+                        for i, params in enumerate(groups) for p in params if p.requires_grad]
 
     def remove(self) -> None:
         for handle in self.handles:
             handle.remove()
         self.handles = []
 
-    def _record(self, grad: torch.Tensor) -> None:
+    def _record(self, group: int, grad: torch.Tensor) -> None:
         backward = graph_task_id()
         if backward != self.backward:
             self._close()
             self.backward = backward
-        self.parts.append(torch.linalg.vector_norm(grad, dtype=torch.float64).square())
+        self.parts.append((group, torch.linalg.vector_norm(grad, dtype=torch.float64).square()))
 
     def _close(self) -> None:
-        """The parts so far are one backward pass's: their sum joins this step's list."""
-        if self.parts:
-            self.norms.append(torch.stack(self.parts).sum())
-            self.parts = []
+        """The parts so far are one backward pass's: their sum (per group when there are
+        groups) joins this step's list."""
+        if not self.parts:
+            return
+        if self.groups is None:
+            self.norms.append(torch.stack([part for _, part in self.parts]).sum())
+        else:
+            sums = [[] for _ in self.groups]
+            for group, part in self.parts:
+                sums[group].append(part)
+            zero = self.parts[0][1].new_zeros(())
+            self.norms.append(torch.stack([torch.stack(s).sum() if s else zero for s in sums]))
+        self.parts = []
 
     def take(self) -> list[torch.Tensor]:
-        """This step's per-backward squared norms (device tensors); starts the next step."""
+        """This step's per-backward squared norms (device tensors: scalars, or one entry per
+        group); starts the next step."""
         self._close()
         self.backward = -1
         norms, self.norms = self.norms, []

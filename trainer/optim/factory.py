@@ -4,6 +4,8 @@ parameters in their own group on request, apex's FusedLAMB where asked."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from omegaconf import DictConfig
 
@@ -17,10 +19,25 @@ _OPTIMIZER_ONLY_KEYS = framework_keys("optimizer")
 
 
 def scaled_lr(cfg: DictConfig, global_batch: int) -> float:
-    """``optimizer.lr``, times global batch / base batch under the linear scaling rule."""
+    """``optimizer.lr``, times S = global batch / base batch under the linear scaling rule
+    (Goyal et al. 2017), times sqrt(S) under the square-root rule (Krizhevsky 2014; Hoffer
+    et al. 2017: the update's noise stays that of the base batch). AdaScale starts from
+    ``optimizer.lr`` and multiplies it by each step's gain (trainer/callbacks/adascale.py)."""
+    scale = global_batch / cfg.base_batch_size
     if cfg.scale_lr == "linear":
-        return cfg.lr * global_batch / cfg.base_batch_size
+        return cfg.lr * scale
+    if cfg.scale_lr == "sqrt":
+        return cfg.lr * math.sqrt(scale)
     return cfg.lr
+
+
+def most_epochs(cfg: DictConfig, global_batch: int, epochs: int) -> int:
+    """The real epochs a run of ``trainer.epochs`` may take. With AdaScale, trainer.epochs
+    counts base-batch (scale-invariant) epochs, and one of those takes between 1 (every gain
+    S) and S (every gain 1) real epochs: the run ends when its progress gets there."""
+    if cfg.scale_lr != "adascale":
+        return epochs
+    return math.ceil(epochs * max(global_batch / cfg.base_batch_size, 1.0))
 
 
 def fused_lamb(cfg: DictConfig, device: torch.device):

@@ -1,0 +1,116 @@
+"""AdaScale (``optimizer.scale_lr=adascale``): each step's learning rate is the schedule's at
+the run's scale-invariant progress times the gain measured from this step's gradients, and the
+run ends when that progress reaches ``trainer.epochs`` base-batch epochs
+(trainer/large_batch/adascale.py has the rule and its estimator).
+
+Measured in two gradient hooks, like B_simple: each backward pass's own gradient norm per
+optimizer group (tensor hooks, before any all-reduce), and in ``on_after_backward`` the
+averaged gradient's; the workers' micro-batch norms are averaged in one all-reduce per step and
+read back, since this step's learning rate depends on them. Logged: ``adascale/gain`` (the mean
+over the steps since the last log line), ``adascale/progress`` (scale-invariant epochs) and the
+scaled ``lr`` the loop already logs; the log line's note; ``adascale_*`` in metrics.json. Its
+state (progress, statistics) is in every checkpoint, so a resume continues exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from trainer.callbacks import Callback
+from trainer.large_batch.adascale import AdaScale, check_adascale
+from trainer.large_batch.noise_scale import MicroBatchNorms, squared_norm
+
+
+class AdaScaleCallback(Callback):
+    def __init__(self) -> None:
+        self.adascale: AdaScale | None = None
+        self.norms: MicroBatchNorms | None = None
+        self.saved: dict | None = None  # a checkpoint's state, applied once the run is built
+        self.first_progress = 0.0  # where this process started (a resume's)
+        self.first_step = 0
+
+    def on_fit_start(self, run) -> None:
+        cfg = run.cfg
+        check_adascale(cfg, run.backend.world_size, run.micro_batches, run.optimizer,
+                       cfg.trainer.stages, run.schedule)
+        groups = [group["params"] for group in run.optimizer.param_groups]
+        decay = cfg.optimizer.get("adascale_decay")
+        self.adascale = AdaScale(cfg.optimizer.base_batch_size, run.loader.global_batch_size,
+                                 len(groups), decay)
+        if self.saved is not None:
+            self.adascale.load_state_dict(self.saved)
+            self.saved = None
+        self.first_progress, self.first_step = self.adascale.progress, run.step
+        self.norms = MicroBatchNorms(run.model, groups)
+        self._check_finished(run)  # a resumed run that had already reached its length
+
+    def _position(self) -> float:
+        """The progress in the schedule's units: steps at this run's global batch."""
+        return self.adascale.progress / self.adascale.scale
+
+    def _check_finished(self, run) -> None:
+        if self._position() >= run.schedule.total_steps:
+            run.finished = True
+
+    def on_after_backward(self, run) -> None:
+        k = run.micro_batches
+        small = torch.stack(self.norms.take()).mean(dim=0) * (k * k)
+        big = torch.stack([squared_norm(group["params"])
+                           for group in run.optimizer.param_groups]).to(small.device)
+        world = run.backend.world_size
+        if world > 1:  # every worker's micro-batches (the averaged gradient is the same)
+            small = run.backend.all_reduce_sum(small) / world
+        scale_sq = run.precision.loss_scale() ** 2  # fp16 gradients carry the loss scale
+        values = (torch.cat([small, big]) / scale_sq).tolist()
+        n = len(values) // 2
+        self.adascale.observe(values[:n], values[n:], run.loader.batch_size // k)
+
+    def on_before_optimizer_step(self, run, optimizer) -> None:
+        # The schedule at the scale-invariant progress (tau, before this step), times the gain.
+        run.schedule.apply(optimizer, self._position())
+        for group, gain in zip(optimizer.param_groups, self.adascale.gains, strict=True):
+            group["lr"] *= gain
+
+    def on_step_end(self, run) -> None:
+        self.adascale.advance()
+        self._check_finished(run)
+
+    def _epochs(self, run) -> float:
+        return run.schedule.epoch_at(self._position())
+
+    def on_log(self, run, metrics: dict[str, float]) -> None:
+        gain = self.adascale.take_mean_gain()
+        if gain is None:
+            return
+        epochs = self._epochs(run)
+        run.logger.scalars({"adascale/gain": gain, "adascale/progress": epochs}, run.step)
+        run.logger.note(f"gain {gain:.2f} progress {epochs:.2f} base-batch epochs")
+
+    def on_fit_end(self, run, metrics: dict[str, Any]) -> None:
+        if self.norms is not None:
+            self.norms.remove()
+        a, steps = self.adascale, run.step - self.first_step
+        metrics.update({
+            "adascale_scale": a.scale,
+            "adascale_progress_epochs": self._epochs(run),
+            "adascale_final_gain": a.gain,  # the last step's
+            # The mean gain of this process's steps (a resumed run: since its resume).
+            "adascale_mean_gain": ((a.progress - self.first_progress) / steps if steps
+                                   else None),
+        })
+        run.logger.info(
+            f"AdaScale: S = {a.scale:g} (global batch {a.global_batch} / base batch "
+            f"{a.base_batch}), {self._epochs(run):.2f} base-batch epochs of progress in "
+            f"{run.schedule.epoch_at(run.step):.2f} epochs"
+            + (f", mean gain {metrics['adascale_mean_gain']:.2f}" if steps else ""))
+
+    def state_dict(self) -> dict:
+        if self.adascale is None:
+            return dict(self.saved or {})
+        return self.adascale.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self.saved = state

@@ -1,0 +1,177 @@
+"""AdaScale SGD (Johnson, Agrawal, Gu, Guestrin, ICML 2020): one learning-rate schedule for any
+batch size, its gain measured live from the gradient noise.
+
+At a global batch B = S x M0 (M0: ``optimizer.base_batch_size``, the batch the schedule was
+written for), each step's learning rate is the schedule's, read at the run's scale-invariant
+progress, times the gain
+
+    r = (sigma^2 + |G|^2) / (sigma^2 / S + |G|^2) = (1 + B_simple / M0) / (1 + B_simple / B)
+
+with sigma^2 = tr(Sigma) / M0 the variance of a base-batch gradient and |G|^2 the squared norm
+of the true gradient: r is S where the gradient is all noise (a batch S times larger is worth
+S base steps) and 1 where it has none (it is worth one). Progress advances by r each step, in
+base-batch steps (the paper's scale-invariant iterations tau), so the schedule and the run's
+length, written for the base batch, hold at any batch.
+
+The statistics are the gradient noise scale's (trainer/large_batch/noise_scale.py): from the
+gradients of the step's micro-batches (every micro-batch of every worker, batch b) and of the
+averaged global batch (B), per optimizer parameter group, the unbiased estimates of |G|^2 and
+tr(Sigma); averaged over steps with decay theta (by default the paper's max(1 - S/1000, 0),
+with a floor of 0.9 here, an average over about 20 steps: at S >= 1000 the paper's theta is
+0, and one step's estimate from a few micro-batches would set the gain alone); clipped at 0
+before the ratio, so r stays in [1, S]. r is 1 until 10 steps are measured and the total
+|G|^2 average is first clearly (two standard errors) above zero: until then the estimate
+cannot tell signal from noise, and 1 is the safe end (plain SGD at the base rate). After that
+the clipped estimate holds, also when |G|^2 later sinks into the noise, where the true gain
+does go to S.
+
+Unlike the B_simple report, this needs the step's statistics on the host before the step (the
+gain multiplies its learning rate): one all-reduce of one number per group per step (the
+workers' own micro-batch norms; the averaged gradient's are equal everywhere) and one read.
+Only runs that ask for AdaScale pay it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from trainer.errors import UserError
+from trainer.large_batch.noise_scale import NoiseScale
+
+# The shortest average (decay per step) of the statistics; see the module docstring.
+_MIN_DECAY = 0.9
+# Steps before the first gain other than 1: a standard error from fewer steps is itself too
+# noisy to test |G|^2 against.
+_MIN_STEPS = 10
+
+
+def default_decay(scale: float) -> float:
+    """The paper's theta = max(1 - S/1000, 0), no lower than ``_MIN_DECAY``."""
+    return max(1.0 - scale / 1000.0, _MIN_DECAY)
+
+
+class AdaScale:
+    """The gain per parameter group and the scale-invariant progress of one run.
+
+    Args:
+        base_batch: M0, the batch the learning-rate schedule was written for.
+        global_batch: B, the batch each step trains on (>= M0).
+        groups: how many optimizer parameter groups (a gain each).
+        decay: averaging of the statistics per step (None: :func:`default_decay`).
+    """
+
+    def __init__(self, base_batch: int, global_batch: int, groups: int,
+                 decay: float | None = None) -> None:
+        self.base_batch, self.global_batch = base_batch, global_batch
+        self.scale = global_batch / base_batch
+        self.decay = default_decay(self.scale) if decay is None else decay
+        self.groups = [NoiseScale(self.decay) for _ in range(groups)]
+        self.total = NoiseScale(self.decay)  # all groups together: the progress's gain
+        self.measured = False  # the total |G|^2 has once been clearly above zero
+        self.progress = 0.0  # tau: base-batch steps done
+        self.gains = [1.0] * groups  # this step's
+        self.gain = 1.0  # this step's, all groups together
+        self.gain_sum = 0.0  # over the steps since the last log line (for its mean)
+        self.gain_steps = 0
+        self.stepped = False  # this step's statistics were finite
+
+    def _gain(self, stats: NoiseScale) -> float:
+        grad_sq, trace = (max(v, 0.0) for v in stats.means())
+        if not self.measured or grad_sq + trace <= 0:
+            return 1.0
+        gain = (trace / self.base_batch + grad_sq) / (trace / self.global_batch + grad_sq)
+        return min(max(gain, 1.0), self.scale)
+
+    def observe(self, small_sq: list[float], big_sq: list[float], micro_batch: int) -> None:
+        """One step's statistics, per group: the mean squared norm of the micro-batch
+        gradients (batch ``micro_batch``, averaged over workers) and of the averaged gradient.
+        Sets this step's gains. A non-finite step (an fp16 overflow, which the scaler skips)
+        changes nothing and keeps the last gains."""
+        b, big = micro_batch, self.global_batch
+        self.stepped = self.total.fold(sum(small_sq), sum(big_sq), b, big)
+        if not self.stepped:
+            return
+        for stats, s, g in zip(self.groups, small_sq, big_sq, strict=True):
+            stats.fold(s, g, b, big)
+        self.measured = self.measured or (self.total.steps >= _MIN_STEPS
+                                          and self.total.measurable)
+        self.gains = [self._gain(stats) for stats in self.groups]
+        self.gain = self._gain(self.total)
+
+    def advance(self) -> None:
+        """The step was taken with this step's gain: progress moves on by it (not for a
+        step the fp16 scaler skipped)."""
+        if not self.stepped:
+            return
+        self.progress += self.gain
+        self.gain_sum += self.gain
+        self.gain_steps += 1
+
+    def take_mean_gain(self) -> float | None:
+        """The mean gain since the last call (the log line's), or None if no step."""
+        if not self.gain_steps:
+            return None
+        mean = self.gain_sum / self.gain_steps
+        self.gain_sum, self.gain_steps = 0.0, 0
+        return mean
+
+    def state_dict(self) -> dict:
+        return {"progress": self.progress, "measured": self.measured, "gains": list(self.gains),
+                "gain": self.gain, "total": self.total.state_dict(),
+                "groups": [stats.state_dict() for stats in self.groups],
+                "scale": self.scale}
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["groups"]) != len(self.groups):
+            raise UserError(
+                f"the checkpoint's AdaScale state has {len(state['groups'])} parameter groups, "
+                f"this run's optimizer {len(self.groups)}: resume with the optimizer it was "
+                "saved with (optimizer.exclude_bias_and_norm)")
+        if not math.isclose(state["scale"], self.scale):
+            raise UserError(
+                f"the checkpoint's AdaScale ran at S={state['scale']:g} (global batch / "
+                f"optimizer.base_batch_size), this run at S={self.scale:g}: its statistics and "
+                "progress are for that batch; resume with the same data.batch_size and "
+                "optimizer.base_batch_size")
+        self.progress, self.measured = state["progress"], state["measured"]
+        self.gains, self.gain = list(state["gains"]), state["gain"]
+        self.total.load_state_dict(state["total"])
+        for stats, saved in zip(self.groups, state["groups"], strict=True):
+            stats.load_state_dict(saved)
+
+
+def check_adascale(cfg, world_size: int, micro_batches: int, optimizer, stages,
+                   schedule) -> None:
+    """What AdaScale cannot run with, in one line each (before the first step)."""
+    opt = cfg.optimizer
+    target = str(opt.get("_target_", ""))
+    if micro_batches < 2 and world_size == 1:
+        raise UserError(
+            "optimizer.scale_lr=adascale measures the gradient noise from at least two "
+            "gradients per step, and one worker with trainer.accumulate=1 has one: set "
+            "trainer.accumulate=2 (or more), or run on several workers")
+    if cfg.data.batch_size < opt.base_batch_size:
+        raise UserError(
+            f"optimizer.scale_lr=adascale: data.batch_size={cfg.data.batch_size} is smaller "
+            f"than optimizer.base_batch_size={opt.base_batch_size}, the batch the schedule "
+            "was written for; AdaScale only scales up: lower optimizer.base_batch_size")
+    if not _is_sgd(optimizer):
+        raise UserError(
+            f"optimizer.scale_lr=adascale is AdaScale SGD (SGD with or without momentum); "
+            f"{target or type(optimizer).__name__} adapts its steps itself and the gain's "
+            "derivation does not hold for it (docs/large_batch.md): use optimizer=sgd, or "
+            "optimizer.scale_lr=sqrt for Adam-type optimizers")
+    if stages:
+        raise UserError("optimizer.scale_lr=adascale with trainer.stages: a stage rebuilds the "
+                        "optimizer's groups, whose statistics AdaScale keeps; use one stage")
+    if type(schedule).__name__ == "IncreaseBatch":
+        raise UserError("optimizer.scale_lr=adascale with schedule=increase_batch: AdaScale "
+                        "runs at one global batch (its gain is for that batch); use another "
+                        "schedule")
+
+
+def _is_sgd(optimizer) -> bool:
+    """torch's SGD (Horovod's DistributedOptimizer subclasses the class it wraps)."""
+    import torch
+
+    return isinstance(optimizer, torch.optim.SGD)
