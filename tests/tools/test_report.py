@@ -111,6 +111,21 @@ def test_the_default_target_is_reached_by_every_job_and_a_set_one_names_who_miss
     assert "Never reached the target: batch_4096." in md.read_text()
 
 
+def test_adascale_jobs_get_their_mean_gain_column(tmp_path):
+    from trainer.tools.report import write_report
+
+    _jobs(tmp_path, (128, [0.9], 500.0, 300), (1024, [0.9], 500.0, 300))
+    assert "AdaScale gain" not in write_report(tmp_path)[0].read_text()
+    metrics = json.loads((tmp_path / "batch_1024" / "metrics.json").read_text())
+    (tmp_path / "batch_1024" / "metrics.json").write_text(
+        json.dumps({**metrics, "adascale_mean_gain": 2.537}))
+    text = write_report(tmp_path)[0].read_text()
+    rows = {line.split("|")[1].strip(): line.split("|") for line in text.splitlines()
+            if line.startswith(("| 128 ", "| 1024 ", "| global"))}
+    assert rows["global batch"][9].strip() == "AdaScale gain"
+    assert rows["1024"][9].strip() == "2.54" and rows["128"][9].strip() == "—"
+
+
 def test_sweep_job_folders_are_named_by_the_swept_keys_only(tmp_path):
     from trainer.config import swept_dirname
 

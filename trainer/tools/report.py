@@ -254,10 +254,12 @@ def table(jobs: list[Job], metric: Metric, target: float,
     accuracy = metric.percent
     head = _heading(metric)
     target_text = _target_text(target, metric)
+    # AdaScale's mean gain, where a job ran with it (optimizer.scale_lr=adascale).
+    gains = any(j.metrics.get("adascale_mean_gain") is not None for j in jobs)
     lines = [
         f"| global batch | {head} | epochs | steps | train time (s) | time to {target_text} (s) "
-        "| samples/s | B_simple | job |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| samples/s | B_simple |" + (" AdaScale gain |" if gains else "") + " job |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if gains else "") + "---|",
     ]
     for j in jobs:
         m = j.metrics
@@ -269,10 +271,12 @@ def table(jobs: list[Job], metric: Metric, target: float,
             f"{_fmt(m.get('train_time_s'), '.3g')} | "
             f"{_fmt(time_to_target(j, metric, target), '.3g')} | "
             f"{_fmt(m.get('samples_per_sec'), ',.0f')} | {b_simple_text(j)} | "
-            f"{j.name} |"
+            + (f"{_fmt(m.get('adascale_mean_gain'), '.2f')} | " if gains else "")
+            + f"{j.name} |"
         )
     for f in failed:
-        lines.append(f"| {f.batch} | failed | — | — | — | — | — | — | {f.name}: {f.reason} |")
+        lines.append(f"| {f.batch} | failed | — | — | — | — | — | — | "
+                     + ("— | " if gains else "") + f"{f.name}: {f.reason} |")
     return "\n".join(lines) + "\n"
 
 
