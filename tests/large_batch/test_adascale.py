@@ -104,8 +104,11 @@ ADASCALE = ("optimizer.scale_lr=adascale", "optimizer.base_batch_size=16",
 
 
 def test_each_step_runs_at_the_rate_times_its_gain_until_the_base_batch_epochs_are_done(
-        tmp_path):
+        tmp_path, capsys):
     metrics = train_in_process(tmp_path, *ADASCALE)
+    assert ("AdaScale: S = 8 (global batch 128 / base batch 16); trainer.epochs=2 counts "
+            "base-batch epochs: the run ends when its progress reaches them (between 2 and 16 "
+            "real epochs") in capsys.readouterr().out
     with (tmp_path / "scalars.csv").open() as f:
         rows = [(int(r["step"]), r["tag"], float(r["value"])) for r in csv.DictReader(f)]
     series = {tag: {step: value for step, t, value in rows if t == tag}

@@ -44,6 +44,12 @@ class AdaScaleCallback(Callback):
             self.saved = None
         self.first_progress, self.first_step = self.adascale.progress, run.step
         self.norms = MicroBatchNorms(run.model, groups)
+        a, epochs = self.adascale, cfg.trainer.epochs
+        run.logger.info(
+            f"AdaScale: S = {a.scale:g} (global batch {a.global_batch} / base batch "
+            f"{a.base_batch}); trainer.epochs={epochs} counts base-batch epochs: the run ends "
+            f"when its progress reaches them (between {epochs} and {epochs * a.scale:g} real "
+            "epochs, as the measured gain goes from S to 1)")
         self._check_finished(run)  # a resumed run that had already reached its length
 
     def _position(self) -> float:
