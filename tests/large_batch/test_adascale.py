@@ -48,6 +48,29 @@ def _steps(adascale: AdaScale, gen: torch.Generator, steps: int, g: float, sigma
     return gains
 
 
+def _fixed(adascale: AdaScale, micro: torch.Tensor, steps: int = 20) -> float:
+    """The same k micro-batch gradients (rows of ``micro``) every step; the last gain."""
+    b = adascale.global_batch // len(micro)
+    for _ in range(steps):
+        adascale.observe([float(micro.square().sum(1).mean())],
+                         [float(micro.mean(0).square().sum())], b)
+        adascale.advance()
+    return adascale.gain
+
+
+def test_identical_micro_batch_gradients_give_a_gain_of_one():
+    # No noise at all: a batch S times larger is worth one base step.
+    micro = torch.tensor([[0.3, -1.2, 2.0]], dtype=torch.float64).repeat(4, 1)
+    assert _fixed(AdaScale(64, 256, 1), micro) == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("k", [2, 4, 8])
+def test_k_orthogonal_micro_batch_gradients_of_equal_norm_give_a_gain_of_k(k):
+    # All noise (their mean is as small as k independent draws' would be): worth k steps.
+    micro = 3.0 * torch.eye(k, dtype=torch.float64)
+    assert _fixed(AdaScale(32, 32 * k, 1), micro) == pytest.approx(k, abs=1e-9)
+
+
 def test_the_gain_recovers_the_papers_ratio_from_known_gradient_noise():
     adascale = AdaScale(base_batch=64, global_batch=512, groups=1, decay=0.99)
     gains = _steps(adascale, torch.Generator().manual_seed(0), 1500, g=0.1)
@@ -88,14 +111,17 @@ def test_the_default_averaging_is_the_papers_theta_with_a_floor():
     assert default_decay(2000) == 0.9  # the paper's 0 would trust one step alone
 
 
-def test_the_live_gain_matches_the_closed_form_of_linear_regression(tmp_path, true_b_simple):
-    # The frozen linear model (FROZEN's lr 1e-9): its gradient noise is known exactly.
+@pytest.mark.parametrize("base", [128, 64])  # S = 4 and 8 at batch 512
+def test_the_live_gain_matches_the_closed_form_of_linear_regression(tmp_path, true_b_simple,
+                                                                      base):
+    # The frozen linear model (FROZEN's lr 1e-9): its gradient noise is known exactly; the
+    # same 300 steps as the B_simple test.
     metrics = train_in_process(tmp_path, *FROZEN, "optimizer.scale_lr=adascale",
-                               "optimizer.base_batch_size=64", "trainer.accumulate=4",
+                               f"optimizer.base_batch_size={base}", "trainer.accumulate=4",
                                "optimizer.adascale_decay=0.99")
-    assert metrics["adascale_scale"] == 8
+    assert metrics["adascale_scale"] == 512 // base
     assert metrics["adascale_final_gain"] == pytest.approx(
-        _true_gain(true_b_simple, 64, 512), rel=0.10)
+        _true_gain(true_b_simple, base, 512), rel=0.10)
 
 
 ADASCALE = ("optimizer.scale_lr=adascale", "optimizer.base_batch_size=16",
@@ -147,37 +173,41 @@ EQUAL_ADA = ("optimizer.scale_lr=adascale", "optimizer.base_batch_size=16", "tra
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):
     folder = tmp_path_factory.mktemp("adascale_one")
-    metrics = train_in_process(folder, *EQUIVALENCE, *EQUAL_ADA, "trainer.accumulate=2")
+    metrics = train_in_process(folder, *EQUIVALENCE, *EQUAL_ADA, "trainer.accumulate=4")
     return metrics, weights(folder)
 
 
 def _same_as_one_process(one_process, run_dir) -> None:
     one, one_weights = one_process
-    two = json.loads((run_dir / "metrics.json").read_text())
+    other = json.loads((run_dir / "metrics.json").read_text())
     assert one["adascale_final_gain"] > 1.0  # measured, not the start-up's 1
     for key in ("adascale_final_gain", "adascale_mean_gain", "adascale_progress_epochs"):
-        assert two[key] == pytest.approx(one[key], rel=EXACT), key
+        assert other[key] == pytest.approx(one[key], rel=EXACT), key
     assert max_difference(one_weights, weights(run_dir)) < EXACT
 
 
-def test_two_workers_reproduce_one_worker_with_two_micro_batches(tmp_path, one_process):
+@pytest.mark.parametrize("workers", [2, 4])
+def test_torchrun_workers_reproduce_one_process_with_the_same_micro_batches(tmp_path,
+                                                                           one_process, workers):
     """The gain depends on the global batch and its micro-batches, not on the world size:
-    two torchrun workers (each worker's own gradient, averaged in AdaScale's all-reduce)
-    against one process with trainer.accumulate=2, float64, per-sample dropout."""
-    run("torchrun", 2, *EQUIVALENCE, *EQUAL_ADA, f"hydra.run.dir={tmp_path}/two", cwd=tmp_path)
-    _same_as_one_process(one_process, tmp_path / "two")
+    1 process x accumulate 4 = 2 workers x 2 = 4 workers x 1 (float64, per-sample dropout);
+    each worker's own micro-batch norms are averaged in AdaScale's all-reduce."""
+    run("torchrun", workers, *EQUIVALENCE, *EQUAL_ADA, f"trainer.accumulate={4 // workers}",
+        f"hydra.run.dir={tmp_path}/w", cwd=tmp_path)
+    _same_as_one_process(one_process, tmp_path / "w")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("horovod") is None, reason="Horovod not installed")
-def test_two_horovod_workers_reproduce_one_worker(tmp_path, one_process):
+def test_two_horovod_workers_reproduce_one_process(tmp_path, one_process):
     bin_dir = Path(sys.executable).parent
     done = subprocess.run(
-        ["bash", str(ROOT / "launch" / "horovodrun.sh"), "2", *EQUIVALENCE, *EQUAL_ADA, *SHRINK,
-         f"hydra.run.dir={tmp_path}/two"], cwd=tmp_path, capture_output=True, text=True,
+        ["bash", str(ROOT / "launch" / "horovodrun.sh"), "2", *EQUIVALENCE, *EQUAL_ADA,
+         "trainer.accumulate=2", *SHRINK, f"hydra.run.dir={tmp_path}/w"], cwd=tmp_path,
+        capture_output=True, text=True,
         env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": sys.executable},
         timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    _same_as_one_process(one_process, tmp_path / "two")
+    _same_as_one_process(one_process, tmp_path / "w")
 
 
 def test_a_resume_at_another_scale_is_refused_in_one_line(tmp_path):

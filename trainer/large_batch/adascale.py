@@ -20,10 +20,10 @@ tr(Sigma); averaged over steps with decay theta (by default the paper's max(1 - 
 with a floor of 0.9 here, an average over about 20 steps: at S >= 1000 the paper's theta is
 0, and one step's estimate from a few micro-batches would set the gain alone); clipped at 0
 before the ratio, so r stays in [1, S]. r is 1 until 10 steps are measured and the total
-|G|^2 average is first clearly (two standard errors) above zero: until then the estimate
-cannot tell signal from noise, and 1 is the safe end (plain SGD at the base rate). After that
-the clipped estimate holds, also when |G|^2 later sinks into the noise, where the true gain
-does go to S.
+|G|^2 or tr(Sigma) average is first clearly (two standard errors) above zero: until then the
+estimates cannot tell signal from noise, and 1 is the safe end (plain SGD at the base rate).
+After that the clipped estimate holds: a clear |G|^2 gives the formula's value, clear noise
+without a clear |G|^2 a gain near S (where the true gain is).
 
 Unlike the B_simple report, this needs the step's statistics on the host before the step (the
 gain multiplies its learning rate): one all-reduce of one number per group per step (the
@@ -41,8 +41,9 @@ from trainer.large_batch.noise_scale import NoiseScale
 # The shortest average (decay per step) of the statistics; see the module docstring.
 _MIN_DECAY = 0.9
 # Steps before the first gain other than 1: a standard error from fewer steps is itself too
-# noisy to test |G|^2 against.
+# noisy to test the averages against.
 _MIN_STEPS = 10
+_SIGNIFICANT = 2.0  # standard errors
 
 
 def default_decay(scale: float) -> float:
@@ -93,8 +94,7 @@ class AdaScale:
             return
         for stats, s, g in zip(self.groups, small_sq, big_sq, strict=True):
             stats.fold(s, g, b, big)
-        self.measured = self.measured or (self.total.steps >= _MIN_STEPS
-                                          and self.total.measurable)
+        self.measured = self.measured or _measurable(self.total)
         self.gains = [self._gain(stats) for stats in self.groups]
         self.gain = self._gain(self.total)
 
@@ -138,6 +138,17 @@ class AdaScale:
         self.total.load_state_dict(state["total"])
         for stats, saved in zip(self.groups, state["groups"], strict=True):
             stats.load_state_dict(saved)
+
+
+def _measurable(stats: NoiseScale) -> bool:
+    """Enough steps, and |G|^2 or tr(Sigma) clearly (two standard errors) above zero: then the
+    gain is known to be near its formula (a clear |G|^2), or near S (clear noise, no clear
+    signal). Before that, neither can be told from the estimates' own noise."""
+    if stats.steps < _MIN_STEPS:
+        return False
+    grad_sq, trace = stats.means()
+    return (grad_sq > _SIGNIFICANT * stats.grad_sq_stderr
+            or trace > _SIGNIFICANT * stats.trace_stderr)
 
 
 def check_adascale(cfg, world_size: int, micro_batches: int, optimizer, stages,

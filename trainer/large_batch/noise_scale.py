@@ -141,6 +141,12 @@ class NoiseScale:
         return math.sqrt(self._moments()[2] / self.effective_steps)
 
     @property
+    def trace_stderr(self) -> float | None:
+        if self.steps < 2:
+            return None
+        return math.sqrt(self._moments()[3] / self.effective_steps)
+
+    @property
     def measurable(self) -> bool:
         """Whether the |G|^2 average is clearly (two standard errors) above zero, and the
         tr(Sigma) average above zero: only then is the ratio a batch size."""
