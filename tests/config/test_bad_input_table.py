@@ -105,6 +105,10 @@ CONFIG = [
                                "without momentum); torch.optim.Adam adapts its steps itself"),
     (["optimizer=lars", "optimizer.scale_lr=adascale", "optimizer.base_batch_size=16",
       "trainer.accumulate=2"], "trainer.optim.LARS adapts its steps itself"),
+    (["optimizer.scale_lr=adascale", "optimizer.base_batch_size=16", "trainer.accumulate=2",
+      "schedule=increase_batch", "schedule.milestones=[5]"],
+     "optimizer.scale_lr=adascale with schedule=increase_batch: AdaScale runs at one global "
+     "batch"),
     (["optimizer.adascale_decay=1"], "optimizer.adascale_decay=1.0 is invalid: use a number "
                                      "in [0, 1), or null"),
     (["schedule.warmup_steps=-1"], "schedule.warmup_steps and schedule.warmup_epochs must be"),

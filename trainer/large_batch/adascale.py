@@ -35,8 +35,11 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from trainer.errors import UserError
 from trainer.large_batch.noise_scale import NoiseScale
+from trainer.optim.schedule import IncreaseBatch
 
 # The shortest average (decay per step) of the statistics; see the module docstring.
 _MIN_DECAY = 0.9
@@ -68,7 +71,7 @@ class AdaScale:
         self.decay = default_decay(self.scale) if decay is None else decay
         self.groups = [NoiseScale(self.decay) for _ in range(groups)]
         self.total = NoiseScale(self.decay)  # all groups together: the progress's gain
-        self.measured = False  # the total |G|^2 has once been clearly above zero
+        self.measured = False  # the statistics have once been measurable (_measurable)
         self.progress = 0.0  # tau: base-batch steps done
         self.gains = [1.0] * groups  # this step's
         self.gain = 1.0  # this step's, all groups together
@@ -175,7 +178,7 @@ def check_adascale(cfg, world_size: int, micro_batches: int, optimizer, stages,
     if stages:
         raise UserError("optimizer.scale_lr=adascale with trainer.stages: a stage rebuilds the "
                         "optimizer's groups, whose statistics AdaScale keeps; use one stage")
-    if type(schedule).__name__ == "IncreaseBatch":
+    if isinstance(schedule, IncreaseBatch):
         raise UserError("optimizer.scale_lr=adascale with schedule=increase_batch: AdaScale "
                         "runs at one global batch (its gain is for that batch); use another "
                         "schedule")
@@ -183,6 +186,4 @@ def check_adascale(cfg, world_size: int, micro_batches: int, optimizer, stages,
 
 def _is_sgd(optimizer) -> bool:
     """torch's SGD (Horovod's DistributedOptimizer subclasses the class it wraps)."""
-    import torch
-
     return isinstance(optimizer, torch.optim.SGD)
