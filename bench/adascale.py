@@ -29,8 +29,6 @@ MNIST accuracies mean nothing; the script says which it used).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import math
 import os
 import statistics
@@ -42,11 +40,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import mnist_root, print_table  # noqa: E402
+from bench.common import mnist_root, print_table, train_or_diverged  # noqa: E402
 from bench.large_batch import run as mnist_run  # noqa: E402
 from trainer.config import compose_config  # noqa: E402
-from trainer.errors import UserError  # noqa: E402
-from trainer.tools.train import train  # noqa: E402
 
 LINREG_BASE, MNIST_BASE = 8, 128
 
@@ -62,13 +58,7 @@ def linreg_run(out: Path, scale: int, rule: str, seed: int) -> dict | None:
         f"trainer.accumulate={accumulate}", f"trainer.seed={seed}", "trainer.resume=null",
         "trainer.log_every=100000", "trainer.eval_every=0", "logger.progress_bar=false",
         "logger.tensorboard=false", "dist.threads_per_worker=null")
-    with contextlib.redirect_stdout(io.StringIO()):
-        try:
-            return train(cfg, out)
-        except UserError as exc:
-            if "loss is nan" not in str(exc) and "loss is inf" not in str(exc):
-                raise
-            return None
+    return train_or_diverged(cfg, out)
 
 
 def linreg(tmp: Path, seeds: int) -> None:

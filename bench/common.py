@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks: where the MNIST files are, and a plain-text table."""
+"""Helpers shared by the benchmarks: where the MNIST files are, a quiet training run that may
+diverge, and a plain-text table."""
 
 from __future__ import annotations
 
@@ -9,6 +10,24 @@ from pathlib import Path
 from trainer_recipes.mnist.synthetic import write_fake_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_or_diverged(cfg, out: Path) -> dict | None:
+    """``trainer.tools.train.train(cfg, out)`` with its console output dropped: the run's
+    metrics, or None when it diverged (the trainer stops at a NaN or inf loss)."""
+    import contextlib
+    import io
+
+    from trainer.errors import UserError
+    from trainer.tools.train import train
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            return train(cfg, out)
+        except UserError as exc:
+            if "loss is nan" not in str(exc) and "loss is inf" not in str(exc):
+                raise
+            return None
 
 
 def mnist_root(scratch: Path) -> tuple[Path, str]:

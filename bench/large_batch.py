@@ -22,8 +22,6 @@ script says which it used).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
 import statistics
 import sys
@@ -34,10 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import mnist_root, print_table  # noqa: E402
+from bench.common import mnist_root, print_table, train_or_diverged  # noqa: E402
 from trainer.config import compose_config  # noqa: E402
-from trainer.errors import UserError  # noqa: E402
-from trainer.tools.train import train  # noqa: E402
 
 BIG = ("data.batch_size=8192", "schedule=cosine", "schedule.warmup_epochs=1")
 LARS = (*BIG, "optimizer=lars", "optimizer.lr=20.0")
@@ -67,13 +63,7 @@ def run(root: Path, out: Path, epochs: int, seed: int,
         "trainer.log_every=1000", "logger.progress_bar=false", "logger.tensorboard=false",
         "logger.sample_predictions=0", "dist.threads_per_worker=null",
     )
-    with contextlib.redirect_stdout(io.StringIO()):
-        try:
-            return train(cfg, out)
-        except UserError as exc:
-            if "loss is nan" not in str(exc) and "loss is inf" not in str(exc):
-                raise
-            return None
+    return train_or_diverged(cfg, out)
 
 
 def main() -> None:
