@@ -135,10 +135,7 @@ def test_each_step_runs_at_the_rate_times_its_gain_until_the_base_batch_epochs_a
     assert ("AdaScale: S = 8 (global batch 128 / base batch 16); trainer.epochs=2 counts "
             "base-batch epochs: the run ends when its progress reaches them (between 2 and 16 "
             "real epochs") in capsys.readouterr().out
-    with (tmp_path / "scalars.csv").open() as f:
-        rows = [(int(r["step"]), r["tag"], float(r["value"])) for r in csv.DictReader(f)]
-    series = {tag: {step: value for step, t, value in rows if t == tag}
-              for tag in ("train/lr", "adascale/gain", "adascale/progress")}
+    series = _scalars(tmp_path)
     lrs, gains = series["train/lr"], series["adascale/gain"]
     assert lrs.keys() == gains.keys() and len(lrs) == metrics["steps"]
     # The constant schedule: every step's rate is optimizer.lr (0.05) times its own gain.
@@ -152,6 +149,37 @@ def test_each_step_runs_at_the_rate_times_its_gain_until_the_base_batch_epochs_a
     assert 2.0 < metrics["epochs"] < 16.0
     assert metrics["adascale_mean_gain"] == pytest.approx(
         sum(gains.values()) / len(gains), rel=1e-9)
+
+
+def _scalars(run_dir: Path) -> dict[str, dict[int, float]]:
+    with (run_dir / "scalars.csv").open() as f:
+        rows = [(int(r["step"]), r["tag"], float(r["value"])) for r in csv.DictReader(f)]
+    series: dict[str, dict[int, float]] = {}
+    for step, tag, value in rows:
+        series.setdefault(tag, {})[step] = value
+    return series
+
+
+@pytest.mark.parametrize("every", [0, 40])
+def test_evaluations_fall_at_points_of_base_batch_progress(tmp_path, every):
+    # eval_every=0: at each base-batch epoch's end, not the loader's (real) epoch ends;
+    # eval_every=40: every 40 base-batch steps of progress. Each at the first step whose
+    # progress crosses the point, and once more at the run's end.
+    metrics = train_in_process(tmp_path, *ADASCALE, f"trainer.eval_every={every}",
+                               f"trainer.checkpoint_every={every}", "trainer.keep_last=100")
+    series = _scalars(tmp_path)
+    progress, last = series["adascale/progress"], metrics["steps"]
+    base_steps = 8 * last / metrics["epochs"]  # per base-batch epoch: S x steps per epoch
+    unit = (lambda p: p) if every == 0 else (lambda p: p * base_steps / every)
+    crossings = {s for s in progress
+                 if int(unit(progress[s]) + 1e-9) > int(unit(progress.get(s - 1, 0.0)) + 1e-9)}
+    assert set(series["val/loss"]) == crossings | {last}
+    assert len(crossings) == int(unit(progress[last]) + 1e-9) >= 2  # (not only the end)
+    # Checkpoints: at the same points (checkpoint_every), and at every real epoch end.
+    saved = {int(p.stem.split("-")[1]) for p in (tmp_path / "checkpoints").glob("step-*.pt")}
+    per_epoch = round(last / metrics["epochs"])
+    epoch_ends = set(range(per_epoch, last + 1, per_epoch))
+    assert saved == (crossings if every else set()) | epoch_ends | {last}
 
 
 def test_a_resumed_run_ends_bit_identical_to_an_unbroken_one(tmp_path):

@@ -3,10 +3,11 @@ the run's scale-invariant progress times the gain measured from this step's grad
 run ends when that progress reaches ``trainer.epochs`` base-batch epochs
 (trainer/large_batch/adascale.py has the rule and its estimator).
 
-Measured in two gradient hooks, like B_simple: each backward pass's own gradient norm per
-optimizer group (tensor hooks, before any all-reduce), and in ``on_after_backward`` the
-averaged gradient's; the workers' micro-batch norms are averaged in one all-reduce per step and
-read back, since this step's learning rate depends on them. Logged: ``adascale/gain`` (the mean
+Measured in two gradient hooks, like B_simple (the same tensor hooks where both run): each
+backward pass's own gradient norm per optimizer group (tensor hooks, before any all-reduce),
+and in ``on_after_backward`` the averaged gradient's; the workers' micro-batch norms are
+averaged in one all-reduce per step and read back, since this step's learning rate depends on
+them. Logged: ``adascale/gain`` (the mean
 over the steps since the last log line), ``adascale/progress`` (scale-invariant epochs) and the
 scaled ``lr`` the loop already logs; the log line's note; ``adascale_*`` in metrics.json. Its
 state (progress, statistics) is in every checkpoint, so a resume continues exactly.
@@ -19,8 +20,9 @@ from typing import Any
 import torch
 
 from trainer.callbacks import Callback
+from trainer.engine.cadence import ProgressCadence
 from trainer.large_batch.adascale import AdaScale, check_adascale
-from trainer.large_batch.noise_scale import MicroBatchNorms, squared_norm
+from trainer.large_batch.noise_scale import MicroBatchNorms, micro_batch_norms
 
 
 class AdaScaleCallback(Callback):
@@ -30,6 +32,7 @@ class AdaScaleCallback(Callback):
         self.saved: dict | None = None  # a checkpoint's state, applied once the run is built
         self.first_progress = 0.0  # where this process started (a resume's)
         self.first_step = 0
+        self.schedule = None  # the run's (its epochs at the global batch)
 
     def on_fit_start(self, run) -> None:
         cfg = run.cfg
@@ -43,13 +46,19 @@ class AdaScaleCallback(Callback):
             self.adascale.load_state_dict(self.saved)
             self.saved = None
         self.first_progress, self.first_step = self.adascale.progress, run.step
-        self.norms = MicroBatchNorms(run.model, groups)
+        self.schedule = run.schedule
+        self.norms = micro_batch_norms(run.model, groups)
+        # Evaluations and checkpoints at points of progress, as in a base-batch run.
+        run.cadence = ProgressCadence(lambda: self.adascale.progress, self._epoch_of,
+                                      cfg.trainer.eval_every, cfg.trainer.checkpoint_every)
         a, epochs = self.adascale, cfg.trainer.epochs
         run.logger.info(
             f"AdaScale: S = {a.scale:g} (global batch {a.global_batch} / base batch "
             f"{a.base_batch}); trainer.epochs={epochs} counts base-batch epochs: the run ends "
             f"when its progress reaches them (between {epochs} and {epochs * a.scale:g} real "
-            "epochs, as the measured gain goes from S to 1)")
+            "epochs, as the measured gain goes from S to 1); trainer.eval_every and "
+            "trainer.checkpoint_every count base-batch steps of progress (0: evaluate at each "
+            "base-batch epoch)")
         self._check_finished(run)  # a resumed run that had already reached its length
 
     def _position(self) -> float:
@@ -62,9 +71,8 @@ class AdaScaleCallback(Callback):
 
     def on_after_backward(self, run) -> None:
         k = run.micro_batches
-        small = torch.stack(self.norms.take()).mean(dim=0) * (k * k)
-        big = torch.stack([squared_norm(group["params"])
-                           for group in run.optimizer.param_groups]).to(small.device)
+        small = torch.stack(self.norms.take(run.step)).mean(dim=0) * (k * k)
+        big = self.norms.averaged(run.step).to(small.device)
         world = run.backend.world_size
         if world > 1:  # every worker's micro-batches (the averaged gradient is the same)
             small = run.backend.all_reduce_sum(small) / world
@@ -85,6 +93,10 @@ class AdaScaleCallback(Callback):
 
     def _epochs(self, run) -> float:
         return run.schedule.epoch_at(self._position())
+
+    def _epoch_of(self, progress: float) -> float:
+        """Base-batch steps of progress in base-batch epochs."""
+        return self.schedule.epoch_at(progress / self.adascale.scale)
 
     def on_log(self, run, metrics: dict[str, float]) -> None:
         gain = self.adascale.take_mean_gain()

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from trainer.callbacks import Callback
-from trainer.large_batch.noise_scale import MicroBatchNorms, not_measured_reason, squared_norm
+from trainer.large_batch.noise_scale import MicroBatchNorms, micro_batch_norms, not_measured_reason
 
 
 class NoiseScaleCallback(Callback):
@@ -27,13 +27,12 @@ class NoiseScaleCallback(Callback):
         self.micro_norms: MicroBatchNorms | None = None
 
     def on_epoch_start(self, run) -> None:
-        # (Again each epoch: a stage switch, before this, changes the trainable parameters.)
+        # (Again each epoch: a stage switch, before this, rebuilds the optimizer's groups of
+        # trainable parameters. The hooks are AdaScale's too where it runs.)
         if run.noise_scale is None:
             return
-        if self.micro_norms is None:
-            self.micro_norms = MicroBatchNorms(run.model)
-        else:
-            self.micro_norms.watch()
+        groups = [group["params"] for group in run.optimizer.param_groups]
+        self.micro_norms = micro_batch_norms(run.model, groups)
 
     def on_after_backward(self, run) -> None:
         """This step's small- and large-batch squared gradient norms.
@@ -46,8 +45,8 @@ class NoiseScaleCallback(Callback):
             return
         k = run.micro_batches
         scale_sq = run.precision.loss_scale() ** 2  # fp16 gradients still carry the loss scale
-        small = torch.stack(self.micro_norms.take()).mean() * (k * k)
-        big = squared_norm(run.model.parameters())
+        small = torch.stack(self.micro_norms.take(run.step)).sum(dim=1).mean() * (k * k)
+        big = self.micro_norms.averaged(run.step).sum()
         run.noise_scale.record(small / scale_sq, big / scale_sq, run.loader.batch_size // k,
                                run.loader.global_batch_size)
 

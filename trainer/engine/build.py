@@ -24,6 +24,7 @@ from trainer.config.schema import framework_keys
 from trainer.data import InMemoryData, InMemoryLoader
 from trainer.data.memory import prepare_batch
 from trainer.data.validation import hold_out
+from trainer.engine.cadence import StepCadence
 from trainer.engine.precision import Precision
 from trainer.engine.progress import Progress
 from trainer.engine.seeding import seed_everything, worker_seed
@@ -93,6 +94,9 @@ class Run:
     # Set by a component whose own measure of the run's length is reached (AdaScale's
     # scale-invariant progress), on every rank at the same step: the run ends after it.
     finished: bool = False
+    # When to evaluate and checkpoint between epoch ends (trainer/engine/cadence.py); a
+    # component measuring progress in other units (AdaScale) replaces it.
+    cadence: Any = None
 
     @property
     def rank(self) -> int:
@@ -359,6 +363,7 @@ def _build_components(cfg: DictConfig, run_dir: Path, backend: Backend,
         epoch_steps=epoch_steps, batch_position=position, forward=forward,
         callbacks=build_callbacks(cfg, objects.get("callbacks", ()), noise),
         averaged=[noise_scale] if noise_scale is not None else [],
+        cadence=StepCadence(loop.eval_every, loop.checkpoint_every),
     )
     register_state(run)
     return run

@@ -40,8 +40,7 @@ class Loop:
         loop = run.cfg.trainer
         self.total_steps = run.total_steps
         # Plain values: reading a DictConfig attribute costs tens of microseconds.
-        self.log_every, self.eval_every = loop.log_every, loop.eval_every
-        self.checkpoint_every, self.accumulate = loop.checkpoint_every, run.micro_batches
+        self.log_every, self.accumulate = loop.log_every, run.micro_batches
         self.pending: list[tuple[int, torch.Tensor]] = []  # (step, loss) not yet read back
         self.tally = Tally(run.task)
         self.clock = Stopwatch()
@@ -240,8 +239,8 @@ class Loop:
             else:
                 run.logger.advance(None, None, None)
             self.stopped_by, save_due, asked = self.preemption.poll(bool(run.stop_reason))
-            eval_now = self.eval_every and p.step % self.eval_every == 0 and not self.stopped_by
-            save_now = save_due or (self.checkpoint_every and p.step % self.checkpoint_every == 0)
+            eval_now, save_now = run.cadence.due(p.step)
+            eval_now, save_now = eval_now and not self.stopped_by, save_now or save_due
             if eval_now or save_now:
                 clock.stop()
                 if eval_now:
@@ -279,7 +278,7 @@ class Loop:
         logger.scalars({f"train/epoch_{k}": v for k, v in self.last_train.items()}, p.step)
         logger.scalars({"time/epoch_s": self.epoch_seconds}, p.step)
         p.epoch, p.batch, p.train_sums = p.epoch + 1, 0, []
-        if not self.eval_every:
+        if self.run.cadence.eval_at_epoch_end:
             self.evaluate()
         self.save()
 

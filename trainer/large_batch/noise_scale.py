@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 
 import torch
 
@@ -264,7 +265,7 @@ def not_measured_reason(loop) -> str:
 
 
 class MicroBatchNorms:
-    """The squared norm of each backward pass's own gradient, on this worker.
+    """The squared norm of each backward pass's own gradient, on this worker, per group.
 
     A tensor hook on each trainable parameter sees that parameter's gradient of the current
     backward before it is accumulated into ``.grad``, hence before DDP's reducer or Horovod's
@@ -276,24 +277,35 @@ class MicroBatchNorms:
     peer into an abort instead of a clean error.)
 
     ``groups``: lists of parameters whose norms are kept apart (the optimizer's parameter
-    groups, for AdaScale's gain per group); each backward then gives one norm per group.
+    groups, for AdaScale's gain per group; None: one group of every parameter); each backward
+    gives one norm per group. B_simple and AdaScale share one instance per model
+    (:func:`micro_batch_norms`): every reader of a step gets the same norms, and the hooks
+    run once.
     """
 
     def __init__(self, model: torch.nn.Module, groups: list[list] | None = None) -> None:
         self.model = model
-        self.groups = groups
+        self.groups = groups if groups is not None else [list(model.parameters())]
         self.handles: list = []
         self.parts: list[tuple[int, torch.Tensor]] = []
         self.norms: list[torch.Tensor] = []
         self.backward = -1  # the graph task the parts belong to
+        # The step the last take() and averaged() answered, and their answers.
+        self.taken_step: object = None
+        self.taken: list[torch.Tensor] = []
+        self.big_step: object = None
+        self.big: torch.Tensor | None = None
         self.watch()
+
+    def key(self) -> list[list[int]]:
+        return [[id(p) for p in params] for params in self.groups]
 
     def watch(self) -> None:
         """Hook the parameters that train now (again after trainer.stages changes them)."""
         self.remove()
-        groups = self.groups or [list(self.model.parameters())]
         self.handles = [p.register_hook(functools.partial(self._record, i))
-                        for i, params in enumerate(groups) for p in params if p.requires_grad]
+                        for i, params in enumerate(self.groups) for p in params
+                        if p.requires_grad]
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -305,30 +317,65 @@ class MicroBatchNorms:
         if backward != self.backward:
             self._close()
             self.backward = backward
-        self.parts.append((group, torch.linalg.vector_norm(grad, dtype=torch.float64).square()))
+        self.parts.append((group, grad_squared_norm(grad)))
 
     def _close(self) -> None:
-        """The parts so far are one backward pass's: their sum (per group when there are
-        groups) joins this step's list."""
+        """The parts so far are one backward pass's: their sums per group join this step's
+        list."""
         if not self.parts:
             return
-        if self.groups is None:
-            self.norms.append(torch.stack([part for _, part in self.parts]).sum())
-        else:
-            sums = [[] for _ in self.groups]
-            for group, part in self.parts:
-                sums[group].append(part)
-            zero = self.parts[0][1].new_zeros(())
-            self.norms.append(torch.stack([torch.stack(s).sum() if s else zero for s in sums]))
+        sums = [[] for _ in self.groups]
+        for group, part in self.parts:
+            sums[group].append(part)
+        zero = self.parts[0][1].new_zeros(())
+        self.norms.append(torch.stack([torch.stack(s).sum() if s else zero for s in sums]))
         self.parts = []
 
-    def take(self) -> list[torch.Tensor]:
-        """This step's per-backward squared norms (device tensors: scalars, or one entry per
-        group); starts the next step."""
+    def take(self, step: object = None) -> list[torch.Tensor]:
+        """This step's per-backward squared norms (device tensors, one entry per group);
+        starts the next step. A second call with the same ``step`` (another reader of the
+        same step) gets the same norms."""
+        if step is not None and step == self.taken_step:
+            return self.taken
         self._close()
         self.backward = -1
-        norms, self.norms = self.norms, []
-        return norms
+        self.taken, self.norms, self.taken_step = self.norms, [], step
+        return self.taken
+
+    def averaged(self, step: object = None) -> torch.Tensor:
+        """The squared norm of each group's ``.grad`` (after the step's all-reduce: the global
+        batch's gradient), float64 on the gradients' device; computed once per ``step``."""
+        if self.big is None or step is None or step != self.big_step:
+            self.big = torch.stack([squared_norm(params) for params in self.groups])
+            self.big_step = step
+        return self.big
+
+
+# One MicroBatchNorms per model (B_simple and AdaScale read the same hooks).
+_SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def micro_batch_norms(model: torch.nn.Module, groups: list[list]) -> MicroBatchNorms:
+    """The model's hooks for these parameter groups, made on first use: a second reader (the
+    B_simple estimate beside AdaScale) shares them, so each parameter's gradient is reduced
+    once per backward."""
+    norms = _SHARED.get(model)
+    if norms is None or not norms.handles or norms.key() != [[id(p) for p in params]
+                                                            for params in groups]:
+        if norms is not None:
+            norms.remove()
+        norms = _SHARED[model] = MicroBatchNorms(model, groups)
+    return norms
+
+
+def grad_squared_norm(grad: torch.Tensor) -> torch.Tensor:
+    """One gradient's squared L2 norm, a float64 scalar on its device: reduced in the
+    gradient's own precision (float32 for half types, whose sums would lose digits), squared
+    in float64 (no overflow). Casting the whole gradient to float64 first would cost about ten
+    times the reduction on the CPU, once per parameter per micro-batch."""
+    grad = grad.detach()
+    dtype = torch.float32 if grad.dtype in (torch.float16, torch.bfloat16) else None
+    return torch.linalg.vector_norm(grad, dtype=dtype).double().square()
 
 
 def squared_norm(params) -> torch.Tensor:
@@ -336,5 +383,4 @@ def squared_norm(params) -> torch.Tensor:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.zeros((), dtype=torch.float64)
-    return torch.stack([torch.linalg.vector_norm(g.detach(), dtype=torch.float64).square()
-                        for g in grads]).sum()
+    return torch.stack([grad_squared_norm(g) for g in grads]).sum()
