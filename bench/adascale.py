@@ -1,6 +1,6 @@
 """AdaScale against the baselines of its paper: one schedule at any batch.
 
-    python bench/adascale.py [--seeds 3] [--threads 2] [--part linreg|mnist|both]
+    python bench/adascale.py [--seeds 3] [--threads 2] [--part linreg|mnist|throughput|both]
 
 Two studies, as in Johnson et al. (ICML 2020): every row trains with ONE schedule written for
 the base batch M0, at a global batch S x M0.
@@ -21,6 +21,10 @@ the base batch M0, at a global batch S x M0.
   seeds, its range, the gap to the base's median (goal: AdaScale within 0.3 points), epochs,
   steps, training seconds and samples/s (the rows at one accumulation are comparable: the
   AdaScale rows pay its per-step all-reduce and host read).
+
+- Throughput (``--part throughput``): samples/s of 100-step MNIST runs at S = 4 and 16 with
+  AdaScale on and off (the linear rule) at the same accumulation, alternating, median of
+  ``--seeds`` runs each (goal: AdaScale within 5%); and with B_simple off, for its own cost.
 
 Data: real MNIST from $TRAINER_DATA_DIR/mnist when present, else synthetic files (then the
 MNIST accuracies mean nothing; the script says which it used).
@@ -133,11 +137,41 @@ def mnist(tmp: Path, seeds: int) -> None:
                  "steps", "train s", "samples/s", "mean gain", "diverged"], rows)
 
 
+def throughput(tmp: Path, repeats: int) -> None:
+    """Samples/s with AdaScale on and off at the same accumulation (the linear rule: the
+    same micro-batches, and B_simple measured in both, as by default), runs alternating so
+    that both see the same machine; the median of ``repeats`` runs of 100 steps each."""
+    root, source = mnist_root(tmp)
+    rules = {"AdaScale": ("optimizer.scale_lr=adascale",),
+             "linear rule": ("optimizer.scale_lr=linear",),
+             "linear rule, B_simple off": ("optimizer.scale_lr=linear",
+                                           "trainer.noise_scale=never")}
+    rows = []
+    for scale in (4, 16):
+        batch = MNIST_BASE * scale
+        common = (f"data.batch_size={batch}", f"optimizer.base_batch_size={MNIST_BASE}",
+                  f"trainer.accumulate={scale}", "trainer.max_steps=100", "trainer.eval_every=0",
+                  "trainer.test=false")
+        rates: dict[str, list[float]] = {name: [] for name in rules}
+        for r in range(repeats):
+            for name, own in rules.items():
+                m = mnist_run(root, tmp / f"t{scale}_{r}_{len(rates[name])}_{name[:3]}", 30, 0,
+                              (*common, *own))
+                rates[name].append(m["samples_per_sec"])
+        off = statistics.median(rates["linear rule"])
+        rows += [[scale, batch, name, f"{statistics.median(v):,.0f}",
+                  f"{statistics.median(v) / off:.3f}"] for name, v in rates.items()]
+    print(f"\nThroughput, MNIST MLP, accumulation S (micro-batches of {MNIST_BASE}), 100 steps, "
+          f"median of {repeats} alternating runs, data: {source}")
+    print_table(["S", "global batch", "rule", "samples/s", "vs linear rule"], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--part", choices=("linreg", "mnist", "both"), default="both")
+    parser.add_argument("--part", choices=("linreg", "mnist", "throughput", "both"),
+                        default="both")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs")
@@ -146,6 +180,8 @@ def main() -> None:
             linreg(Path(tmp), args.seeds)
         if args.part in ("mnist", "both"):
             mnist(Path(tmp), args.seeds)
+        if args.part in ("throughput", "both"):
+            throughput(Path(tmp), args.seeds)
 
 
 if __name__ == "__main__":

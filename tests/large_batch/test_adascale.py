@@ -182,6 +182,37 @@ def test_evaluations_fall_at_points_of_base_batch_progress(tmp_path, every):
     assert saved == (crossings if every else set()) | epoch_ends | {last}
 
 
+def _steps_ran_at_rate_times_gain(run_dir: Path, metrics: dict) -> dict[int, float]:
+    """Each step's rate was optimizer.lr (0.05, constant) x its gain, some gains above 1,
+    and the run ended at the first step whose progress reached 2 base-batch epochs."""
+    series = _scalars(run_dir)
+    lrs, gains, progress = (series[tag] for tag in ("train/lr", "adascale/gain",
+                                                    "adascale/progress"))
+    assert all(lrs[s] == pytest.approx(0.05 * gains[s], rel=1e-6) for s in lrs)
+    assert max(gains.values()) > 1.5
+    last = metrics["steps"]
+    assert progress[last] >= 2.0 > progress[last - 1]
+    return series
+
+
+def test_it_runs_with_ghost_batchnorm_clipping_and_gradient_noise_in_float64(tmp_path):
+    # Clipping and the annealed noise change the averaged gradient after AdaScale measured
+    # it (on_after_backward): the gain is the model's own gradients', the rate still scaled.
+    metrics = train_in_process(tmp_path, *ADASCALE, "model.norm=batch",
+                               "model.ghost_batch_size=16", "trainer.clip_grad_norm=0.5",
+                               "noise=annealed", "trainer.dtype=float64")
+    series = _steps_ran_at_rate_times_gain(tmp_path, metrics)
+    assert max(series["train/grad_clipped"].values()) > 0  # clipping did act
+
+
+def test_two_torchrun_workers_with_sync_batchnorm(tmp_path):
+    run("torchrun", 2, *ADASCALE, "trainer.accumulate=2", "model.norm=batch",
+        "model.sync_bn=true", f"hydra.run.dir={tmp_path}/w", cwd=tmp_path)
+    metrics = json.loads((tmp_path / "w" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    _steps_ran_at_rate_times_gain(tmp_path / "w", metrics)
+
+
 def test_a_resumed_run_ends_bit_identical_to_an_unbroken_one(tmp_path):
     run = (*ADASCALE[:5], "logger.tensorboard=false")
     whole = train_in_process(tmp_path / "whole", *run)

@@ -19,9 +19,10 @@ of each worker): the same expectation as one of them, a much smaller variance.
   read by a tensor hook on each parameter (before it is accumulated into ``.grad``, hence
   before DDP's or Horovod's all-reduce); B: the global batch, the averaged gradient the
   optimizer steps with.
-- With ``trainer.accumulate`` >= 2 (any backend) this is free, so ``trainer.noise_scale=auto``
-  measures it; ``always`` also measures it with one backward per step (several workers: each
-  worker's own gradient is a small batch; one process: the step is split in two micro-batches).
+- With ``trainer.accumulate`` >= 2 (any backend) this needs no extra backward pass (only a
+  norm per parameter per micro-batch), so ``trainer.noise_scale=auto`` measures it; ``always``
+  also measures it with one backward per step (several workers: each worker's own gradient is
+  a small batch; one process: the step is split in two micro-batches).
 
 Beside the estimate a running standard error (the EMA-weighted variance of the per-step
 estimates, the delta method for the ratio) says how far to trust it. While the |G|^2 average is
@@ -260,8 +261,9 @@ def not_measured_reason(loop) -> str:
     """Why a run with this ``trainer`` config has no B_simple estimate at all."""
     if loop.noise_scale == "never":
         return "not measured: trainer.noise_scale=never"
-    return ("not measured: trainer.noise_scale=auto measures B_simple only where it is free "
-            "(trainer.accumulate >= 2); set trainer.noise_scale=always to measure it")
+    return ("not measured: trainer.noise_scale=auto measures B_simple only where it needs no "
+            "extra backward pass (trainer.accumulate >= 2); set trainer.noise_scale=always to "
+            "measure it")
 
 
 class MicroBatchNorms:
@@ -317,18 +319,23 @@ class MicroBatchNorms:
         if backward != self.backward:
             self._close()
             self.backward = backward
-        self.parts.append((group, grad_squared_norm(grad)))
+        # The norm alone here (one kernel per parameter per backward); squared and summed in
+        # float64 once per backward, in _close.
+        self.parts.append((group, _norm(grad)))
 
     def _close(self) -> None:
         """The parts so far are one backward pass's: their sums per group join this step's
         list."""
         if not self.parts:
             return
-        sums = [[] for _ in self.groups]
-        for group, part in self.parts:
-            sums[group].append(part)
-        zero = self.parts[0][1].new_zeros(())
-        self.norms.append(torch.stack([torch.stack(s).sum() if s else zero for s in sums]))
+        groups, norms = zip(*self.parts, strict=True)
+        squares = torch.stack(norms).double().square()
+        if len(self.groups) == 1:
+            sums = squares.sum().unsqueeze(0)
+        else:
+            index = torch.tensor(groups, device=squares.device)
+            sums = squares.new_zeros(len(self.groups)).index_add_(0, index, squares)
+        self.norms.append(sums)
         self.parts = []
 
     def take(self, step: object = None) -> list[torch.Tensor]:
@@ -373,9 +380,12 @@ def grad_squared_norm(grad: torch.Tensor) -> torch.Tensor:
     gradient's own precision (float32 for half types, whose sums would lose digits), squared
     in float64 (no overflow). Casting the whole gradient to float64 first would cost about ten
     times the reduction on the CPU, once per parameter per micro-batch."""
-    grad = grad.detach()
+    return _norm(grad).double().square()
+
+
+def _norm(grad: torch.Tensor) -> torch.Tensor:
     dtype = torch.float32 if grad.dtype in (torch.float16, torch.bfloat16) else None
-    return torch.linalg.vector_norm(grad, dtype=dtype).double().square()
+    return torch.linalg.vector_norm(grad.detach(), dtype=dtype)
 
 
 def squared_norm(params) -> torch.Tensor:
