@@ -89,3 +89,25 @@ def test_the_choice_follows_the_noise_scale_and_waits_for_a_clear_gain():
     near = options[options.index(large_noise.batch) - 1]
     nearby = choose(TRUE, near, options, 64, 5000.0, _shape, threshold=0.5)
     assert nearby.batch == large_noise.batch and not nearby.change
+
+
+def test_a_batch_plan_answers_the_batch_at_any_sample_and_round_trips(tmp_path):
+    from trainer.errors import UserError
+    from trainer.large_batch.batch_plan import BatchPlan, Decision
+
+    plan = BatchPlan(128, [Decision(samples=12_800, new=256, old=128, step=100,
+                                    predicted_gain=1.2, noise_scale=900.0,
+                                    model=TRUE.state_dict())])
+    plan.record(Decision(samples=38_400, new=512, old=256))
+    assert [plan.batch_at(s) for s in (0, 12_799, 12_800, 38_399, 38_400, 10**9)] == [
+        128, 128, 256, 256, 512, 512]
+    with pytest.raises(ValueError, match="comes after"):
+        plan.record(Decision(samples=38_400, new=1024))
+    plan.write(tmp_path / "batch_plan.json")
+    again = BatchPlan.read(tmp_path / "batch_plan.json")
+    assert again.state_dict() == plan.state_dict()
+    (tmp_path / "bad.json").write_text('{"initial": 64}')
+    with pytest.raises(UserError, match=r"bad.json is not a batch plan \('decisions'\)"):
+        BatchPlan.read(tmp_path / "bad.json")
+    with pytest.raises(UserError, match="no such file"):
+        BatchPlan.read(tmp_path / "missing.json")
