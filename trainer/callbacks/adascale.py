@@ -7,10 +7,11 @@ Measured in two gradient hooks, like B_simple (the same tensor hooks where both 
 backward pass's own gradient norm per optimizer group (tensor hooks, before any all-reduce),
 and in ``on_after_backward`` the averaged gradient's; the workers' micro-batch norms are
 averaged in one all-reduce per step and read back, since this step's learning rate depends on
-them. Logged: ``adascale/gain`` (the mean
-over the steps since the last log line), ``adascale/progress`` (scale-invariant epochs) and the
-scaled ``lr`` the loop already logs; the log line's note; ``adascale_*`` in metrics.json. Its
-state (progress, statistics) is in every checkpoint, so a resume continues exactly.
+them. Logged: ``adascale/gain`` (the mean over the steps since the last log line),
+``adascale/progress`` (scale-invariant epochs) and the scaled ``lr`` the loop already logs;
+the log line's note; ``adascale_*`` in metrics.json. Its state (progress, statistics) is in
+every checkpoint, so a resume continues exactly. Evaluations and checkpoints follow the
+progress too (``run.cadence``: trainer/engine/cadence.py).
 """
 
 from __future__ import annotations
