@@ -92,12 +92,12 @@ class AdaScaleCallback(Callback):
         self.adascale.advance()
         self._check_finished(run)
 
-    def _epochs(self, run) -> float:
-        return run.schedule.epoch_at(self._position())
-
     def _epoch_of(self, progress: float) -> float:
         """Base-batch steps of progress in base-batch epochs."""
         return self.schedule.epoch_at(progress / self.adascale.scale)
+
+    def _epochs(self, run) -> float:
+        return self._epoch_of(self.adascale.progress)
 
     def on_log(self, run, metrics: dict[str, float]) -> None:
         gain = self.adascale.take_mean_gain()
