@@ -125,6 +125,37 @@ def test_resume_mid_epoch_yields_the_remaining_batches():
     assert len(tail) == 2 and all(torch.equal(a, b) for a, b in zip(full[4:], tail, strict=True))
 
 
+def _resized_epoch(loader: InMemoryLoader, sizes: dict[int, int], epoch: int = 2,
+                   offset: int = 0) -> list[torch.Tensor]:
+    """The epoch's batches, the global batch changed to ``sizes[i]`` after batch i."""
+    out = []
+    for i, (x, _) in enumerate(loader.epoch(epoch, offset=offset)):
+        out.append(x)
+        if i in sizes:
+            loader.resize(sizes[i])
+    return out
+
+
+def test_a_batch_changed_inside_an_epoch_skips_and_repeats_no_sample_on_any_number_of_workers():
+    """The position is a sample offset: after a resize the epoch goes on with the next samples
+    of its order at the new size (the adaptive batch size changes it mid-epoch), and N workers
+    still see exactly one worker's global batches."""
+    split, sizes = _split(103), {2: 24, 4: 6}
+    one = _resized_epoch(InMemoryLoader(split, 12, seed=1), sizes)
+    assert [len(x) for x in one] == [12, 12, 12, 24, 24, 6, 6, 6]  # 1 row left out
+    order = epoch_permutation(103, 1, 2)
+    assert torch.equal(torch.cat(one), order[:len(torch.cat(one))])  # in order, none twice
+    shards = [_resized_epoch(InMemoryLoader(split, 12, seed=1, rank=r, world_size=2), sizes)
+              for r in range(2)]
+    for i, batch in enumerate(one):
+        assert torch.equal(batch, torch.cat([s[i] for s in shards]))
+    # A resume at the sample offset of batch 4 (60) continues identically.
+    loader = InMemoryLoader(split, 24, seed=1)
+    tail = _resized_epoch(loader, {0: 6}, offset=60)
+    assert all(torch.equal(a, b) for a, b in zip(one[4:], tail, strict=True))
+    assert loader.epoch_done(60 + sum(len(x) for x in tail))
+
+
 def test_batch_must_split_over_workers_and_fit_the_data():
     with pytest.raises(ValueError, match="does not split over 4 workers"):
         InMemoryLoader(_split(100), 10, seed=0, world_size=4)

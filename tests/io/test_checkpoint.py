@@ -130,7 +130,9 @@ def test_every_component_is_registered_once_and_saved_under_its_name(tmp_path):
 
 def test_a_checkpoint_from_before_callbacks_existed_resumes_exactly(tmp_path):
     """Checkpoints written before a component existed (no "callbacks" entry, an empty
-    "noise_scale") resume: that component keeps its fresh state, the rest continue exactly."""
+    "noise_scale") or before the position was kept as a sample offset (a progress without
+    "offset", mid-epoch: step 5 of 20) resume: that component keeps its fresh state, the rest
+    continue exactly."""
     from tests.helpers import train_in_process
 
     common = ("trainer.max_steps=10", "trainer.checkpoint_every=5", "trainer.keep_last=5",
@@ -139,6 +141,7 @@ def test_a_checkpoint_from_before_callbacks_existed_resumes_exactly(tmp_path):
     old = torch.load(tmp_path / "a" / "checkpoints" / "step-00000005.pt", weights_only=True)
     del old["callbacks"]
     old["noise_scale"] = {}
+    assert old["progress"].pop("offset") == 5 * 64 and old["progress"]["batch"] == 5
     torch.save(old, tmp_path / "old.pt")
     train_in_process(tmp_path / "b", *common, f"trainer.resume={tmp_path / 'old.pt'}")
     a = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)["model"]

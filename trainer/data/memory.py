@@ -1,7 +1,8 @@
 """The in-memory data path: a whole data set as tensors, batches by slicing.
 
 An epoch is one permutation drawn from ``(seed, epoch)`` alone, so any rank can rebuild any
-epoch's order without shared RNG state, and a resumed run can jump to batch k of epoch e.
+epoch's order without shared RNG state, and a resumed run can continue at any sample offset
+of epoch e (the position is kept in samples, so the batch may also change inside an epoch).
 Each global batch of B samples is cut into ``world_size`` consecutive slices of B / world_size,
 one per rank: the ranks' shards are disjoint, every rank sees the same number of batches, and
 N workers see exactly the samples one worker sees at the same global batch.
@@ -143,7 +144,9 @@ class InMemoryLoader:
         self.resize(global_batch_size)
 
     def resize(self, global_batch_size: int) -> None:
-        """Use this global batch from the next epoch on (a batch-size schedule grows it)."""
+        """Train at this global batch from the next batch on: an epoch in progress continues
+        at its sample offset with the new size (schedule=increase_batch grows it at epoch
+        starts, the adaptive batch size at its decision points)."""
         if global_batch_size % self.world_size:
             raise ValueError(
                 f"global batch {global_batch_size} does not split over {self.world_size} workers"
@@ -157,7 +160,18 @@ class InMemoryLoader:
         self.batch_size = global_batch_size // self.world_size
 
     def __len__(self) -> int:
+        """Whole global batches in an epoch at the current size."""
         return len(self.split) // self.global_batch_size
+
+    def epoch_done(self, offset: int) -> bool:
+        """Whether an epoch ``offset`` samples in has no whole global batch left."""
+        return len(self.split) - offset < self.global_batch_size
+
+    def epochs_done(self, epoch: int, offset: int) -> float:
+        """``epoch`` plus the share of it ``offset`` samples are (of the samples its whole
+        batches cover at the current size; for a batch that never changed, batches done over
+        batches per epoch, to the bit)."""
+        return epoch + offset / (len(self) * self.global_batch_size)
 
     def left_out(self) -> str:
         """What an epoch leaves out, in words for the run's first lines ("" when nothing):
@@ -175,32 +189,56 @@ class InMemoryLoader:
         """Where this rank's slice starts in each global batch (its rows follow in order)."""
         return self.rank * self.batch_size
 
-    def shard_indices(self, epoch: int) -> torch.Tensor:
-        """This rank's sample indices for the epoch, in the order it will see them."""
-        used = len(self) * self.global_batch_size
-        order = epoch_permutation(len(self.split), self.seed, epoch)[:used]
-        return order.view(len(self), self.world_size, self.batch_size)[:, self.rank].reshape(-1)
+    def shard_indices(self, epoch: int, offset: int = 0) -> torch.Tensor:
+        """This rank's sample indices for the epoch from ``offset`` samples in, at the current
+        global batch, in the order it will see them."""
+        order = epoch_permutation(len(self.split), self.seed, epoch)
+        steps = (len(self.split) - offset) // self.global_batch_size
+        used = order[offset:offset + steps * self.global_batch_size]
+        return used.view(steps, self.world_size, self.batch_size)[:, self.rank].reshape(-1)
 
-    def epoch(self, epoch: int, start: int = 0) -> Iterator:
-        """Yield batches ``start, start+1, ...`` of the epoch (``start`` > 0 when resuming),
-        prepared (:func:`prepare_batch`): ``(inputs, targets)``, or the structure a Dataset's
-        items collate to."""
-        index = self.shard_indices(epoch)[start * self.batch_size :]
-        if isinstance(self.split, TensorSplit):
-            index = index.to(self.split.inputs.device)  # gathered where the tensors live
-        # A gather per batch from the sliced index: no per-sample Python, and no epoch-sized
-        # copy of the data set (which costs more than it saves on the CPU).
-        # (An epoch resumed at its end has no batches left: split() of an empty index would
-        # still give one empty batch, and the mean loss over it is NaN.)
-        rows = list(index.split(self.batch_size)) if len(index) else []
-        for index, raw in enumerate(self.split.stream(rows), start=start):
-            batch = self.prepare(raw)
-            if self.augment is not None:  # (in-memory data: always an (inputs, targets) pair)
-                # Drawn per (seed, epoch, batch) for the global batch: see data/augment.py.
-                x, y = batch
-                batch = (self.augment(x, seeded_generator(self.seed, epoch, index, 0x6175),
-                                      self.first_row, self.global_batch_size), y)
-            yield batch
+    def sample_at(self, epoch: int, position: int) -> int:
+        """The sample at ``position`` (samples into the epoch, over all ranks) of its order."""
+        return int(epoch_permutation(len(self.split), self.seed, epoch)[position])
+
+    def epoch(self, epoch: int, start: int = 0, *, offset: int | None = None) -> Iterator:
+        """Yield the epoch's batches from batch ``start`` (or from ``offset`` samples in: a
+        resumed run's position), prepared (:func:`prepare_batch`): ``(inputs, targets)``, or
+        the structure a Dataset's items collate to.
+
+        The position is a sample offset: each global batch takes the next B samples of the
+        epoch's order, B the size when it is drawn, so a :meth:`resize` between two batches
+        changes the batch inside the epoch with no sample skipped or repeated (the stream is
+        reopened at the offset; a Dataset's prefetched batches are dropped)."""
+        offset = start * self.global_batch_size if offset is None else offset
+        while True:
+            size = self.global_batch_size
+            index = self.shard_indices(epoch, offset)
+            if isinstance(self.split, TensorSplit):
+                index = index.to(self.split.inputs.device)  # gathered where the tensors live
+            # A gather per batch from the sliced index: no per-sample Python, and no
+            # epoch-sized copy of the data set (which costs more than it saves on the CPU).
+            # (An epoch resumed at its end has no batches left: split() of an empty index
+            # would still give one empty batch, and the mean loss over it is NaN.)
+            rows = list(index.split(self.batch_size)) if len(index) else []
+            stream = self.split.stream(rows)
+            for raw in stream:
+                batch = self.prepare(raw)
+                if self.augment is not None:  # (in-memory data: an (inputs, targets) pair)
+                    # Drawn per (seed, epoch, batch) for the global batch: data/augment.py.
+                    # (Batch k of an epoch at one size is keyed k, as before sizes changed.)
+                    key = ((offset // size,) if offset % size == 0 else (offset, size))
+                    x, y = batch
+                    batch = (self.augment(x, seeded_generator(self.seed, epoch, *key, 0x6175),
+                                          self.first_row, size), y)
+                yield batch
+                offset += size
+                if self.global_batch_size != size:
+                    break  # resized: the rest of the epoch at the new size
+            else:
+                return
+            if callable(close := getattr(stream, "close", None)):
+                close()
 
 
 def eval_share(num_samples: int, rank: int, world_size: int) -> tuple[int, int]:

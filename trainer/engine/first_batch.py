@@ -176,10 +176,9 @@ def _sample_index(run, row: int) -> int | str:
     """The training-set index (in the data as given, before a validation split was held out
     of it) of ``row`` of the micro-batch being checked."""
     loader, progress = run.loader, run.progress
-    offset = run.batch_position.first - loader.first_row + row
-    try:
-        return origin(run.data.train, int(loader.shard_indices(progress.epoch)[
-            progress.batch * loader.batch_size + offset]))
+    try:  # (batch_position.first: where the micro-batch starts in the global batch)
+        return origin(run.data.train, loader.sample_at(
+            progress.epoch, progress.offset + run.batch_position.first + row))
     except (IndexError, AttributeError):
         return f"row {row} of the first micro-batch"
 

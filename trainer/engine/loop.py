@@ -40,8 +40,9 @@ class Loop:
         loop = run.cfg.trainer
         self.total_steps = run.total_steps
         # Plain values: reading a DictConfig attribute costs tens of microseconds.
-        self.log_every, self.accumulate = loop.log_every, run.micro_batches
-        self.pending: list[tuple[int, torch.Tensor]] = []  # (step, loss) not yet read back
+        self.log_every = loop.log_every
+        # (step, loss, this worker's batch) not yet read back
+        self.pending: list[tuple[int, torch.Tensor, int]] = []
         self.tally = Tally(run.task)
         self.clock = Stopwatch()
         self.last_eval: dict[str, float] = {}
@@ -64,6 +65,10 @@ class Loop:
         """Training time of the whole run so far, across resumes."""
         return self.progress.train_time_s + self.clock.total - self.saved_clock
 
+    def epochs_done(self) -> float:
+        """Epochs of training so far (1.00: the first one ended)."""
+        return self.run.loader.epochs_done(self.progress.epoch, self.progress.offset)
+
     def flush(self) -> float | None:
         """Read the pending steps' losses back; add them to the epoch sums; mean loss."""
         if not self.pending:
@@ -74,7 +79,7 @@ class Loop:
         # with per-step values of their own (run.averaged) share the same all-reduce.
         backend, n = self.run.backend, len(self.pending)
         with torch.no_grad():
-            parts = [torch.stack([loss for _, loss in self.pending]).double()]
+            parts = [torch.stack([loss for _, loss, _ in self.pending]).double()]
             users = []
             for component in self.run.averaged:
                 values = component.to_average()
@@ -104,9 +109,11 @@ class Loop:
             component.averaged(values[start:start + size])
             start += size
         counts = self.tally.take().cpu().tolist()
-        batch = self.run.loader.batch_size
+        sizes = [batch for _, _, batch in self.pending]  # (the batch may change: data/memory.py)
         sums = self.progress.train_sums or [0.0] * sum_width(self.run.task)
-        added = [sum(losses) * batch, counts[0], n * batch, *counts[1:]]
+        loss_sum = (sum(losses) * sizes[0] if min(sizes) == max(sizes)
+                    else sum(loss * batch for loss, batch in zip(losses, sizes, strict=True)))
+        added = [loss_sum, counts[0], sum(sizes), *counts[1:]]
         self.progress.train_sums = [a + b for a, b in zip(sums, added, strict=True)]
         self.pending.clear()
         return sum(losses) / n
@@ -167,11 +174,11 @@ class Loop:
             self.last_eval = {f"train/epoch_{k}": v for k, v in train.items()}
         self.evaluated_step = p.step
         p.history.append({
-            "step": p.step, "epoch": run.schedule.epoch_at(p.step), "samples": p.samples,
+            "step": p.step, "epoch": self.epochs_done(), "samples": p.samples,
             "train_time_s": self.train_seconds, **self.last_eval,
         })
         logger.info(
-            f"step {p.step} (epoch {self.run.schedule.epoch_at(p.step):.2f}): "
+            f"step {p.step} (epoch {self.epochs_done():.2f}): "
             + ", ".join(f"{k} {v:.4f}" for k, v in self.last_eval.items())
         )
         run.callbacks.on_eval_end(run, dict(self.last_eval))
@@ -198,7 +205,7 @@ class Loop:
         self.run.callbacks.on_log(self.run, logged)
         notes = logger.take_notes()  # what the callbacks added to this line
         # Epochs done, as the evaluation lines count them ("epoch 1.00" = the first one ended).
-        epoch = self.run.schedule.epoch_at(p.step)
+        epoch = self.epochs_done()
         if not logger.shows_progress:
             logger.info(
                 f"step {p.step}/{self.total_steps} epoch {epoch:.2f} loss {mean_loss:.4f} "
@@ -210,15 +217,16 @@ class Loop:
     def train_epoch(self) -> None:
         """Run the current epoch from its saved position to its end (or the last step)."""
         run, p, clock = self.run, self.progress, self.clock
-        run.callbacks.on_epoch_start(run)
         run.loader.resize(run.epoch_batches[p.epoch])  # schedule=increase_batch grows it
+        run.callbacks.on_epoch_start(run)  # (which may resize it too: the adaptive batch)
         window = (p.samples, clock.total)
         clock.start()
-        for batch in run.loader.epoch(p.epoch, start=p.batch):
+        loader = run.loader
+        for batch in loader.epoch(p.epoch, offset=p.offset):
             run.schedule.apply(run.optimizer, p.step)
             run.callbacks.on_step_start(run)  # (which may set the lr too: trainer-lr-find)
             try:
-                loss = train_step(run, batch, p.step, self.accumulate, self.tally)
+                loss = train_step(run, batch, p.step, run.micro_batches, self.tally)
             except UserError:
                 raise
             except Exception as exc:
@@ -227,10 +235,11 @@ class Loop:
                 add_context(exc, f"in training step {p.step + 1} (epoch {p.epoch}, batch "
                                  f"{p.batch}) on rank {run.backend.rank}")
                 raise
-            self.pending.append((p.step + 1, loss))
+            self.pending.append((p.step + 1, loss, loader.batch_size))
             p.step += 1
             p.batch += 1
-            p.samples += run.loader.global_batch_size
+            p.offset += loader.global_batch_size
+            p.samples += loader.global_batch_size
             run.callbacks.on_step_end(run)
             logged = p.step % self.log_every == 0 or p.step == self.total_steps
             if logged:
@@ -277,7 +286,7 @@ class Loop:
         self.last_train = self.train_metrics()
         logger.scalars({f"train/epoch_{k}": v for k, v in self.last_train.items()}, p.step)
         logger.scalars({"time/epoch_s": self.epoch_seconds}, p.step)
-        p.epoch, p.batch, p.train_sums = p.epoch + 1, 0, []
+        p.epoch, p.batch, p.offset, p.train_sums = p.epoch + 1, 0, 0, []
         if self.run.cadence.eval_at_epoch_end:
             self.evaluate()
         self.save()
@@ -334,7 +343,7 @@ class Loop:
             self.epoch_seconds = self.clock.total - before
             if self.stopped_by:
                 self.stop_on_signal()
-            if p.batch >= len(run.loader):
+            if run.loader.epoch_done(p.offset):
                 self.end_epoch()
                 self.stopping = self.stopping or self.stop_agreed()
         logger.close_progress()
@@ -355,14 +364,14 @@ class Loop:
             "train_accuracy": self.last_train.get("accuracy"),
             "samples_per_sec": (p.samples - first_samples) / max(self.clock.total, 1e-9),
             "steps": p.step,
-            "epochs": run.schedule.epoch_at(p.step),
+            "epochs": self.epochs_done(),
             "epoch_time_s": self.epoch_seconds,
             "wall_time_s": time.perf_counter() - started,
             "startup_s": startup_s,
             "train_time_s": self.train_seconds,
             "history": p.history,
             "world_size": run.backend.world_size,
-            "global_batch_size": run.cfg.data.batch_size,  # at the start
+            "global_batch_size": run.epoch_batches[0],  # at the start
             "final_global_batch_size": run.loader.global_batch_size,
             "stopped_early": self.stopping,
             "resumed_from": str(run.resumed_from) if run.resumed_from else None,

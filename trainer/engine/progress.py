@@ -14,6 +14,10 @@ class Progress:
     step: int = 0  # optimizer steps done
     epoch: int = 0  # current epoch, 0-based
     batch: int = 0  # batches of the current epoch already consumed
+    # Samples of the current epoch's order already consumed (over all workers): where the
+    # epoch continues, whatever batch sizes it ran at (checkpoints before it: batch x the
+    # epoch's batch, trainer.io.state).
+    offset: int = 0
     train_sums: list[float] = field(default_factory=list)  # task metric sums of this epoch
     stage: int = 0  # index in trainer.stages whose model and optimizer are live
     train_time_s: float = 0.0  # training seconds before this process (resumed runs)

@@ -45,6 +45,9 @@ class ProgressState:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         known = {f.name for f in fields(Progress)}
         progress = Progress(**{k: v for k, v in state.items() if k in known})
+        if "offset" not in state:  # written before the position was kept in samples
+            progress.offset = progress.batch * self.run.epoch_batches[
+                min(progress.epoch, len(self.run.epoch_batches) - 1)]
         if (why := _impossible(progress)) is not None:
             raise UserError(
                 f"checkpoint {self.run.resumed_from} holds an impossible progress ({why}): it "
@@ -59,12 +62,14 @@ def _impossible(p: Progress) -> str | None:
     """What no run can have written, whatever its config: counts that are negative or not
     whole, or more steps than samples consumed (every step consumes at least one)."""
     counts = {"step": p.step, "epoch": p.epoch, "batch": p.batch, "samples": p.samples,
-              "stage": p.stage}
+              "stage": p.stage, "offset": p.offset}
     for name, value in counts.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             return f"{name} {value!r}"
     if p.samples < p.step or p.batch > p.step or p.epoch > p.step:
         return f"step {p.step}, epoch {p.epoch}, batch {p.batch}, {p.samples} samples consumed"
+    if p.offset > p.samples or p.offset < p.batch:
+        return f"{p.offset} samples into epoch {p.epoch} after {p.samples} in all"
     return None
 
 
