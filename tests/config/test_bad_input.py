@@ -157,13 +157,13 @@ def test_a_sweep_job_with_bad_input_fails_alone_and_the_sweep_names_it(tmp_path)
     lines = [line for line in result.stderr.splitlines() if line.startswith("trainer")]
     assert lines == [
         "trainer: error: job 1_data.batch_size=0: data.batch_size=0 is invalid: use a positive "
-        "integer",
+        "integer, or auto",
         "trainer: error: 1 of the sweep's 3 jobs failed (job 1_data.batch_size=0; each one's "
         "reason is above and in its folder's failed.txt); the others ran to the end",
     ]
     assert (sweep / "2_data.batch_size=64" / "metrics.json").is_file()
     assert (sweep / "1_data.batch_size=0" / "failed.txt").read_text() == \
-        "data.batch_size=0 is invalid: use a positive integer\n"
+        "data.batch_size=0 is invalid: use a positive integer, or auto\n"
     report = write_report(sweep)[0].read_text()
     assert "| 0 | failed |" in report and "| 64 |" in report
 

@@ -90,7 +90,8 @@ CONFIG = [
     (["callbacks.foo=1"], "callbacks.foo is not one of the run's callbacks (it has: "
                           "best_checkpoint); add one with +callbacks.foo._target_=your.Class"),
     (["callbacks=[default,early_stop]"], "unknown callbacks 'early_stop'; choose one of: "
-                                         "best_checkpoint, default, early_stopping"),
+                                         "adaptive_batch, best_checkpoint, default, "
+                                         "early_stopping"),
     (["trainer.noise_scale=sometimes"], "trainer.noise_scale=sometimes is invalid"),
     (["trainer.precision=8"], "trainer.precision=8 is unknown"),
     (["optimizer.scale_lr=cubic"], "optimizer.scale_lr=cubic is invalid: use none, linear, "
@@ -110,6 +111,19 @@ CONFIG = [
       "schedule=increase_batch", "schedule.milestones=[5]"],
      "optimizer.scale_lr=adascale with schedule=increase_batch: AdaScale runs at one global "
      "batch"),
+    (["data.batch_size=auto"], "optimizer.scale_lr=none is invalid: data.batch_size=auto sets "
+                               "each step's learning rate with AdaScale"),
+    (["data.batch_size=auto", "optimizer.scale_lr=adascale", "data.batch_size_min=256",
+      "data.batch_size_max=128"],
+     "data.batch_size_max=128 is invalid: it is below data.batch_size_min=256; raise it"),
+    (["data.batch_size_max=512"], "data.batch_size_max=512 is invalid: it is for "
+                                  "data.batch_size=auto (the batch chosen during training)"),
+    (["data.batch_size=auto", "optimizer.scale_lr=adascale", "data.batch_plan=nope.json"],
+     "data.batch_plan=nope.json: no such file; give the batch_plan.json of the run to replay"),
+    (["data.batch_size=auto", "optimizer.scale_lr=adascale", "trainer.accumulate=2",
+      "callbacks=[default,adaptive_batch]", "callbacks.adaptive_batch.threshold=-1"],
+     "callbacks.adaptive_batch.threshold=-1: use a gain >= 0"),
+    (["data.batch_size=0.5"], "data.batch_size=0.5 is invalid: use a positive integer, or auto"),
     (["optimizer.adascale_decay=1"], "optimizer.adascale_decay=1.0 is invalid: use a number "
                                      "in [0, 1), or null"),
     (["schedule.warmup_steps=-1"], "schedule.warmup_steps and schedule.warmup_epochs must be"),

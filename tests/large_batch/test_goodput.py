@@ -102,7 +102,11 @@ def test_a_batch_plan_answers_the_batch_at_any_sample_and_round_trips(tmp_path):
     assert [plan.batch_at(s) for s in (0, 12_799, 12_800, 38_399, 38_400, 10**9)] == [
         128, 128, 256, 256, 512, 512]
     with pytest.raises(ValueError, match="comes after"):
-        plan.record(Decision(samples=38_400, new=1024))
+        plan.record(Decision(samples=38_000, new=1024))
+    # A second decision at the same point replaces the first (a resume on other workers
+    # re-quantising the batch a decision had just set).
+    plan.record(Decision(samples=38_400, new=384, old=256))
+    assert len(plan.decisions) == 2 and plan.batch_at(10**9) == 384
     plan.write(tmp_path / "batch_plan.json")
     again = BatchPlan.read(tmp_path / "batch_plan.json")
     assert again.state_dict() == plan.state_dict()

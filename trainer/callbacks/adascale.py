@@ -21,8 +21,9 @@ from typing import Any
 import torch
 
 from trainer.callbacks import Callback
+from trainer.config.batch_size import is_auto, largest_batch
 from trainer.engine.cadence import ProgressCadence
-from trainer.large_batch.adascale import AdaScale, check_adascale
+from trainer.large_batch.adascale import AdaScale, check_adascale, default_decay
 from trainer.large_batch.noise_scale import MicroBatchNorms, micro_batch_norms
 
 
@@ -34,17 +35,23 @@ class AdaScaleCallback(Callback):
         self.first_progress = 0.0  # where this process started (a resume's)
         self.first_step = 0
         self.schedule = None  # the run's (its epochs at the global batch)
+        self.schedule_scale = 1.0  # the first global batch / the base batch
 
     def on_fit_start(self, run) -> None:
         cfg = run.cfg
         check_adascale(cfg, run.backend.world_size, run.micro_batches, run.optimizer,
-                       cfg.trainer.stages, run.schedule)
+                       cfg.trainer.stages, run.schedule, run.epoch_batches[0])
         groups = [group["params"] for group in run.optimizer.param_groups]
         decay = cfg.optimizer.get("adascale_decay")
+        if decay is None:  # the paper's, for the largest batch the run may train at
+            decay = default_decay(largest_batch(cfg) / cfg.optimizer.base_batch_size)
         self.adascale = AdaScale(cfg.optimizer.base_batch_size, run.loader.global_batch_size,
                                  len(groups), decay)
+        # The schedule was laid out in steps of the run's first batch (data.batch_size=auto:
+        # M0); the batch may change later (set_global_batch), the schedule's unit does not.
+        self.schedule_scale = run.epoch_batches[0] / self.adascale.base_batch
         if self.saved is not None:
-            self.adascale.load_state_dict(self.saved)
+            self.adascale.load_state_dict(self.saved, same_batch=not is_auto(cfg))
             self.saved = None
         self.first_progress, self.first_step = self.adascale.progress, run.step
         self.schedule = run.schedule
@@ -53,24 +60,27 @@ class AdaScaleCallback(Callback):
         run.cadence = ProgressCadence(lambda: self.adascale.progress, self._epoch_of,
                                       cfg.trainer.eval_every, cfg.trainer.checkpoint_every)
         a, epochs = self.adascale, cfg.trainer.epochs
+        most = largest_batch(cfg) / a.base_batch  # (the largest S: data.batch_size=auto's)
         run.logger.info(
             f"AdaScale: S = {a.scale:g} (global batch {a.global_batch} / base batch "
             f"{a.base_batch}); trainer.epochs={epochs} counts base-batch epochs: the run ends "
-            f"when its progress reaches them (between {epochs} and {epochs * a.scale:g} real "
+            f"when its progress reaches them (between {epochs} and {epochs * most:g} real "
             "epochs, as the measured gain goes from S to 1); trainer.eval_every and "
             "trainer.checkpoint_every count base-batch steps of progress (0: evaluate at each "
             "base-batch epoch)")
         self._check_finished(run)  # a resumed run that had already reached its length
 
     def _position(self) -> float:
-        """The progress in the schedule's units: steps at this run's global batch."""
-        return self.adascale.progress / self.adascale.scale
+        """The progress in the schedule's units: steps at this run's first global batch."""
+        return self.adascale.progress / self.schedule_scale
 
     def _check_finished(self, run) -> None:
         if self._position() >= run.schedule.total_steps:
             run.finished = True
 
     def on_after_backward(self, run) -> None:
+        if run.loader.global_batch_size != self.adascale.global_batch:  # (adaptive batch)
+            self.adascale.set_global_batch(run.loader.global_batch_size)
         k = run.micro_batches
         small = torch.stack(self.norms.take(run.step)).mean(dim=0) * (k * k)
         big = self.norms.averaged(run.step).to(small.device)
@@ -94,7 +104,7 @@ class AdaScaleCallback(Callback):
 
     def _epoch_of(self, progress: float) -> float:
         """Base-batch steps of progress in base-batch epochs."""
-        return self.schedule.epoch_at(progress / self.adascale.scale)
+        return self.schedule.epoch_at(progress / self.schedule_scale)
 
     def _epochs(self, run) -> float:
         return self._epoch_of(self.adascale.progress)
@@ -122,7 +132,7 @@ class AdaScaleCallback(Callback):
         run.logger.info(
             f"AdaScale: S = {a.scale:g} (global batch {a.global_batch} / base batch "
             f"{a.base_batch}), {self._epochs(run):.2f} base-batch epochs of progress in "
-            f"{run.schedule.epoch_at(run.step):.2f} epochs"
+            f"{run.loader.epochs_done(run.progress.epoch, run.progress.offset):.2f} epochs"
             + (f", mean gain {metrics['adascale_mean_gain']:.2f}" if steps else ""))
 
     def state_dict(self) -> dict:

@@ -9,11 +9,13 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from trainer.callbacks import Callback, CallbackList
+from trainer.callbacks.adaptive_batch import AdaptiveBatch
 from trainer.callbacks.adascale import AdaScaleCallback
 from trainer.callbacks.noise_scale import NoiseScaleCallback
 from trainer.callbacks.qat_phases import QATPhases
 from trainer.callbacks.sample_predictions import SamplePredictions
 from trainer.callbacks.stage_switch import StageSwitch
+from trainer.config.batch_size import is_auto
 from trainer.config.instantiate import safe_instantiate
 from trainer.errors import UserError
 from trainer.optim.clip import GradClip
@@ -36,6 +38,8 @@ def framework_callbacks(cfg: DictConfig, noise: Callback | None = None) -> dict[
                                                     q.freeze_bn_step))
     # Always: it also says in metrics.json why B_simple was not measured.
     named["noise_scale"] = NoiseScaleCallback()
+    if is_auto(cfg):  # (before AdaScale: it sets the batch AdaScale's gain is for)
+        named["adaptive_batch"] = AdaptiveBatch()
     if cfg.optimizer.scale_lr == "adascale":
         named["adascale"] = AdaScaleCallback()
     if loop.clip_grad_norm is not None or loop.clip_grad_value is not None:

@@ -49,16 +49,17 @@ QuantMode = choices("QuantMode", "none", "qat", "ptq")
 def rule(default: Any, *, low: float | None = None, above: float | None = None,
          below: float | None = None, whole: bool = False, boolean: bool = False,
          choices: tuple[str, ...] = (), pattern: str = "", optional: bool = False,
-         hint: str) -> Any:
+         also: tuple[str, ...] = (), hint: str) -> Any:
     """A field with what it allows beside its default: ``low <= v``, ``above < v``,
     ``v < below``; ``whole``: an integer, ``boolean``: true or false (for the open groups,
     which OmegaConf does not type: ``model.sync_bn=off`` would be the string 'off', truthy);
     ``choices``: one of these strings (an open group's); ``pattern``: a string matching this
-    regular expression; ``optional``: null is allowed too; ``hint``: what to use, for the
+    regular expression; ``optional``: null is allowed too; ``also``: these strings are
+    allowed besides what the other checks allow (``auto``); ``hint``: what to use, for the
     one-line error (``trainer.epochs=0 is invalid: use at least 1``)."""
     checks = {"low": low, "above": above, "below": below, "whole": whole or None,
               "boolean": boolean or None,
-              "choices": choices or None, "pattern": pattern or None}
+              "choices": choices or None, "pattern": pattern or None, "also": also or None}
     return field(default=default, metadata={
         "rule": {**{k: v for k, v in checks.items() if v is not None}, "optional": optional,
                  "hint": hint}})
@@ -107,7 +108,24 @@ class DataKeys:
     """The keys the framework reads from ANY data option (the loader's). ``batch_size`` is the
     GLOBAL batch over all workers."""
 
-    batch_size: int = rule(128, low=1, whole=True, hint="use a positive integer")
+    # auto: the goodput controller picks it during training, from batch_size_min up to
+    # batch_size_max (trainer/callbacks/adaptive_batch.py; docs/large_batch.md).
+    batch_size: Any = rule(128, low=1, whole=True, also=("auto",),
+                           hint="use a positive integer, or auto")
+    # With batch_size=auto: M0, the batch it starts from and never goes below, also AdaScale's
+    # base (null: optimizer.base_batch_size); the largest it may choose (null: 32 x M0).
+    batch_size_min: int | None = rule(None, low=1, whole=True, optional=True,
+                                      hint="use a positive integer, or null")
+    batch_size_max: int | None = rule(None, low=1, whole=True, optional=True,
+                                      hint="use a positive integer, or null")
+    # The most samples one worker's forward/backward takes at once; a larger per-worker
+    # batch is accumulated over several micro-batches (null: no limit).
+    max_micro_batch: int | None = rule(None, low=1, whole=True, optional=True,
+                                       hint="use a positive integer, or null")
+    # A batch_plan.json to replay instead of deciding (batch_size=auto): the same batches at
+    # the same samples, no timing, on any number of workers.
+    batch_plan: str | None = rule(None, optional=True, pattern=r".+",
+                                  hint="use the path of a batch_plan.json, or null")
     eval_batch_size: int = rule(1000, low=1, whole=True, hint="use a positive integer")
     # Where the data tensors live: "auto" keeps them on the training device (in-memory path).
     device: str = rule("auto", pattern=r"auto|cpu|cuda(:\d+)?", hint="use auto, cpu or cuda[:N]")

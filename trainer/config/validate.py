@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import fields
 from difflib import get_close_matches
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -144,7 +145,7 @@ def check_rules(cfg: DictConfig) -> None:
             if check is None or f.name not in node:
                 continue
             value, key = node[f.name], f"{group}.{f.name}"
-            if value is None and check["optional"]:
+            if value is None and check["optional"] or value in check.get("also", ()):
                 continue
             number = isinstance(value, int | float) and not isinstance(value, bool)
             ok = (
@@ -199,6 +200,7 @@ def validate(cfg: DictConfig, given: tuple[str, ...] = ()) -> None:
     )
     _validate_stages(loop)
     _validate_quant(cfg)
+    _validate_adaptive_batch(cfg)
 
 
 def _validate_stages(loop: DictConfig) -> None:
@@ -218,6 +220,35 @@ def _validate_stages(loop: DictConfig) -> None:
         f"with trainer.stages the run lasts their {total} epochs; change a stage's epochs "
         "(trainer.stages.0.epochs=N) or set trainer.epochs=${sum_epochs:${trainer.stages}}",
     )
+
+
+def _validate_adaptive_batch(cfg: DictConfig) -> None:
+    """data.batch_size=auto and the keys that only mean something with it (settled first:
+    trainer.config.batch_size.settle)."""
+    from trainer.config.batch_size import is_auto, largest_batch
+
+    data = cfg.data
+    if not is_auto(cfg):
+        for key in ("batch_size_min", "batch_size_max", "batch_plan"):
+            _require(data.get(key) is None, f"data.{key}", data.get(key),
+                     "it is for data.batch_size=auto (the batch chosen during training); "
+                     f"add data.batch_size=auto, or drop data.{key}")
+        return
+    _require(cfg.optimizer.scale_lr == "adascale", "optimizer.scale_lr", cfg.optimizer.scale_lr,
+             "data.batch_size=auto sets each step's learning rate with AdaScale (the schedule "
+             "and trainer.epochs in base-batch units, which a batch that changes needs): use "
+             "optimizer=sgd optimizer.scale_lr=adascale")
+    _require(largest_batch(cfg) >= data.batch_size_min, "data.batch_size_max",
+             data.get("batch_size_max"),
+             f"it is below data.batch_size_min={data.batch_size_min}; raise it, or lower "
+             "data.batch_size_min")
+    if data.get("batch_plan"):  # (read now: a missing or malformed plan before any start)
+        from trainer.large_batch.batch_plan import BatchPlan
+
+        BatchPlan.read(Path(data.batch_plan))
+    _require(not cfg.trainer.stages, "trainer.stages", "[...]",
+             "data.batch_size=auto runs one optimizer (AdaScale keeps its groups' statistics); "
+             "use one stage")
 
 
 def _validate_quant(cfg: DictConfig) -> None:

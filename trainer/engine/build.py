@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from trainer.callbacks import CallbackList
 from trainer.callbacks.from_config import build_callbacks
+from trainer.config import batch_size
 from trainer.config.consistency import check_same_config
 from trainer.config.flat import flatten
 from trainer.config.instantiate import safe_instantiate
@@ -295,11 +296,13 @@ def _build_components(cfg: DictConfig, run_dir: Path, backend: Backend,
                       val_fraction=val_fraction)
     schedule = safe_instantiate(cfg.schedule, "schedule")
     # (More epochs than trainer.epochs where it counts base-batch epochs: AdaScale.)
-    epochs = most_epochs(cfg.optimizer, cfg.data.batch_size, loop.epochs)
-    epoch_batches = schedule.global_batches(cfg.data.batch_size, len(data.train), epochs)
+    # (data.batch_size=auto: from M0, up to epochs x the largest batch / M0 real epochs.)
+    first_batch = batch_size.start_batch(cfg)
+    epochs = most_epochs(cfg.optimizer, batch_size.largest_batch(cfg), loop.epochs)
+    epoch_batches = schedule.global_batches(first_batch, len(data.train), epochs)
     try:
         loader = InMemoryLoader(
-            data.train, cfg.data.batch_size, seed=loop.seed, rank=backend.rank,
+            data.train, first_batch, seed=loop.seed, rank=backend.rank,
             world_size=backend.world_size,
             prepare=functools.partial(prepare_batch, transform=data.transform, dtype=dtype),
             augment=data.augmentation,
@@ -307,8 +310,8 @@ def _build_components(cfg: DictConfig, run_dir: Path, backend: Backend,
     except ValueError as exc:
         held = (f" (data.val_fraction={val_fraction:g} held {len(data.val):,} rows out for "
                 "validation)" if data.held_out else "")
-        raise UserError(f"data.batch_size={cfg.data.batch_size}: {exc}{held}; choose "
-                        "another") from None
+        key = "data.batch_size_min" if batch_size.is_auto(cfg) else "data.batch_size"
+        raise UserError(f"{key}={first_batch}: {exc}{held}; choose another") from None
     noise_scale, micro_batches = plan_noise_scale(loop, backend)
     for global_batch in sorted(set(epoch_batches)):  # schedule=increase_batch grows it
         batch = global_batch // backend.world_size
@@ -337,13 +340,16 @@ def _build_components(cfg: DictConfig, run_dir: Path, backend: Backend,
     train_model = backend.wrap_model(forward)
     first_stage = loop.stages[0] if loop.stages else None
     optimizer = backend.wrap_optimizer(
-        build_optimizer(stage_optimizer(cfg.optimizer, first_stage), model, cfg.data.batch_size),
+        build_optimizer(stage_optimizer(cfg.optimizer, first_stage), model, first_batch),
         model,
     )
     for transform in transforms:
         transform.after_optimizer(model, optimizer)
     epoch_steps = [len(data.train) // batch for batch in epoch_batches]
     total_steps = sum(epoch_steps)
+    if batch_size.is_auto(cfg):
+        # Every AdaScale step's gain is >= 1: at most trainer.epochs of steps at M0.
+        total_steps = min(total_steps, sum(epoch_steps[:loop.epochs]))
     if loop.max_steps is not None:
         total_steps = min(total_steps, loop.max_steps)
     # The schedule spans trainer.epochs (AdaScale reads it at its scale-invariant progress).
@@ -395,6 +401,8 @@ def config_changes(saved: dict, current: DictConfig) -> list[str]:
     ignore = ("trainer.resume", "trainer.epochs", "trainer.max_steps")
     old = flatten(saved)
     new = flatten(OmegaConf.to_container(current, resolve=True, enum_to_str=True))
+    # (A key a later version added, at null, is no change: data.batch_plan...)
     return sorted(
-        k for k in old.keys() | new.keys() if k not in ignore and old.get(k) != new.get(k)
+        k for k in old.keys() | new.keys()
+        if k not in ignore and old.get(k) != new.get(k) and (k in old or new[k] is not None)
     )

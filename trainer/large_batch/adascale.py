@@ -79,6 +79,12 @@ class AdaScale:
         self.gain_steps = 0
         self.stepped = False  # this step's statistics were finite
 
+    def set_global_batch(self, global_batch: int) -> None:
+        """Train at another global batch from this step on (the adaptive batch size): the
+        statistics are estimates of |G|^2 and tr(Sigma), whatever batch measured them, and
+        carry over; the averaging (decay) stays the run's."""
+        self.global_batch, self.scale = global_batch, global_batch / self.base_batch
+
     def _gain(self, stats: NoiseScale) -> float:
         grad_sq, trace = (max(v, 0.0) for v in stats.means())
         if not self.measured or grad_sq + trace <= 0:
@@ -124,13 +130,15 @@ class AdaScale:
                 "groups": [stats.state_dict() for stats in self.groups],
                 "scale": self.scale}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, same_batch: bool = True) -> None:
+        """``same_batch``: the run trains at one batch, which must be the checkpoint's (an
+        adaptive run's batch is its plan's: set_global_batch)."""
         if len(state["groups"]) != len(self.groups):
             raise UserError(
                 f"the checkpoint's AdaScale state has {len(state['groups'])} parameter groups, "
                 f"this run's optimizer {len(self.groups)}: resume with the optimizer it was "
                 "saved with (optimizer.exclude_bias_and_norm)")
-        if not math.isclose(state["scale"], self.scale):
+        if same_batch and not math.isclose(state["scale"], self.scale):
             raise UserError(
                 f"the checkpoint's AdaScale ran at S={state['scale']:g} (global batch / "
                 f"optimizer.base_batch_size), this run at S={self.scale:g}: its statistics and "
@@ -155,8 +163,9 @@ def _measurable(stats: NoiseScale) -> bool:
 
 
 def check_adascale(cfg, world_size: int, micro_batches: int, optimizer, stages,
-                   schedule) -> None:
-    """What AdaScale cannot run with, in one line each (before the first step)."""
+                   schedule, global_batch: int) -> None:
+    """What AdaScale cannot run with, in one line each (before the first step);
+    ``global_batch``: the run's first."""
     opt = cfg.optimizer
     target = str(opt.get("_target_", ""))
     if micro_batches < 2 and world_size == 1:
@@ -164,9 +173,9 @@ def check_adascale(cfg, world_size: int, micro_batches: int, optimizer, stages,
             "optimizer.scale_lr=adascale measures the gradient noise from at least two "
             "gradients per step, and one worker with trainer.accumulate=1 has one: set "
             "trainer.accumulate=2 (or more), or run on several workers")
-    if cfg.data.batch_size < opt.base_batch_size:
+    if global_batch < opt.base_batch_size:
         raise UserError(
-            f"optimizer.scale_lr=adascale: data.batch_size={cfg.data.batch_size} is smaller "
+            f"optimizer.scale_lr=adascale: data.batch_size={global_batch} is smaller "
             f"than optimizer.base_batch_size={opt.base_batch_size}, the batch the schedule "
             "was written for; AdaScale only scales up: lower optimizer.base_batch_size")
     if not _is_sgd(optimizer):

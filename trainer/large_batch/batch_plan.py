@@ -29,6 +29,7 @@ class Decision:
     predicted_gain: float | None = None
     noise_scale: float | None = None
     model: dict = field(default_factory=dict)
+    reason: str = ""  # in words: "profile", "predicted goodput x1.32 at B_simple 1,200"...
 
 
 class BatchPlan:
@@ -44,7 +45,11 @@ class BatchPlan:
         return self.decisions[i - 1].new if i else self.initial
 
     def record(self, decision: Decision) -> None:
-        """Append a change (decisions come in order of samples seen)."""
+        """Append a change (decisions come in order of samples seen; a second one at the
+        same point replaces the first: a resume on another world size re-quantising the
+        batch a decision had just set)."""
+        if self.decisions and decision.samples == self.decisions[-1].samples:
+            self.decisions.pop()
         if self.decisions and decision.samples <= self.decisions[-1].samples:
             raise ValueError(f"a batch decision at {decision.samples} samples comes after "
                              f"the one at {self.decisions[-1].samples}")

@@ -46,11 +46,13 @@ def train(cfg: DictConfig, run_dir: Path, objects: dict | None = None) -> dict:
     """Check the config, start the backend, build everything, fit; the final metrics.
 
     ``objects``: what ``trainer.fit``'s caller built (model, data, callbacks)."""
+    from trainer.config import batch_size
     from trainer.config.validate import validate
     from trainer.engine.build import pick_device, shared_run_dir
     from trainer.parallel.backends import build_backend
 
     objects = objects or {}
+    batch_size.settle(cfg)  # data.batch_size=auto: its M0 in the keys that mean it
     # Before any process group exists: every rank fails alike, nothing hangs.
     validate(cfg, given=tuple(k for k in ("model", "data", "task") if k in objects))
     backend = build_backend(cfg.dist, pick_device(cfg.trainer.device), cfg.trainer.accumulate)
