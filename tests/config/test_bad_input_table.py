@@ -124,6 +124,11 @@ CONFIG = [
       "callbacks=[default,adaptive_batch]", "callbacks.adaptive_batch.threshold=-1"],
      "callbacks.adaptive_batch.threshold=-1: use a gain >= 0"),
     (["data.batch_size=0.5"], "data.batch_size=0.5 is invalid: use a positive integer, or auto"),
+    (["data.max_micro_batch=16"], "data.max_micro_batch=16 is invalid: it is for "
+                                  "data.batch_size=auto"),
+    (["optimizer.scale_lr=adascale", "trainer.accumulate=2", "optimizer.base_batch_size=32",
+      "callbacks=[default,adaptive_batch]"],
+     "callbacks.adaptive_batch chooses the batch of data.batch_size=auto, and this run's is 64"),
     (["optimizer.adascale_decay=1"], "optimizer.adascale_decay=1.0 is invalid: use a number "
                                      "in [0, 1), or null"),
     (["schedule.warmup_steps=-1"], "schedule.warmup_steps and schedule.warmup_epochs must be"),

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.callbacks import Callback
-from trainer.config.batch_size import largest_batch
+from trainer.config.batch_size import is_auto, largest_batch
 from trainer.errors import UserError
 from trainer.large_batch.batch_plan import BatchPlan, Decision
 from trainer.large_batch.goodput import StepShape, ThroughputModel, candidates, choose
@@ -79,6 +79,10 @@ class AdaptiveBatch(Callback):
 
     def on_fit_start(self, run) -> None:
         data, opt = run.cfg.data, run.cfg.optimizer
+        if not is_auto(run.cfg):
+            raise UserError(f"callbacks.adaptive_batch chooses the batch of data.batch_size="
+                            f"auto, and this run's is {data.batch_size}: set "
+                            "data.batch_size=auto, or drop callbacks.adaptive_batch")
         self.adascale = run.callbacks.named.get("adascale")
         if self.adascale is None:
             raise UserError("data.batch_size=auto needs AdaScale's statistics and learning "

@@ -118,8 +118,8 @@ class DataKeys:
                                       hint="use a positive integer, or null")
     batch_size_max: int | None = rule(None, low=1, whole=True, optional=True,
                                       hint="use a positive integer, or null")
-    # The most samples one worker's forward/backward takes at once; a larger per-worker
-    # batch is accumulated over several micro-batches (null: no limit).
+    # With batch_size=auto: the most samples one worker's forward/backward takes at once; a
+    # larger per-worker batch is accumulated over several micro-batches (null: no limit).
     max_micro_batch: int | None = rule(None, low=1, whole=True, optional=True,
                                        hint="use a positive integer, or null")
     # A batch_plan.json to replay instead of deciding (batch_size=auto): the same batches at

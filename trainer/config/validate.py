@@ -229,7 +229,7 @@ def _validate_adaptive_batch(cfg: DictConfig) -> None:
 
     data = cfg.data
     if not is_auto(cfg):
-        for key in ("batch_size_min", "batch_size_max", "batch_plan"):
+        for key in ("batch_size_min", "batch_size_max", "max_micro_batch", "batch_plan"):
             _require(data.get(key) is None, f"data.{key}", data.get(key),
                      "it is for data.batch_size=auto (the batch chosen during training); "
                      f"add data.batch_size=auto, or drop data.{key}")
