@@ -219,8 +219,7 @@ class AdaptiveBatch(Callback):
 
     def _decide(self, run) -> None:
         """Rank 0 chooses (its own step times), every rank records its choice."""
-        decision = self._choose(run) if run.backend.is_primary else None
-        decision = run.backend.broadcast_object(decision)
+        decision = run.backend.on_primary(lambda: self._choose(run))
         if decision is not None:
             self._record(run, decision)
 

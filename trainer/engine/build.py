@@ -19,7 +19,6 @@ from trainer.callbacks import CallbackList
 from trainer.callbacks.from_config import build_callbacks
 from trainer.config import batch_size
 from trainer.config.consistency import check_same_config
-from trainer.config.flat import flatten
 from trainer.config.instantiate import safe_instantiate
 from trainer.config.schema import framework_keys
 from trainer.data import InMemoryData, InMemoryLoader
@@ -394,15 +393,3 @@ def register_state(run: Run) -> None:
     register("data", run.data)
     register("callbacks", run.callbacks)
     register("rng", RNGState(run))
-
-
-def config_changes(saved: dict, current: DictConfig) -> list[str]:
-    """Keys whose value differs from the checkpoint's config (loop length keys excluded)."""
-    ignore = ("trainer.resume", "trainer.epochs", "trainer.max_steps")
-    old = flatten(saved)
-    new = flatten(OmegaConf.to_container(current, resolve=True, enum_to_str=True))
-    # (A key a later version added, at null, is no change: data.batch_plan...)
-    return sorted(
-        k for k in old.keys() | new.keys()
-        if k not in ignore and old.get(k) != new.get(k) and (k in old or new[k] is not None)
-    )

@@ -5,9 +5,11 @@ what a change of world size cannot reproduce."""
 
 from __future__ import annotations
 
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from trainer.engine.build import Run, config_changes
+from trainer.config.flat import flatten
+from trainer.engine.build import Run
 from trainer.norms.base import BatchNorm, BatchNormVariant
 
 
@@ -40,3 +42,15 @@ def _warn_batch_statistics(run: Run, saved_world: int) -> None:
             "been (model.sync_bn=true or model.ghost_batch_size keep it independent of the "
             "number of workers)"
         )
+
+
+def config_changes(saved: dict, current: DictConfig) -> list[str]:
+    """Keys whose value differs from the checkpoint's config (loop length keys excluded)."""
+    ignore = ("trainer.resume", "trainer.epochs", "trainer.max_steps")
+    old = flatten(saved)
+    new = flatten(OmegaConf.to_container(current, resolve=True, enum_to_str=True))
+    # (A key a later version added, at null, is no change: data.batch_plan...)
+    return sorted(
+        k for k in old.keys() | new.keys()
+        if k not in ignore and old.get(k) != new.get(k) and (k in old or new[k] is not None)
+    )
