@@ -4,7 +4,8 @@ finishes bit-exact with a run that was never interrupted.
 
 One process stops after the very step the signal landed in. Several workers agree about once
 a second, so there the stop step is wherever the next agreement falls: the tests read it from
-the line and give the runs enough steps (LONG) for it to fall inside them."""
+the line and give the runs enough steps (LONG) for it to fall inside them, the signalled run
+paced (tests/helpers/signals.py)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from tests.helpers import (
     BIN,
     EQUIVALENCE,
     EXACT,
+    PACED,
     ROOT,
     SHRINK,
+    STOPPABLE_STEPS,
     finish,
     launch,
     max_difference,
@@ -33,8 +36,8 @@ from trainer.parallel.backends import Backend
 
 RUN = (*EQUIVALENCE, "trainer.max_steps=40", "trainer.log_every=5", "logger.tensorboard=false")
 # Several workers: about a second of steps may pass before they agree to stop.
-LONG = (*EQUIVALENCE, "trainer.max_steps=600", "trainer.epochs=100", "trainer.log_every=1",
-        "logger.tensorboard=false")
+LONG = (*EQUIVALENCE, f"trainer.max_steps={STOPPABLE_STEPS}", "trainer.epochs=100",
+        "trainer.log_every=1", "logger.tensorboard=false")
 
 
 def _signal_at(step: int, name: str = "SIGTERM", rank: int | None = None, times: int = 1):
@@ -46,8 +49,7 @@ def _signal_at(step: int, name: str = "SIGTERM", rank: int | None = None, times:
 
 def _whole_run(tmp_path_factory, args: tuple[str, ...]) -> dict:
     root = tmp_path_factory.mktemp("whole")
-    done = run_cli(*args, f"hydra.run.dir={root}/run", cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run("none", 1, *args, f"hydra.run.dir={root}/run", cwd=ROOT)  # (in this process)
     return weights(root / "run")
 
 
@@ -122,11 +124,11 @@ def test_two_workers_stop_together_when_one_is_signalled(tmp_path, uninterrupted
     rank 0 checkpoints it, both exit 143; resumed on 2 workers the run equals the
     uninterrupted 1-worker run (float64, to 1e-9)."""
     run_dir = tmp_path / "run"
-    proc = launch("torchrun", 2, *LONG, *_signal_at(10, rank=1), f"hydra.run.dir={run_dir}",
-                  cwd=ROOT)
+    proc = launch("torchrun", 2, *LONG, *PACED, *_signal_at(10, rank=1),
+                  f"hydra.run.dir={run_dir}", cwd=ROOT)
     out, err = finish(proc, timeout=240)
     step = _stop_step(out)
-    assert 10 <= step < 600, step
+    assert 10 <= step < STOPPABLE_STEPS, step
     assert "exitcode  : 143" in err and proc.returncode != 0  # torchrun names each worker's
     assert _checkpoint_steps(run_dir)[-1] == step
     run("torchrun", 2, *LONG, f"hydra.run.dir={run_dir}", cwd=ROOT)
@@ -139,8 +141,9 @@ def test_sigterm_to_the_torchrun_agent_ends_with_a_checkpoint(tmp_path, uninterr
     through trainer-launch the job then ends as one process would: exit 143, one line."""
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
-        [str(BIN / "trainer-launch"), "torchrun", "2", *LONG, f"hydra.run.dir={run_dir}",
-         *SHRINK], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [str(BIN / "trainer-launch"), "torchrun", "2", *LONG, *PACED,
+         f"hydra.run.dir={run_dir}", *SHRINK],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = ""
     deadline = time.monotonic() + 120
     while "step 20/" not in seen and time.monotonic() < deadline:
@@ -150,7 +153,7 @@ def test_sigterm_to_the_torchrun_agent_ends_with_a_checkpoint(tmp_path, uninterr
     assert proc.returncode == 143 and "Traceback" not in err, err[-3000:]
     assert "trainer-launch: torchrun stopped by SIGTERM: the workers checkpointed" in err
     step = _stop_step(seen + out)
-    assert 20 <= step < 600, step
+    assert 20 <= step < STOPPABLE_STEPS, step
     assert _checkpoint_steps(run_dir)[-1] == step
     run("torchrun", 2, *LONG, f"hydra.run.dir={run_dir}", cwd=ROOT)
     assert max_difference(weights(run_dir), uninterrupted_long) < EXACT

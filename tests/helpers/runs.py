@@ -109,6 +109,13 @@ def launch(launcher: str, n: int, *args: str, cwd: Path, timeout: float = 240, *
 
 
 def run(launcher: str, n: int, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``trainer ARGS`` on n workers under ``launcher``, which must succeed. The one-worker
+    reference runs (``"none"``) run the CLI in this process: what they are compared with is
+    the launched workers, not a process start."""
+    if launcher == "none":
+        result = cli_in_process(*args, cwd=cwd)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
     proc = launch(launcher, n, *args, cwd=cwd)
     out, err = finish(proc, timeout=240)
     assert proc.returncode == 0, err[-3000:]

@@ -8,6 +8,14 @@ import signal
 
 from trainer.callbacks import Callback
 
+# Several workers agree to stop about once a second (trainer/engine/preemption.py), so a
+# signalled multi-worker run stops wherever the next agreement falls. The signalled run is
+# PACED (at most 50 steps a second, whatever the CPU: the stop lands within about 60 steps
+# of the signal) and STOPPABLE_STEPS leaves room for it; the reference and resumed runs are
+# not paced (Pace changes nothing the run computes) and take only STOPPABLE_STEPS steps.
+STOPPABLE_STEPS = 200
+PACED = ("+callbacks.pace._target_=tests.helpers.pace.Pace", "+callbacks.pace.seconds=0.02")
+
 
 class SignalAt(Callback):
     """Send ``signal`` (a name: SIGTERM, SIGUSR1, SIGINT) to this process after step ``step``

@@ -8,7 +8,9 @@ from __future__ import annotations
 from tests.helpers import (
     EQUIVALENCE,
     EXACT,
+    PACED,
     ROOT,
+    STOPPABLE_STEPS,
     finish,
     launch,
     max_difference,
@@ -20,13 +22,13 @@ from tests.helpers import (
 
 def test_preempted_on_two_workers_resumed_on_four_equals_one_worker(tmp_path):
     # Enough steps for the workers' stop agreement (about a second) to fall inside the run.
-    args = (*EQUIVALENCE, "trainer.max_steps=600", "trainer.epochs=100",
+    args = (*EQUIVALENCE, f"trainer.max_steps={STOPPABLE_STEPS}", "trainer.epochs=100",
             "logger.tensorboard=false")
     run("none", 1, *args, f"hydra.run.dir={tmp_path}/one", cwd=ROOT)
     signal_at_11 = ("+callbacks.kill._target_=tests.helpers.signals.SignalAt",
                     "+callbacks.kill.step=11")
-    proc = launch("torchrun", 2, *args, *signal_at_11, f"hydra.run.dir={tmp_path}/cut",
-                  cwd=ROOT)
+    proc = launch("torchrun", 2, *args, *PACED, *signal_at_11,
+                  f"hydra.run.dir={tmp_path}/cut", cwd=ROOT)
     out, err = finish(proc, timeout=240)
     assert "stopped by SIGTERM at step" in out, err[-3000:]
     resumed = run("torchrun", 4, *args, f"hydra.run.dir={tmp_path}/cut", cwd=ROOT)

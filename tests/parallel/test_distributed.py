@@ -19,6 +19,8 @@ from tests.helpers import (
     BIN,
     EQUIVALENCE,
     EXACT,
+    PACED,
+    ROOT,
     SHRINK,
     descendants,
     finish,
@@ -95,11 +97,12 @@ def _kill_all_after_checkpoint(proc: subprocess.Popen, folder: Path, step: int) 
 
 
 def test_two_worker_resume_after_sigkill_is_bit_exact(tmp_path):
-    # Dropout on: each rank's own RNG state has to come back for the runs to match.
-    args = ("data.batch_size=32", "trainer.epochs=20", "model.dropout=0.2",
+    # Dropout on: each rank's own RNG state has to come back for the runs to match. 80 steps;
+    # the killed run is paced (50 steps a second at most) so the kill lands near step 30.
+    args = ("data.batch_size=32", "trainer.epochs=2", "model.dropout=0.2",
             "trainer.checkpoint_every=9", "logger.sample_predictions=0")
     run("torchrun", 2, *args, f"hydra.run.dir={tmp_path}/ref", cwd=tmp_path)
-    proc = launch("torchrun", 2, *args, f"hydra.run.dir={tmp_path}/cut", cwd=tmp_path)
+    proc = launch("torchrun", 2, *args, *PACED, f"hydra.run.dir={tmp_path}/cut", cwd=ROOT)
     _kill_all_after_checkpoint(proc, tmp_path / "cut" / "checkpoints", 30)
     assert not (tmp_path / "cut" / "metrics.json").exists()
     result = run("torchrun", 2, *args, f"hydra.run.dir={tmp_path}/cut", cwd=tmp_path)
