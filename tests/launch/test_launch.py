@@ -15,6 +15,7 @@ from tests.helpers import (
     EQUIVALENCE,
     EXACT,
     HAVE_MPI,
+    PACED,
     ROOT,
     SHRINK,
     descendants,
@@ -36,10 +37,14 @@ def script(name: str, *args: str, cwd: Path, env: dict | None = None) -> subproc
 
 
 def test_torchrun_script_restarts_failed_workers_which_resume_exactly(tmp_path):
-    args = ("data.batch_size=32", "trainer.epochs=20", "trainer.checkpoint_every=9",
+    # 80 steps, paced (50 a second at most: tests/helpers/signals.py) so the kill lands near
+    # step 36, well before the end.
+    args = ("data.batch_size=32", "trainer.epochs=2", "trainer.checkpoint_every=9",
             "logger.sample_predictions=0")
     run("torchrun", 2, *args, f"hydra.run.dir={tmp_path}/ref", cwd=tmp_path)
-    env = {**ENV, "MAX_RESTARTS": "1", "TRAINER_RUN_DIR": str(tmp_path / "elastic")}
+    args = (*args, *PACED)  # (Pace changes nothing the run computes)
+    env = {**ENV, "MAX_RESTARTS": "1", "TRAINER_RUN_DIR": str(tmp_path / "elastic"),
+           "PYTHONPATH": str(ROOT)}
     proc = script("torchrun.sh", "2", *args, cwd=tmp_path, env=env)
     folder = tmp_path / "elastic" / "checkpoints"
     deadline = time.monotonic() + 120
