@@ -37,6 +37,14 @@ def test_a_live_run_profiles_decides_on_its_own_step_times_and_records_every_cha
         assert d.predicted_gain > 1.1 and d.noise_scale > 0 and d.model["beta"] >= 0
         assert d.reason.startswith(f"predicted goodput x{d.predicted_gain:.2f} at B_simple")
     assert metrics["batch_changes"] == len(plan.decisions)
+    # Every decision point, taken or not (what trainer-report shows over training).
+    trace = metrics["batch_trace"]
+    assert trace and trace[0]["samples"] >= 192 + 6 * 90
+    assert [t["best"] for t in trace if t["changed"]] == [d.new for d in decided]
+    for t in trace:
+        assert t["batch"] == plan.batch_at(t["samples"] - 1)  # the batch it decided from
+        assert t["b_simple"] > 0 and t["gain"] >= 1 and t["lr"] > 0
+        assert 0 < t["goodput"] <= t["best_goodput"]
     assert metrics["final_global_batch_size"] == plan.batch_at(10**9)
     assert metrics["global_batch_size"] == 32
     # AdaScale's progress, not the batch, decides the run's length: 3 base-batch epochs.

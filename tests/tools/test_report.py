@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli, train_in_process
 
 
 def test_sweep_config_runs_a_multirun_and_the_report_tabulates_it(tmp_path):
@@ -180,3 +180,30 @@ def test_the_metric_is_the_one_the_runs_watched_or_named_and_unfinished_jobs_are
     assert report.returncode == 2 and report.stderr == (
         "trainer-report: error: --metric f2: no job has test_f2; the runs' metrics are "
         "accuracy, loss, macro_f1\n")
+
+
+def test_an_adaptive_run_is_shown_over_training_beside_the_fixed_batch_runs(tmp_path):
+    """data.batch_size=auto beside a fixed batch in one folder: its row says auto, its
+    decision points (batch, B_simple, AdaScale's gain, lr, predicted goodput) and changes
+    are tabulated, and report_adaptive.png puts its curve next to the fixed run's."""
+    from tests.callbacks.test_adaptive_batch import AUTO
+    from trainer.tools.report import write_report
+
+    auto = train_in_process(tmp_path / "auto", *AUTO)
+    fixed = train_in_process(tmp_path / "fixed_32", *AUTO[4:], "data.batch_size=32")
+    assert "batch_trace" not in fixed
+    md, _ = write_report(tmp_path)
+    text = md.read_text()
+    assert "| 32 (auto) |" in text and "| 32 |" in text  # both rows, the controller's named
+    assert "## Adaptive batch: auto" in text
+    header = next(line for line in text.splitlines() if line.startswith("| step | samples"))
+    assert "B_simple | AdaScale gain | lr | predicted goodput" in header
+    rows = text.split(header)[1].split("\n\n")[0].strip().splitlines()[1:]
+    trace = auto["batch_trace"]
+    assert len(rows) == len(trace)
+    assert rows[0].startswith(f"| {trace[0]['step']} | {trace[0]['samples']:,} | "
+                              f"{trace[0]['batch']} | {trace[0]['b_simple']:,.0f} |")
+    assert "32 -> 90: profile" in text  # the plan's changes with their reasons
+    for name in ("report.png", "report_adaptive.png"):
+        png = (tmp_path / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

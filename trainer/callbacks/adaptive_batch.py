@@ -23,7 +23,9 @@ learning rate at whatever batch is chosen).
   sample offset inside an epoch (trainer/data/memory.py): no sample is skipped or repeated.
 
 Logged: ``batch/global`` on every log line, ``batch/predicted_gain``, ``batch/b_simple`` at
-each decision, a line per change; ``batch_changes`` and ``batch_plan`` in metrics.json.
+each decision, a line per change; ``batch_changes``, ``batch_plan`` and ``batch_trace`` (every
+decision point: batch, B_simple, AdaScale's gain, lr, predicted goodput of the batch and of
+the best one) in metrics.json, which trainer-report shows over training.
 """
 
 from __future__ import annotations
@@ -38,7 +40,13 @@ from trainer.callbacks import Callback
 from trainer.config.batch_size import is_auto, largest_batch
 from trainer.errors import UserError
 from trainer.large_batch.batch_plan import BatchPlan, Decision
-from trainer.large_batch.goodput import StepShape, ThroughputModel, candidates, choose
+from trainer.large_batch.goodput import (
+    StepShape,
+    ThroughputModel,
+    candidates,
+    choose,
+    goodput,
+)
 
 PLAN_FILE = "batch_plan.json"
 
@@ -72,6 +80,7 @@ class AdaptiveBatch(Callback):
         # Recent seconds per step of each shape measured: (micro, micro_batches, workers).
         self.times: dict[tuple[float, int, int], list[float]] = {}
         self.next_point = 0.0  # samples seen at which the next decision is due (inf: none)
+        self.trace: list[dict] = []  # every decision point, taken or not (rank 0's)
         self.last_end: float | None = None  # the last step's end (None: do not time the next)
         self.adascale = None
 
@@ -104,6 +113,7 @@ class AdaptiveBatch(Callback):
             self.plan = BatchPlan.from_state(self.saved["plan"])
             self.times = {tuple(key): list(values) for *key, values in self.saved["times"]}
             self.next_point = float(self.saved["next_point"])
+            self.trace = list(self.saved.get("trace", []))
             how = (f"resumed at {samples:,} samples with its plan "
                    f"({len(self.plan.decisions)} changes)")
         else:
@@ -236,6 +246,12 @@ class AdaptiveBatch(Callback):
             options = sorted({*options, current})
         choice = choose(model, current, options, self.base, noise, self.shape_of,
                         self.threshold)
+        now = goodput(model, self.shape_of(current), self.base, noise)
+        self.trace.append({
+            "step": p.step, "samples": p.samples, "batch": current, "b_simple": noise,
+            "gain": self.adascale.adascale.gain, "lr": run.optimizer.param_groups[0]["lr"],
+            "goodput": now, "best": choice.batch, "best_goodput": now * choice.gain,
+            "changed": choice.change})
         run.logger.scalars({"batch/b_simple": noise, "batch/predicted_gain": choice.gain},
                            p.step)
         if not choice.change:
@@ -274,13 +290,15 @@ class AdaptiveBatch(Callback):
     def on_fit_end(self, run, metrics: dict[str, Any]) -> None:
         metrics["batch_changes"] = len(self.plan.decisions)
         metrics["batch_plan"] = str(self.path)
+        metrics["batch_trace"] = self.trace
         self._write(run)
 
     def state_dict(self) -> dict:
         if self.plan is None:
             return dict(self.saved or {})
         return {"plan": self.plan.state_dict(), "next_point": self.next_point,
-                "times": [[*key, list(values)] for key, values in self.times.items()]}
+                "times": [[*key, list(values)] for key, values in self.times.items()],
+                "trace": self.trace}
 
     def load_state_dict(self, state: dict) -> None:
         if state:

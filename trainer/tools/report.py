@@ -5,7 +5,11 @@ global batch and per-evaluation history) and writes into DIR:
 
 - ``report.md``: one row per job, sorted by global batch size: final test metric, steps,
   training time, time to the target, samples/s and the measured gradient noise scale B_simple;
-- ``report.png``: the same four quantities against the batch size (log scale).
+- ``report.png``: the same four quantities against the batch size (log scale);
+- for runs that chose their own batch (``data.batch_size=auto``; their row says "auto"): the
+  batch, AdaScale's gain, the lr, B_simple and the predicted goodput at each decision point
+  and ``report_adaptive.png`` beside the fixed-batch runs' curves (trainer/tools/
+  report_adaptive.py). A single run's directory is a folder of one run.
 
 The metric is ``--metric NAME`` (any metric of the runs' task: ``accuracy``, ``loss``,
 ``macro_f1``...; higher is better unless ``--mode min``, or the name is a loss or an error),
@@ -31,6 +35,10 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+
+from trainer.tools.report_adaptive import PLOT as ADAPTIVE_PLOT
+from trainer.tools.report_adaptive import is_adaptive, section
+from trainer.tools.report_adaptive import plot as plot_adaptive
 
 
 @dataclass
@@ -266,7 +274,8 @@ def table(jobs: list[Job], metric: Metric, target: float,
         value = final_value(j, metric)
         shown = 100 * value if (accuracy and value is not None) else value
         lines.append(
-            f"| {j.batch} | {_fmt(shown, '.2f' if accuracy else '.4f')} | "
+            f"| {j.batch}{' (auto)' if is_adaptive(j) else ''} | "
+            f"{_fmt(shown, '.2f' if accuracy else '.4f')} | "
             f"{_fmt(m.get('epochs'), '.1f')} | {m.get('steps', '—')} | "
             f"{_fmt(m.get('train_time_s'), '.3g')} | "
             f"{_fmt(time_to_target(j, metric, target), '.3g')} | "
@@ -342,6 +351,8 @@ def write_report(root: Path, target: float | None = None, metric_name: str | Non
     default = target is None
     target = default_target(jobs, metric) if default else target
     md, png = root / "report.md", root / "report.png"
+    fixed = [j for j in jobs if not is_adaptive(j)]  # (by batch size: the sweep's plot)
+    adaptive = section(root, jobs)
     md.write_text(
         f"# Batch-size sweep: {root}\n\n{table(jobs, metric, target, failed_jobs(root))}\n"
         + (f"No job evaluated val/{metric.name} during training (no validation split: "
@@ -360,9 +371,14 @@ def write_report(root: Path, target: float | None = None, metric_name: str | Non
         + (f"Warning: B_simple rests on fewer than {FEW_STEPS} measured steps in "
            f"{', '.join(rough)}; treat it as a rough estimate (train longer).\n\n"
            if (rough := rough_b_simple(jobs)) else "")
-        + f"![sweep]({png.name})\n"
+        + (f"![sweep]({png.name})\n" if fixed else "")
+        + (f"\n{adaptive}\n![adaptive batch]({ADAPTIVE_PLOT})\n" if adaptive else "")
     )
-    plot(jobs, metric, target, png)
+    if fixed:
+        plot(fixed, metric, target, png)
+    if adaptive:
+        plot_adaptive(root, jobs, metric, root / ADAPTIVE_PLOT)
+        png = root / ADAPTIVE_PLOT if not fixed else png
     return md, png
 
 
