@@ -6,10 +6,8 @@ global batch and per-evaluation history) and writes into DIR:
 - ``report.md``: one row per job, sorted by global batch size: final test metric, steps,
   training time, time to the target, samples/s and the measured gradient noise scale B_simple;
 - ``report.png``: the same four quantities against the batch size (log scale);
-- for runs that chose their own batch (``data.batch_size=auto``; their row says "auto"): the
-  batch, AdaScale's gain, the lr, B_simple and the predicted goodput at each decision point
-  and ``report_adaptive.png`` beside the fixed-batch runs' curves (trainer/tools/
-  report_adaptive.py). A single run's directory is a folder of one run.
+- runs with ``data.batch_size=auto`` ("(auto)" rows): their decisions over training and
+  ``report_adaptive.png`` (trainer/tools/report_adaptive.py).
 
 The metric is ``--metric NAME`` (any metric of the runs' task: ``accuracy``, ``loss``,
 ``macro_f1``...; higher is better unless ``--mode min``, or the name is a loss or an error),
@@ -36,9 +34,8 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.tools.report_adaptive import PLOT as ADAPTIVE_PLOT
-from trainer.tools.report_adaptive import is_adaptive, section
-from trainer.tools.report_adaptive import plot as plot_adaptive
+from trainer.tools import report_adaptive
+from trainer.tools.report_adaptive import is_adaptive
 
 
 @dataclass
@@ -352,7 +349,7 @@ def write_report(root: Path, target: float | None = None, metric_name: str | Non
     target = default_target(jobs, metric) if default else target
     md, png = root / "report.md", root / "report.png"
     fixed = [j for j in jobs if not is_adaptive(j)]  # (by batch size: the sweep's plot)
-    adaptive = section(root, jobs)
+    adaptive, adaptive_png = report_adaptive.section(root, jobs), root / report_adaptive.PLOT
     md.write_text(
         f"# Batch-size sweep: {root}\n\n{table(jobs, metric, target, failed_jobs(root))}\n"
         + (f"No job evaluated val/{metric.name} during training (no validation split: "
@@ -372,29 +369,25 @@ def write_report(root: Path, target: float | None = None, metric_name: str | Non
            f"{', '.join(rough)}; treat it as a rough estimate (train longer).\n\n"
            if (rough := rough_b_simple(jobs)) else "")
         + (f"![sweep]({png.name})\n" if fixed else "")
-        + (f"\n{adaptive}\n![adaptive batch]({ADAPTIVE_PLOT})\n" if adaptive else "")
+        + (f"\n{adaptive}\n![adaptive batch]({adaptive_png.name})\n" if adaptive else "")
     )
     if fixed:
         plot(fixed, metric, target, png)
     if adaptive:
-        plot_adaptive(root, jobs, metric, root / ADAPTIVE_PLOT)
-        png = root / ADAPTIVE_PLOT if not fixed else png
-    return md, png
+        report_adaptive.plot(root, jobs, metric, adaptive_png)
+    return md, png if fixed else adaptive_png
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="trainer-report", description=__doc__.split("\n\n")[0],
-    )
+    parser = argparse.ArgumentParser(prog="trainer-report", description=__doc__.split("\n\n")[0])
     parser.add_argument("dir", type=Path, help="a multirun directory (or any folder of runs)")
     parser.add_argument("--metric", default=None,
-                        help="the eval metric to compare (accuracy, loss, macro_f1, ...; "
-                             "default: what the runs' early stopping or best checkpoint "
-                             "watched, else accuracy, else loss)")
+                        help="the eval metric to compare (accuracy, loss, macro_f1, ...; default: "
+                             "what the runs' early stopping or best checkpoint watched, else "
+                             "accuracy, else loss)")
     parser.add_argument("--mode", choices=("max", "min"), default=None,
                         help="whether higher (max) or lower (min) values of it are better")
-    parser.add_argument("--target", type=float, default=None,
-                        help="the value of the metric to time (accuracy as 0-1)")
+    parser.add_argument("--target", type=float, help="the value to time (accuracy as 0-1)")
     args = parser.parse_args(argv)
     if not args.dir.is_dir():
         parser.exit(2, f"trainer-report: error: {args.dir} is not a directory\n")
