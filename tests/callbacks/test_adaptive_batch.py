@@ -63,6 +63,23 @@ def test_a_resumed_live_run_keeps_its_plan_and_goes_on_deciding(tmp_path, capsys
     assert "samples with its plan" in capsys.readouterr().out
 
 
+def test_one_micro_batch_per_step_and_a_micro_batch_cap_shape_every_step(tmp_path):
+    # trainer.accumulate=1 on one worker: AdaScale splits every 4th step in halves, so every
+    # batch is even and those steps are timed as two micro-batches; data.max_micro_batch=40
+    # runs a batch of more than 40 as equal micro-batches of at most 40.
+    run = (*AUTO[:4], "trainer.accumulate=1", *AUTO[5:], "data.max_micro_batch=40")
+    metrics = train_in_process(tmp_path, *run)
+    plan = _plan(tmp_path)
+    assert plan.decisions[0].new == 90 and all(d.new % 2 == 0 for d in plan.decisions)
+    last = sorted((tmp_path / "checkpoints").glob("step-*.pt"))[-1]
+    times = torch.load(last, weights_only=True)["callbacks"]["adaptive_batch"]["times"]
+    shapes = {(micro, k) for micro, k, workers, _ in times}
+    assert (32, 1) in shapes and (16, 2) in shapes  # M0 whole, and its measured steps halved
+    assert (30, 3) in shapes  # the profile's 90: three micro-batches of 30, none split
+    assert all(micro <= 40 for micro, _ in shapes)
+    assert metrics["adascale_final_gain"] > 1.0
+
+
 # A hand-written plan: changes inside epochs (1,294 rows), one not a multiple of the last.
 PLAN = BatchPlan(32, [Decision(samples=160, new=96), Decision(samples=928, new=64),
                       Decision(samples=1888, new=128)])

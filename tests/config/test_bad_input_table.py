@@ -96,9 +96,6 @@ CONFIG = [
     (["trainer.precision=8"], "trainer.precision=8 is unknown"),
     (["optimizer.scale_lr=cubic"], "optimizer.scale_lr=cubic is invalid: use none, linear, "
                                    "sqrt or adascale"),
-    (["optimizer.scale_lr=adascale", "optimizer.base_batch_size=16"],
-     "optimizer.scale_lr=adascale measures the gradient noise from at least two gradients per "
-     "step, and one worker with trainer.accumulate=1 has one: set trainer.accumulate=2"),
     (["optimizer.scale_lr=adascale", "trainer.accumulate=2"],
      "optimizer.scale_lr=adascale: data.batch_size=64 is smaller than "
      "optimizer.base_batch_size=256"),

@@ -124,6 +124,18 @@ def test_the_live_gain_matches_the_closed_form_of_linear_regression(tmp_path, tr
         _true_gain(true_b_simple, base, 512), rel=0.10)
 
 
+def test_one_worker_with_one_micro_batch_measures_every_fourth_step(tmp_path, true_b_simple):
+    # Every 4th step runs as two half-batch micro-batches and is measured: the same closed
+    # form as a run whose every step is split, from a quarter of the observations.
+    metrics = train_in_process(tmp_path, *FROZEN, "optimizer.scale_lr=adascale",
+                               "optimizer.base_batch_size=128", "trainer.accumulate=1",
+                               "optimizer.adascale_decay=0.97")
+    assert metrics["adascale_final_gain"] == pytest.approx(
+        _true_gain(true_b_simple, 128, 512), rel=0.10)
+    state = torch.load(tmp_path / "checkpoints" / "step-00000300.pt", weights_only=True)
+    assert state["callbacks"]["adascale"]["total"]["steps"] == 300 // 4
+
+
 ADASCALE = ("optimizer.scale_lr=adascale", "optimizer.base_batch_size=16",
             "data.batch_size=128", "trainer.accumulate=4", "trainer.epochs=2",
             "trainer.log_every=1", "logger=csv", "logger.tensorboard=false")
@@ -225,6 +237,20 @@ def test_a_resumed_run_ends_bit_identical_to_an_unbroken_one(tmp_path):
     assert resumed["adascale_final_gain"] == whole["adascale_final_gain"]
 
 
+def test_a_run_that_splits_every_fourth_step_resumes_bit_identical(tmp_path):
+    # One worker, one micro-batch: the measured steps are chosen by their number, so a run
+    # resumed between two of them measures the same steps as an unbroken one.
+    run = (*ADASCALE[:3], "trainer.accumulate=1", "trainer.epochs=2",
+           "logger.tensorboard=false")
+    whole = train_in_process(tmp_path / "whole", *run)
+    train_in_process(tmp_path / "broken", *run, "trainer.max_steps=23")
+    resumed = train_in_process(tmp_path / "broken", *run)
+    assert whole["adascale_final_gain"] > 1.0 and resumed["steps"] == whole["steps"]
+    a, b = weights(tmp_path / "whole"), weights(tmp_path / "broken")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["adascale_progress_epochs"] == whole["adascale_progress_epochs"]
+
+
 EQUAL_ADA = ("optimizer.scale_lr=adascale", "optimizer.base_batch_size=16", "trainer.epochs=8",
              "logger.tensorboard=false")
 
@@ -276,4 +302,16 @@ def test_a_resume_at_another_scale_is_refused_in_one_line(tmp_path):
     train_in_process(tmp_path, *run, "logger.tensorboard=false", "trainer.max_steps=3")
     with pytest.raises(UserError, match=r"AdaScale ran at S=8 .*this run at S=4"):
         train_in_process(tmp_path, *run[:2], "data.batch_size=64", *run[3:],
+                         "logger.tensorboard=false")
+
+
+def test_one_worker_whose_batch_does_not_halve_is_refused_in_one_line(tmp_path):
+    from trainer.errors import UserError
+
+    with pytest.raises(UserError, match=r"splits every optimizer.adascale_measure_every-th step "
+                                        r"in two halves .* data.batch_size=126 does not split "
+                                        r"into two halves of whole model.ghost_batch_size=2 "
+                                        r"batches: use a multiple of 4"):
+        train_in_process(tmp_path, *ADASCALE[:2], "data.batch_size=126", "trainer.accumulate=1",
+                         "model.norm=batch", "model.ghost_batch_size=2",
                          "logger.tensorboard=false")

@@ -102,6 +102,8 @@ class AdaptiveBatch(Callback):
         self.fixed_k = not run.backend.can_split_steps  # Horovod: k is built in
         self.max_micro = data.get("max_micro_batch")
         self.ghost = int(run.cfg.model.get("ghost_batch_size") or 1)
+        # One worker, one micro-batch: AdaScale splits some steps in two halves.
+        self.halves = 2 if self.adascale.splits(run) else 1
         self.every = max(1, round(self.decide_every * len(run.data.train)))
         self.path = Path(run.run_dir) / PLAN_FILE
         samples = run.progress.samples
@@ -154,21 +156,22 @@ class AdaptiveBatch(Callback):
     def shape_of(self, batch: int) -> StepShape | None:
         """How ``batch`` runs here: the fewest micro-batches (at least the run's) that split
         each worker's share into equal micro-batches of at most data.max_micro_batch, each
-        a whole number of Ghost BN batches; None where none does."""
+        a whole number of Ghost BN batches (one micro-batch: of two halves' worth, for the
+        steps AdaScale splits); None where none does."""
         per, rest = divmod(batch, self.workers)
         if rest or per < 1:
             return None
         counts = [self.min_k] if self.fixed_k else range(self.min_k, per + 1)
         for k in counts:
             micro, rest = divmod(per, k)
-            if rest or micro % self.ghost:
+            if rest or micro % (self.ghost * (self.halves if k == 1 else 1)):
                 continue
             if self.max_micro is None or micro <= self.max_micro:
                 return StepShape(float(micro), k, self.workers)
         return None
 
     def options(self) -> list[int]:
-        quantum = self.workers * self.min_k * self.ghost
+        quantum = self.workers * self.min_k * self.ghost * self.halves
         return [b for b in candidates(self.base, self.high, quantum) if self.shape_of(b)]
 
     def apply(self, run, batch: int) -> None:
@@ -217,7 +220,8 @@ class AdaptiveBatch(Callback):
                             f"samples): {why}")
 
     def _key(self, run) -> tuple[float, int, int]:
-        return (run.loader.batch_size / run.micro_batches, run.micro_batches, self.workers)
+        k = run.micro_batches_now  # (a step AdaScale split to measure is timed as such)
+        return (run.loader.batch_size / k, k, self.workers)
 
     def on_eval_end(self, run, metrics: dict[str, float]) -> None:
         self.last_end = None  # (an evaluation's time is not a step's)

@@ -16,6 +16,7 @@ progress too (``run.cadence``: trainer/engine/cadence.py).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -23,7 +24,7 @@ import torch
 from trainer.callbacks import Callback
 from trainer.config.batch_size import is_auto, largest_batch
 from trainer.engine.cadence import ProgressCadence
-from trainer.large_batch.adascale import AdaScale, check_adascale, default_decay
+from trainer.large_batch.adascale import AdaScale, check_adascale, check_split, default_decay
 from trainer.large_batch.noise_scale import MicroBatchNorms, micro_batch_norms
 
 
@@ -36,11 +37,15 @@ class AdaScaleCallback(Callback):
         self.first_step = 0
         self.schedule = None  # the run's (its epochs at the global batch)
         self.schedule_scale = 1.0  # the first global batch / the base batch
+        self.measure_every = 4  # one gradient per step: split every n-th step in two
 
     def on_fit_start(self, run) -> None:
         cfg = run.cfg
-        check_adascale(cfg, run.backend.world_size, run.micro_batches, run.optimizer,
-                       cfg.trainer.stages, run.schedule, run.epoch_batches[0])
+        check_adascale(cfg, run.optimizer, cfg.trainer.stages, run.schedule,
+                       run.epoch_batches[0])
+        self.measure_every = int(cfg.optimizer.get("adascale_measure_every") or 4)
+        if self.splits(run):
+            check_split(cfg, run.backend, run.epoch_batches[0])
         groups = [group["params"] for group in run.optimizer.param_groups]
         decay = cfg.optimizer.get("adascale_decay")
         if decay is None:  # the paper's, for the largest batch the run may train at
@@ -78,16 +83,29 @@ class AdaScaleCallback(Callback):
         if self._position() >= run.schedule.total_steps:
             run.finished = True
 
+    @staticmethod
+    def splits(run) -> bool:
+        """One gradient per step (one worker, one micro-batch): AdaScale splits every
+        ``measure_every``-th step in two micro-batches to measure the noise."""
+        return run.backend.world_size == 1 and run.micro_batches == 1
+
+    def on_step_start(self, run) -> None:
+        # By the step's number: the same steps are measured in a resumed run.
+        if self.splits(run) and run.step % self.measure_every == 0:
+            run.step_micro_batches = 2
+
     def on_after_backward(self, run) -> None:
         if run.loader.global_batch_size != self.adascale.global_batch:  # (adaptive batch)
             self.adascale.set_global_batch(run.loader.global_batch_size)
-        k = run.micro_batches
+        k, world = run.micro_batches_now, run.backend.world_size
         small = torch.stack(self.norms.take(run.step)).mean(dim=0) * (k * k)
+        scale_sq = run.precision.loss_scale() ** 2  # fp16 gradients carry the loss scale
+        if k == 1 and world == 1:  # a step not measured: the last gains, if it is finite
+            self.adascale.hold(math.isfinite(small.sum().item()))
+            return
         big = self.norms.averaged(run.step).to(small.device)
-        world = run.backend.world_size
         if world > 1:  # every worker's micro-batches (the averaged gradient is the same)
             small = run.backend.all_reduce_sum(small) / world
-        scale_sq = run.precision.loss_scale() ** 2  # fp16 gradients carry the loss scale
         values = (torch.cat([small, big]) / scale_sq).tolist()
         n = len(values) // 2
         self.adascale.observe(values[:n], values[n:], run.loader.batch_size // k)

@@ -43,7 +43,7 @@ class NoiseScaleCallback(Callback):
         """
         if self.micro_norms is None:
             return
-        k = run.micro_batches
+        k = run.micro_batches_now
         scale_sq = run.precision.loss_scale() ** 2  # fp16 gradients still carry the loss scale
         small = torch.stack(self.micro_norms.take(run.step)).sum(dim=1).mean() * (k * k)
         big = self.micro_norms.averaged(run.step).sum()

@@ -151,6 +151,8 @@ class OptimizerKeys:
     # AdaScale's averaging of its statistics per step (null: max(1 - S/1000, 0.9)).
     adascale_decay: float | None = rule(None, low=0, below=1, optional=True,
                                         hint="use a number in [0, 1), or null")
+    # One worker, one micro-batch: AdaScale splits every n-th step in two to measure the noise.
+    adascale_measure_every: int = rule(4, low=1, hint="use a positive integer (1: every step)")
     # Biases and norm parameters in their own group: no weight decay, no layer-wise adaptation.
     exclude_bias_and_norm: bool = rule(False, boolean=True, hint="use true or false")
 

@@ -97,6 +97,15 @@ class Run:
     # When to evaluate and checkpoint between epoch ends (trainer/engine/cadence.py); a
     # component measuring progress in other units (AdaScale) replaces it.
     cadence: Any = None
+    # This step only (set in on_step_start, cleared after on_step_end): more micro-batches
+    # than ``micro_batches``, for a component that measures within some steps (AdaScale on
+    # one worker); None: ``micro_batches``.
+    step_micro_batches: int | None = None
+
+    @property
+    def micro_batches_now(self) -> int:
+        """The micro-batches of the step being taken (its gradient hooks' k)."""
+        return self.step_micro_batches or self.micro_batches
 
     @property
     def rank(self) -> int:

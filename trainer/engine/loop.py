@@ -226,7 +226,7 @@ class Loop:
             run.schedule.apply(run.optimizer, p.step)
             run.callbacks.on_step_start(run)  # (which may set the lr too: trainer-lr-find)
             try:
-                loss = train_step(run, batch, p.step, run.micro_batches, self.tally)
+                loss = train_step(run, batch, p.step, run.micro_batches_now, self.tally)
             except UserError:
                 raise
             except Exception as exc:
@@ -241,6 +241,7 @@ class Loop:
             p.offset += loader.global_batch_size
             p.samples += loader.global_batch_size
             run.callbacks.on_step_end(run)
+            run.step_micro_batches = None
             logged = p.step % self.log_every == 0 or p.step == self.total_steps
             if logged:
                 # The rate the step used (the first group's), read once per log line.

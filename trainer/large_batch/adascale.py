@@ -15,15 +15,25 @@ length, written for the base batch, hold at any batch.
 
 The statistics are the gradient noise scale's (trainer/large_batch/noise_scale.py): from the
 gradients of the step's micro-batches (every micro-batch of every worker, batch b) and of the
-averaged global batch (B), per optimizer parameter group, the unbiased estimates of |G|^2 and
-tr(Sigma); averaged over steps with decay theta (by default the paper's max(1 - S/1000, 0),
-with a floor of 0.9 here, an average over about 20 steps: at S >= 1000 the paper's theta is
-0, and one step's estimate from a few micro-batches would set the gain alone); clipped at 0
-before the ratio, so r stays in [1, S]. r is 1 until 10 steps are measured and the total
-|G|^2 or tr(Sigma) average is first clearly (two standard errors) above zero: until then the
-estimates cannot tell signal from noise, and 1 is the safe end (plain SGD at the base rate).
+averaged global batch (B), per optimizer parameter group, the unbiased estimates of |G|^2
+and tr(Sigma); averaged over steps with decay theta (by default the paper's
+max(1 - S/1000, 0), with a floor of 0.9 here, an average over about 20 measured steps: at
+S >= 1000 the paper's theta is 0, and one step's estimate from a few micro-batches would set
+the gain alone); clipped at 0 before the ratio, so r stays in [1, S]. r is 1 until 10 steps
+are measured and the total |G|^2 or tr(Sigma) average is first clearly (two standard errors)
+above zero: until then the estimates cannot tell signal from noise, and 1 is the safe end
+(plain SGD at the base rate).
 After that the clipped estimate holds: a clear |G|^2 gives the formula's value, clear noise
 without a clear |G|^2 a gain near S (where the true gain is).
+
+One worker with one micro-batch per step has one gradient: every
+``optimizer.adascale_measure_every``-th step (4) runs as two half-batch micro-batches (the
+same update, from two backward passes) and is measured; the steps between train with the last
+gains. Consecutive steps' gradients, which AdaptDL pairs instead, are not of one point: the
+parameters move between them, and the change of the true gradient counts as noise (on the
+MNIST MLP at lr 0.05 and batch 512, a gain of 3.7 where two micro-batches of each step measure
+2.2; docs/large_batch.md), even with a second difference over three steps to cancel the
+momentum's drift.
 
 Unlike the B_simple report, this needs the step's statistics on the host before the step (the
 gain multiplies its learning rate): one all-reduce of one number per group per step (the
@@ -92,12 +102,14 @@ class AdaScale:
         gain = (trace / self.base_batch + grad_sq) / (trace / self.global_batch + grad_sq)
         return min(max(gain, 1.0), self.scale)
 
-    def observe(self, small_sq: list[float], big_sq: list[float], micro_batch: int) -> None:
+    def observe(self, small_sq: list[float], big_sq: list[float], micro_batch: int,
+                big_batch: int | None = None) -> None:
         """One step's statistics, per group: the mean squared norm of the micro-batch
-        gradients (batch ``micro_batch``, averaged over workers) and of the averaged gradient.
-        Sets this step's gains. A non-finite step (an fp16 overflow, which the scaler skips)
-        changes nothing and keeps the last gains."""
-        b, big = micro_batch, self.global_batch
+        gradients (batch ``micro_batch``, averaged over workers) and of the averaged gradient
+        (batch ``big_batch``: the global batch, or two steps' for a step pair). Sets this
+        step's gains. A non-finite step (an fp16 overflow, which the scaler skips) changes
+        nothing and keeps the last gains."""
+        b, big = micro_batch, big_batch or self.global_batch
         self.stepped = self.total.fold(sum(small_sq), sum(big_sq), b, big)
         if not self.stepped:
             return
@@ -106,6 +118,11 @@ class AdaScale:
         self.measured = self.measured or _measurable(self.total)
         self.gains = [self._gain(stats) for stats in self.groups]
         self.gain = self._gain(self.total)
+
+    def hold(self, finite: bool) -> None:
+        """A step with no statistics of its own (the first of a step pair): it trains with
+        the last gains, and advances the progress unless it overflowed (``finite``)."""
+        self.stepped = finite
 
     def advance(self) -> None:
         """The step was taken with this step's gain: progress moves on by it (not for a
@@ -162,17 +179,11 @@ def _measurable(stats: NoiseScale) -> bool:
             or trace > _SIGNIFICANT * stats.trace_stderr)
 
 
-def check_adascale(cfg, world_size: int, micro_batches: int, optimizer, stages,
-                   schedule, global_batch: int) -> None:
+def check_adascale(cfg, optimizer, stages, schedule, global_batch: int) -> None:
     """What AdaScale cannot run with, in one line each (before the first step);
     ``global_batch``: the run's first."""
     opt = cfg.optimizer
     target = str(opt.get("_target_", ""))
-    if micro_batches < 2 and world_size == 1:
-        raise UserError(
-            "optimizer.scale_lr=adascale measures the gradient noise from at least two "
-            "gradients per step, and one worker with trainer.accumulate=1 has one: set "
-            "trainer.accumulate=2 (or more), or run on several workers")
     if global_batch < opt.base_batch_size:
         raise UserError(
             f"optimizer.scale_lr=adascale: data.batch_size={global_batch} is smaller "
@@ -191,6 +202,26 @@ def check_adascale(cfg, world_size: int, micro_batches: int, optimizer, stages,
         raise UserError("optimizer.scale_lr=adascale with schedule=increase_batch: AdaScale "
                         "runs at one global batch (its gain is for that batch); use another "
                         "schedule")
+
+
+def check_split(cfg, backend, global_batch: int) -> None:
+    """One worker with one micro-batch: the steps AdaScale measures run as two equal halves
+    (each a whole number of Ghost BN batches); Horovod builds its micro-batch count into its
+    optimizer, so there a step cannot be split."""
+    if not backend.can_split_steps:
+        raise UserError(
+            "optimizer.scale_lr=adascale measures the gradient noise from at least two "
+            "gradients per step, and one Horovod worker with trainer.accumulate=1 has one "
+            "(Horovod cannot split single steps): set trainer.accumulate=2, or run on several "
+            "workers")
+    ghost = int(cfg.model.get("ghost_batch_size") or 1)
+    if global_batch % (2 * ghost):
+        raise UserError(
+            f"optimizer.scale_lr=adascale on one worker splits every "
+            f"optimizer.adascale_measure_every-th step in two halves to measure the gradient "
+            f"noise, and data.batch_size={global_batch} does not split into two halves of "
+            + (f"whole model.ghost_batch_size={ghost} batches" if ghost > 1 else "equal size")
+            + f": use a multiple of {2 * ghost}")
 
 
 def _is_sgd(optimizer) -> bool:
