@@ -80,6 +80,24 @@ def test_one_micro_batch_per_step_and_a_micro_batch_cap_shape_every_step(tmp_pat
     assert metrics["adascale_final_gain"] > 1.0
 
 
+def test_a_live_run_resumed_on_four_torchrun_workers_requantises_its_batch(tmp_path):
+    # One worker to the profile's batch 90, then 4 workers x 2 micro-batches: 90 does not
+    # split, so the run starts at the nearest batch that does (a recorded decision), keeps the
+    # plan before it, and goes on deciding on its own step times on 4 workers.
+    train_in_process(tmp_path, *AUTO, "trainer.max_steps=8")
+    before = _plan(tmp_path)
+    assert before.batch_at(10**9) == 90
+    done = run("torchrun", 4, *AUTO, f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    after = _plan(tmp_path)
+    assert after.decisions[:len(before.decisions)] == before.decisions
+    moved = after.decisions[len(before.decisions)]
+    assert (moved.old, moved.new, moved.reason) == (90, 88, "4 workers")
+    assert all(d.new % 8 == 0 for d in after.decisions[len(before.decisions):])
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["world_size"] == 4 and metrics["resumed_from"]
+    assert "resumed at" in done.stdout + done.stderr
+
+
 # A hand-written plan: changes inside epochs (1,294 rows), one not a multiple of the last.
 PLAN = BatchPlan(32, [Decision(samples=160, new=96), Decision(samples=928, new=64),
                       Decision(samples=1888, new=128)])
