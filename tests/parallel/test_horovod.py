@@ -140,3 +140,32 @@ def test_horovod_workers_stop_together_on_a_signal_and_resume_exactly(tmp_path):
     assert (tmp_path / "cut" / "checkpoints" / f"step-{step:08d}.pt").exists()
     horovodrun(2, *args, f"hydra.run.dir={tmp_path}/cut", cwd=tmp_path)
     assert max_difference(weights(tmp_path / "whole"), weights(tmp_path / "cut")) < EXACT
+
+
+def test_a_horovod_adaptive_run_stopped_by_a_signal_resumes_with_its_plan(tmp_path):
+    """data.batch_size=auto under horovodrun: Horovod fixes the micro-batches per step (2), so
+    every batch the controller takes is a multiple of 2 workers x 2; rank 1 alone is
+    signalled, both stop at one step with the plan in the checkpoint, and the resumed run
+    keeps every decision made before the stop and goes on deciding."""
+    from trainer.large_batch.batch_plan import BatchPlan
+
+    args = ("data.batch_size=auto", "data.batch_size_min=32", "data.batch_size_max=256",
+            "optimizer.scale_lr=adascale", "trainer.accumulate=2", "trainer.epochs=10",
+            "logger.sample_predictions=0", "logger.tensorboard=false",
+            f"hydra.run.dir={tmp_path}")
+    stopped = subprocess.run(
+        ["bash", str(ROOT / "launch" / "horovodrun.sh"), "2", *args, *PACED, *SHRINK,
+         "+callbacks.kill._target_=tests.helpers.signals.SignalAt", "+callbacks.kill.step=10",
+         "+callbacks.kill.rank=1"],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    stops = re.findall(r"stopped by SIGTERM at step (\d+); checkpoint", stopped.stdout)
+    assert len(stops) == 1 and stopped.returncode != 0, stopped.stdout[-3000:]
+    before = BatchPlan.read(tmp_path / "batch_plan.json")
+    assert before.decisions[0].reason == "profile"
+    horovodrun(2, *args, cwd=tmp_path)
+    after = BatchPlan.read(tmp_path / "batch_plan.json")
+    assert after.decisions[:len(before.decisions)] == before.decisions
+    assert all(d.new % 4 == 0 for d in after.decisions)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["resumed_from"] and metrics["world_size"] == 2
+    assert metrics["adascale_progress_epochs"] >= 10
